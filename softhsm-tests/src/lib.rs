@@ -1,0 +1,20 @@
+//! Test fixtures that give each test its own real hardware interface.
+//!
+//! - [`SoftHsm`]: a private SoftHSM2 token directory and `SOFTHSM2_CONF`.
+//! - [`Swtpm`]: a private swtpm process on a unix socket, killed and removed on drop.
+//!
+//! The fixtures depend on no other workspace crate, so every crate can take this one
+//! as a dev-dependency. They never skip: a missing system package fails the test with
+//! a message that names the package and how to install it.
+//!
+//! Fixtures panic on set-up failure on purpose: that is how a test fails loudly.
+#![deny(unsafe_code)]
+#![allow(clippy::panic, clippy::expect_used)]
+
+mod packages;
+mod softhsm;
+mod swtpm;
+
+pub use packages::{MissingPackage, require_command};
+pub use softhsm::SoftHsm;
+pub use swtpm::Swtpm;
