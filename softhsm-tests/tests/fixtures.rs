@@ -47,13 +47,23 @@ fn swtpm_fixture_answers_tpm2_tools_and_survives_restart() {
             .expect("run tpm2_getrandom")
     };
     let out = run(&tpm);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 32, "16 random bytes in hex");
 
     tpm.stop();
-    assert!(!run(&tpm).status.success(), "a stopped swtpm must not answer");
+    assert!(
+        !run(&tpm).status.success(),
+        "a stopped swtpm must not answer"
+    );
     tpm.restart();
-    assert!(run(&tpm).status.success(), "a restarted swtpm answers again");
+    assert!(
+        run(&tpm).status.success(),
+        "a restarted swtpm answers again"
+    );
 }
 
 #[test]

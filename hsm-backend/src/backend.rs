@@ -1,0 +1,139 @@
+//! The backend: one token, one session pool, and the operations on keys it holds.
+//!
+//! Operations live in sibling modules by family (`key_management`, `sign`, `encrypt`,
+//! `wrap`, `random`), each an `impl HsmBackend` block.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use cryptoki::object::ObjectClass;
+
+use crate::error::{HsmError, Result};
+use crate::key::{KeyId, KeySpec};
+use crate::module::{Pkcs11Module, TokenDescription, TokenSelector};
+use crate::pin::Pin;
+use crate::pool::{PoolConfig, PooledSession, ResolvedKey, SessionPool};
+
+/// Where the token is and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`libsofthsm2.so`, a network HSM's client library).
+    pub module: PathBuf,
+    /// Which token to use.
+    pub token: TokenSelector,
+    /// The user PIN.
+    pub user_pin: Pin,
+    /// Session pool settings.
+    pub pool: PoolConfig,
+}
+
+/// Keys inside one PKCS#11 token, used through a pool of logged-in sessions.
+#[derive(Debug)]
+pub struct HsmBackend {
+    // Sessions close before the module may be finalised: keep `pool` first.
+    pub(crate) pool: SessionPool,
+    keygen: Mutex<()>,
+    token: TokenDescription,
+    module: Pkcs11Module,
+}
+
+impl HsmBackend {
+    /// Loads the module, finds the token, opens the pool and logs in.
+    ///
+    /// # Errors
+    /// The module cannot load, the token is not found or not initialised, or the PIN is
+    /// wrong or locked. Each error names what failed.
+    pub fn open(config: HsmConfig) -> Result<HsmBackend> {
+        let module = Pkcs11Module::load(&config.module)?;
+        Self::open_with(module, &config.token, config.user_pin, config.pool)
+    }
+
+    /// Like [`HsmBackend::open`], on a module already loaded.
+    ///
+    /// # Errors
+    /// As for [`HsmBackend::open`].
+    pub fn open_with(
+        module: Pkcs11Module,
+        selector: &TokenSelector,
+        user_pin: Pin,
+        pool: PoolConfig,
+    ) -> Result<HsmBackend> {
+        let token = module.find_token(selector)?;
+        if !token.description.user_pin_initialized {
+            return Err(HsmError::UserPinNotInitialized);
+        }
+        let pool = SessionPool::open(module.clone(), &token, user_pin, pool)?;
+        tracing::info!(
+            token = %token.description.label,
+            serial = %token.description.serial,
+            module = %module.path().display(),
+            "HSM token opened"
+        );
+        Ok(HsmBackend {
+            pool,
+            keygen: Mutex::new(()),
+            token: token.description,
+            module,
+        })
+    }
+
+    /// What the token reports about itself.
+    pub fn token(&self) -> &TokenDescription {
+        &self.token
+    }
+
+    /// The loaded module.
+    pub fn module(&self) -> &Pkcs11Module {
+        &self.module
+    }
+
+    /// Runs `f` while holding the key-generation lock if this token needs one.
+    pub(crate) fn serialize_keygen<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.pool.quirks().serialize_key_generation {
+            let _turn = self.keygen.lock().unwrap_or_else(|p| p.into_inner());
+            f()
+        } else {
+            f()
+        }
+    }
+}
+
+/// Finds the object of `class` for key `id` and checks that its spec allows the
+/// operation. This is the one place where operations are matched against keys.
+pub(crate) fn key_for(
+    session: &mut PooledSession,
+    id: &KeyId,
+    class: ObjectClass,
+    allowed: impl Fn(KeySpec) -> std::result::Result<(), String>,
+) -> Result<ResolvedKey> {
+    let key = match session.resolve(id, class) {
+        Err(HsmError::KeyNotFound(_)) => {
+            // Tell "no such key" apart from "this key has no part for that operation".
+            let other = [
+                ObjectClass::PRIVATE_KEY,
+                ObjectClass::SECRET_KEY,
+                ObjectClass::PUBLIC_KEY,
+            ]
+            .into_iter()
+            .filter(|c| *c != class)
+            .find_map(|c| session.resolve(id, c).ok());
+            return Err(match other {
+                Some(found) => HsmError::KeyUsageNotPermitted {
+                    key: id.clone(),
+                    reason: format!(
+                        "it is a {} key for {:?}",
+                        found.spec.algorithm(),
+                        found.spec.usage()
+                    ),
+                },
+                None => HsmError::KeyNotFound(id.clone()),
+            });
+        }
+        other => other?,
+    };
+    allowed(key.spec).map_err(|reason| HsmError::KeyUsageNotPermitted {
+        key: id.clone(),
+        reason,
+    })?;
+    Ok(key)
+}

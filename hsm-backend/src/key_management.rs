@@ -1,0 +1,244 @@
+//! Creating, finding, listing and destroying keys.
+//!
+//! Private and secret keys are made inside the token as `CKA_TOKEN`, `CKA_PRIVATE`,
+//! `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`; each key has exactly one usage.
+
+use std::collections::BTreeSet;
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+
+use crate::backend::HsmBackend;
+use crate::error::{HsmError, Op, Result};
+use crate::key::{KeyAlgorithm, KeyId, KeyInfo, KeyLabel, KeySpec, KeyUsage};
+use crate::lookup::{read_label, read_protection};
+use crate::pool::PooledSession;
+use crate::public_key::curve_params;
+
+/// Fails with [`HsmError::KeyExists`] if any object already carries this id.
+pub(crate) fn ensure_id_free(s: &mut PooledSession, id: &KeyId) -> Result<()> {
+    let found = s
+        .session
+        .find_objects(&[Attribute::Id(id.as_bytes().to_vec())])
+        .map_err(|e| s.error(e, Op::General))?;
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(HsmError::KeyExists(id.clone()))
+    }
+}
+
+/// Attributes every private or secret key gets: persistent, login-only, never readable.
+fn sealed_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Derive(false),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_str().as_bytes().to_vec()),
+    ]
+}
+
+fn public_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
+    vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_str().as_bytes().to_vec()),
+    ]
+}
+
+/// Public and private templates for a key pair; `algorithm_attributes` go on the public
+/// half (curve, or modulus size and exponent).
+fn pair_templates(
+    spec: KeySpec,
+    id: &KeyId,
+    label: &KeyLabel,
+    algorithm_attributes: Vec<Attribute>,
+) -> (Vec<Attribute>, Vec<Attribute>) {
+    let signs = spec.usage() == KeyUsage::SignVerify;
+    let mut public = public_attributes(id, label);
+    public.extend([
+        Attribute::Verify(signs),
+        Attribute::Encrypt(!signs),
+        Attribute::Wrap(false),
+    ]);
+    public.extend(algorithm_attributes);
+    let mut private = sealed_attributes(id, label);
+    private.extend([
+        Attribute::Sign(signs),
+        Attribute::Decrypt(!signs),
+        Attribute::Unwrap(false),
+    ]);
+    (public, private)
+}
+
+/// Mechanism and template for a secret key.
+fn secret_template(
+    spec: KeySpec,
+    id: &KeyId,
+    label: &KeyLabel,
+) -> (Mechanism<'static>, Vec<Attribute>) {
+    let usage = spec.usage();
+    let mut template = sealed_attributes(id, label);
+    template.extend([
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::ValueLen(32.into()),
+        Attribute::Encrypt(usage == KeyUsage::EncryptDecrypt),
+        Attribute::Decrypt(usage == KeyUsage::EncryptDecrypt),
+        Attribute::Wrap(usage == KeyUsage::WrapUnwrap),
+        Attribute::Unwrap(usage == KeyUsage::WrapUnwrap),
+        Attribute::Sign(usage == KeyUsage::Mac),
+        Attribute::Verify(usage == KeyUsage::Mac),
+    ]);
+    if usage == KeyUsage::WrapUnwrap {
+        // A key-encryption key wraps only keys that are themselves meant to leave.
+        template.push(Attribute::WrapWithTrusted(false));
+    }
+    let mechanism = if spec.algorithm() == KeyAlgorithm::HmacSha256 {
+        template.push(Attribute::KeyType(KeyType::GENERIC_SECRET));
+        Mechanism::GenericSecretKeyGen
+    } else {
+        template.push(Attribute::KeyType(KeyType::AES));
+        Mechanism::AesKeyGen
+    };
+    (mechanism, template)
+}
+
+impl HsmBackend {
+    /// Generates a key inside the token.
+    ///
+    /// # Errors
+    /// [`HsmError::KeyExists`] if the id is taken; token errors otherwise. On error no
+    /// object is left behind.
+    pub fn generate_key(&self, id: &KeyId, label: &KeyLabel, spec: KeySpec) -> Result<KeyInfo> {
+        self.serialize_keygen(|| {
+            self.pool.run(|s| {
+                ensure_id_free(s, id)?;
+                let (mechanism, algorithm_attributes) = match spec.algorithm() {
+                    KeyAlgorithm::Ec(curve) => (
+                        Mechanism::EccKeyPairGen,
+                        vec![Attribute::EcParams(curve_params(curve))],
+                    ),
+                    KeyAlgorithm::Rsa(bits) => (
+                        Mechanism::RsaPkcsKeyPairGen,
+                        vec![
+                            Attribute::ModulusBits(u64::from(bits).into()),
+                            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                        ],
+                    ),
+                    KeyAlgorithm::Aes256 | KeyAlgorithm::HmacSha256 => {
+                        let (mechanism, template) = secret_template(spec, id, label);
+                        s.session
+                            .generate_key(&mechanism, &template)
+                            .map_err(|e| s.error(e, Op::General))?;
+                        return Ok(());
+                    }
+                };
+                let (public, private) = pair_templates(spec, id, label, algorithm_attributes);
+                s.session
+                    .generate_key_pair(&mechanism, &public, &private)
+                    .map_err(|e| s.error(e, Op::General))?;
+                Ok(())
+            })
+        })?;
+        tracing::info!(key = %id, algorithm = %spec.algorithm(), usage = ?spec.usage(), "key generated");
+        self.describe_key(id)
+    }
+
+    /// Describes a key: label, algorithm, usage and protection.
+    ///
+    /// # Errors
+    /// [`HsmError::KeyNotFound`].
+    pub fn describe_key(&self, id: &KeyId) -> Result<KeyInfo> {
+        self.pool.run(|s| {
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY] {
+                match s.resolve(id, class) {
+                    Ok(key) => {
+                        let protection = read_protection(&s.session, key.handle, &s.quirks)?;
+                        return Ok(KeyInfo {
+                            id: id.clone(),
+                            label: read_label(&s.session, key.handle, &s.quirks)?,
+                            spec: key.spec,
+                            protection: Some(protection),
+                        });
+                    }
+                    Err(HsmError::KeyNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let public = s.resolve(id, ObjectClass::PUBLIC_KEY)?;
+            Ok(KeyInfo {
+                id: id.clone(),
+                label: read_label(&s.session, public.handle, &s.quirks)?,
+                spec: public.spec,
+                protection: None,
+            })
+        })
+    }
+
+    /// Lists every key on the token that this backend can use, by id.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let ids = self.pool.run(|s| {
+            let mut ids = BTreeSet::new();
+            for class in [
+                ObjectClass::PRIVATE_KEY,
+                ObjectClass::SECRET_KEY,
+                ObjectClass::PUBLIC_KEY,
+            ] {
+                let handles = s
+                    .session
+                    .find_objects(&[Attribute::Class(class)])
+                    .map_err(|e| s.error(e, Op::General))?;
+                for handle in handles {
+                    let attrs = s
+                        .session
+                        .get_attributes(handle, &[AttributeType::Id])
+                        .map_err(|e| s.error(e, Op::General))?;
+                    if let Some(Attribute::Id(raw)) = attrs.into_iter().next() {
+                        if let Ok(id) = KeyId::new(raw) {
+                            ids.insert(id);
+                        }
+                    }
+                }
+            }
+            Ok(ids)
+        })?;
+        // Objects this backend does not understand are skipped, not fatal.
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.describe_key(&id).ok())
+            .collect())
+    }
+
+    /// Destroys every object of a key (private, public or secret).
+    ///
+    /// # Errors
+    /// [`HsmError::KeyNotFound`] if no object has this id.
+    pub fn destroy_key(&self, id: &KeyId) -> Result<()> {
+        self.pool.run(|s| {
+            let handles = s
+                .session
+                .find_objects(&[Attribute::Id(id.as_bytes().to_vec())])
+                .map_err(|e| s.error(e, Op::General))?;
+            if handles.is_empty() {
+                return Err(HsmError::KeyNotFound(id.clone()));
+            }
+            s.forget(id);
+            for handle in handles {
+                s.session
+                    .destroy_object(handle)
+                    .map_err(|e| s.error(e, Op::General))?;
+            }
+            Ok(())
+        })?;
+        self.pool.invalidate_handles();
+        tracing::info!(key = %id, "key destroyed");
+        Ok(())
+    }
+}

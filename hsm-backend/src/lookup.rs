@@ -1,0 +1,188 @@
+//! Reading what a key object is from its attributes.
+
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
+use cryptoki::session::Session;
+
+use crate::error::{HsmError, Op, Result};
+use crate::key::{KeyAlgorithm, KeyId, KeyProtection, KeySpec, KeyUsage};
+use crate::public_key::curve_from_params;
+use crate::quirks::Quirks;
+
+/// Reads the algorithm and usage of a key object.
+pub(crate) fn read_spec(
+    session: &Session,
+    handle: ObjectHandle,
+    id: &KeyId,
+    quirks: &Quirks,
+) -> Result<KeySpec> {
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::KeyType,
+                AttributeType::EcParams,
+                AttributeType::Modulus,
+                AttributeType::ValueLen,
+                AttributeType::Sign,
+                AttributeType::Verify,
+                AttributeType::Encrypt,
+                AttributeType::Decrypt,
+                AttributeType::Wrap,
+                AttributeType::Unwrap,
+            ],
+        )
+        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    let unsupported = |what: &str| HsmError::KeyUsageNotPermitted {
+        key: id.clone(),
+        reason: format!("the object is {what}, which this backend does not use"),
+    };
+    let flag = |wanted: AttributeType| {
+        attrs.iter().any(|a| {
+            a.attribute_type() == wanted
+                && matches!(
+                    a,
+                    Attribute::Sign(true)
+                        | Attribute::Verify(true)
+                        | Attribute::Encrypt(true)
+                        | Attribute::Decrypt(true)
+                        | Attribute::Wrap(true)
+                        | Attribute::Unwrap(true)
+                )
+        })
+    };
+    let key_type = attrs.iter().find_map(|a| match a {
+        Attribute::KeyType(t) => Some(*t),
+        _ => None,
+    });
+    let signs = flag(AttributeType::Sign) || flag(AttributeType::Verify);
+    let wraps = flag(AttributeType::Wrap) || flag(AttributeType::Unwrap);
+    let (algorithm, usage) = match key_type {
+        Some(KeyType::EC) => {
+            let curve = attrs
+                .iter()
+                .find_map(|a| match a {
+                    Attribute::EcParams(p) => curve_from_params(p),
+                    _ => None,
+                })
+                .ok_or_else(|| unsupported("an EC key on another curve"))?;
+            (KeyAlgorithm::Ec(curve), KeyUsage::SignVerify)
+        }
+        Some(KeyType::RSA) => {
+            let bits = attrs
+                .iter()
+                .find_map(|a| match a {
+                    Attribute::Modulus(n) => Some(significant_bits(n)),
+                    _ => None,
+                })
+                .ok_or_else(|| unsupported("an RSA key without a modulus"))?;
+            let usage = if signs {
+                KeyUsage::SignVerify
+            } else {
+                KeyUsage::EncryptDecrypt
+            };
+            (KeyAlgorithm::Rsa(bits), usage)
+        }
+        Some(KeyType::AES) => {
+            let len = attrs.iter().find_map(|a| match a {
+                Attribute::ValueLen(l) => Some(u64::from(*l)),
+                _ => None,
+            });
+            if len != Some(32) {
+                return Err(unsupported("an AES key that is not 256 bits"));
+            }
+            let usage = if wraps {
+                KeyUsage::WrapUnwrap
+            } else {
+                KeyUsage::EncryptDecrypt
+            };
+            (KeyAlgorithm::Aes256, usage)
+        }
+        Some(KeyType::GENERIC_SECRET) => (KeyAlgorithm::HmacSha256, KeyUsage::Mac),
+        _ => return Err(unsupported("of an unsupported key type")),
+    };
+    KeySpec::new(algorithm, usage).map_err(|_| unsupported("an unsupported combination"))
+}
+
+/// Reads how a private or secret key is protected.
+pub(crate) fn read_protection(
+    session: &Session,
+    handle: ObjectHandle,
+    quirks: &Quirks,
+) -> Result<KeyProtection> {
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::Token,
+                AttributeType::Private,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+                AttributeType::Local,
+            ],
+        )
+        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    let mut p = KeyProtection {
+        token: false,
+        private: false,
+        sensitive: false,
+        extractable: true,
+        always_sensitive: false,
+        never_extractable: false,
+        local: false,
+    };
+    for attr in attrs {
+        match attr {
+            Attribute::Token(v) => p.token = v,
+            Attribute::Private(v) => p.private = v,
+            Attribute::Sensitive(v) => p.sensitive = v,
+            Attribute::Extractable(v) => p.extractable = v,
+            Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
+            Attribute::NeverExtractable(v) => p.never_extractable = v,
+            Attribute::Local(v) => p.local = v,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// Reads a key object's label.
+pub(crate) fn read_label(
+    session: &Session,
+    handle: ObjectHandle,
+    quirks: &Quirks,
+) -> Result<String> {
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::Label])
+        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    Ok(attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+/// Bit length of a big-endian unsigned integer.
+fn significant_bits(be: &[u8]) -> u32 {
+    let skipped = be.iter().take_while(|b| **b == 0).count();
+    let rest = be.get(skipped..).unwrap_or_default();
+    match rest.first() {
+        None => 0,
+        Some(top) => (rest.len() as u32 - 1) * 8 + (8 - top.leading_zeros()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant_bits;
+
+    #[test]
+    fn modulus_bits_ignore_leading_zero_bytes() {
+        assert_eq!(significant_bits(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(significant_bits(&[0x01]), 1);
+        assert_eq!(significant_bits(&[]), 0);
+    }
+}

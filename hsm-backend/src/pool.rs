@@ -1,0 +1,369 @@
+//! A pool of sessions on one token, logged in once and healed when lost.
+//!
+//! `Session` is `Send` but not `Sync`, so each request borrows one session for its whole
+//! duration. Login state belongs to the application, so the pool logs in once; a session
+//! whose handle, login or token is lost is discarded, a new one is opened and logged in,
+//! and the request is retried once (LESSONS: boulder #3468, yubihsm-shell #379). Object
+//! handles are cached per session and found again by `CKA_ID` when they go stale.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+
+use crate::error::{HsmError, Op, Result, is_stale_handle};
+use crate::key::{KeyId, KeySpec};
+use crate::module::{Pkcs11Module, Token, TokenSelector};
+use crate::pin::Pin;
+use crate::quirks::Quirks;
+
+/// How many sessions to keep and how long a request may wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Sessions opened on the token; also the bound on concurrent operations.
+    pub size: usize,
+    /// How long a request waits for a free session before [`HsmError::PoolExhausted`].
+    pub checkout_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// Most sessions a pool may hold.
+    pub const MAX_SIZE: usize = 256;
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: 4,
+            checkout_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A key found on the token through one session: its handle there and what it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResolvedKey {
+    pub(crate) handle: ObjectHandle,
+    pub(crate) spec: KeySpec,
+}
+
+/// One session and the handles it has found.
+pub(crate) struct PooledSession {
+    pub(crate) session: Session,
+    pub(crate) quirks: Quirks,
+    keys: HashMap<KeyId, Vec<(ObjectClass, ResolvedKey)>>,
+    /// The pool's handle epoch when `keys` was last valid.
+    epoch: u64,
+}
+
+impl PooledSession {
+    /// Maps a PKCS#11 error with this token's quirks.
+    pub(crate) fn error(&self, e: CkError, op: Op) -> HsmError {
+        HsmError::from_pkcs11(e, op, &self.quirks)
+    }
+
+    /// Finds a key object by id and class, from the cache or the token.
+    pub(crate) fn resolve(&mut self, id: &KeyId, class: ObjectClass) -> Result<ResolvedKey> {
+        let cached = self
+            .keys
+            .get(id)
+            .and_then(|objects| objects.iter().find(|(c, _)| *c == class));
+        if let Some((_, found)) = cached {
+            return Ok(*found);
+        }
+        let template = [
+            Attribute::Class(class),
+            Attribute::Id(id.as_bytes().to_vec()),
+        ];
+        let handles = self
+            .session
+            .find_objects(&template)
+            .map_err(|e| self.error(e, Op::General))?;
+        let handle = *handles
+            .first()
+            .ok_or_else(|| HsmError::KeyNotFound(id.clone()))?;
+        let spec = crate::lookup::read_spec(&self.session, handle, id, &self.quirks)?;
+        let found = ResolvedKey { handle, spec };
+        self.keys
+            .entry(id.clone())
+            .or_default()
+            .push((class, found));
+        Ok(found)
+    }
+
+    /// Runs `f` with a key's handle; if the handle went stale, finds the key again by id
+    /// and runs `f` once more.
+    pub(crate) fn with_key<T>(
+        &mut self,
+        id: &KeyId,
+        class: ObjectClass,
+        op: Op,
+        mut f: impl FnMut(&Session, ResolvedKey) -> std::result::Result<T, CkError>,
+    ) -> Result<T> {
+        let key = self.resolve(id, class)?;
+        match f(&self.session, key) {
+            Err(e) if is_stale_handle(&e) => {
+                self.forget(id);
+                let key = self.resolve(id, class)?;
+                f(&self.session, key).map_err(|e| self.error(e, op))
+            }
+            other => other.map_err(|e| self.error(e, op)),
+        }
+    }
+
+    /// Drops cached handles of a key (after destroying it, or when they went stale).
+    pub(crate) fn forget(&mut self, id: &KeyId) {
+        self.keys.remove(id);
+    }
+
+    /// Forgets every cached handle if keys were destroyed since the cache was filled, so
+    /// that a handle number the token reuses can never reach a different key.
+    fn sync_epoch(&mut self, epoch: u64) {
+        if self.epoch != epoch {
+            self.keys.clear();
+            self.epoch = epoch;
+        }
+    }
+}
+
+struct PoolState {
+    idle: Vec<PooledSession>,
+    open: usize,
+}
+
+/// Sessions on one token, logged in as the user.
+pub(crate) struct SessionPool {
+    module: Pkcs11Module,
+    serial: String,
+    slot: Mutex<Slot>,
+    pin: Pin,
+    quirks: Quirks,
+    config: PoolConfig,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    epoch: AtomicU64,
+}
+
+impl fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionPool")
+            .field("token_serial", &self.serial)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionPool {
+    /// Opens the pool's sessions on `token` and logs in with `pin`.
+    pub(crate) fn open(
+        module: Pkcs11Module,
+        token: &Token,
+        pin: Pin,
+        config: PoolConfig,
+    ) -> Result<SessionPool> {
+        if config.size == 0 || config.size > PoolConfig::MAX_SIZE {
+            return Err(HsmError::InvalidInput(format!(
+                "pool size must be 1 to {}, not {}",
+                PoolConfig::MAX_SIZE,
+                config.size
+            )));
+        }
+        let pool = SessionPool {
+            module,
+            serial: token.description.serial.clone(),
+            slot: Mutex::new(token.slot),
+            pin,
+            quirks: token.description.quirks(),
+            config,
+            state: Mutex::new(PoolState {
+                idle: Vec::with_capacity(config.size),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            epoch: AtomicU64::new(0),
+        };
+        let mut sessions = Vec::with_capacity(config.size);
+        for _ in 0..config.size {
+            sessions.push(pool.new_session()?);
+        }
+        let mut state = pool.lock();
+        state.open = sessions.len();
+        state.idle = sessions;
+        drop(state);
+        Ok(pool)
+    }
+
+    /// The token's quirks.
+    pub(crate) fn quirks(&self) -> Quirks {
+        self.quirks
+    }
+
+    /// Runs `f` on a pooled session. If the session, its login or the token was lost, the
+    /// session is replaced (new session, new login) and `f` runs once more.
+    pub(crate) fn run<T>(&self, mut f: impl FnMut(&mut PooledSession) -> Result<T>) -> Result<T> {
+        let mut lease = self.checkout()?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let session = lease.session()?;
+        session.sync_epoch(epoch);
+        match f(session) {
+            Err(e) if e.session_lost() => {
+                tracing::warn!(token = %self.serial, error = %e, "HSM session lost; re-opening");
+                lease.replace()?;
+                let result = f(lease.session()?);
+                if matches!(&result, Err(e) if e.session_lost()) {
+                    lease.discard();
+                }
+                result
+            }
+            other => other,
+        }
+    }
+
+    /// Invalidates every session's cached handles (after a key is destroyed).
+    pub(crate) fn invalidate_handles(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkout(&self) -> Result<Lease<'_>> {
+        let deadline = Instant::now() + self.config.checkout_timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(session) = state.idle.pop() {
+                return Ok(Lease::new(self, session));
+            }
+            if state.open < self.config.size {
+                // A session was lost earlier: heal the pool by opening a new one.
+                state.open += 1;
+                drop(state);
+                return match self.new_session() {
+                    Ok(session) => Ok(Lease::new(self, session)),
+                    Err(e) => {
+                        self.release_slot();
+                        Err(e)
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(HsmError::PoolExhausted(self.config.checkout_timeout));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn checkin(&self, session: PooledSession) {
+        self.lock().idle.push(session);
+        self.freed.notify_one();
+    }
+
+    fn release_slot(&self) {
+        let mut state = self.lock();
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.freed.notify_one();
+    }
+
+    /// Opens a read-write session and makes sure the application is logged in.
+    fn new_session(&self) -> Result<PooledSession> {
+        let session = match self.open_on_current_slot() {
+            Ok(session) => session,
+            // The token may have moved (re-inserted, or the HSM restarted): find it again.
+            Err(_) => {
+                let token = self
+                    .module
+                    .find_token(&TokenSelector::Serial(self.serial.clone()))
+                    .map_err(|e| HsmError::TokenUnavailable(e.to_string()))?;
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = token.slot;
+                self.open_on_current_slot()?
+            }
+        };
+        match session.login(UserType::User, Some(self.pin.secret())) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(HsmError::from_pkcs11(e, Op::General, &self.quirks)),
+        }
+        Ok(PooledSession {
+            session,
+            quirks: self.quirks,
+            keys: HashMap::new(),
+            epoch: self.epoch.load(Ordering::Acquire),
+        })
+    }
+
+    fn open_on_current_slot(&self) -> Result<Session> {
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.module
+            .context()
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::from_pkcs11(e, Op::General, &self.quirks))
+    }
+}
+
+/// A session borrowed from the pool. It holds one of the pool's `open` places until it
+/// goes back on drop, or is discarded.
+struct Lease<'a> {
+    pool: &'a SessionPool,
+    session: Option<PooledSession>,
+    holds_place: bool,
+}
+
+impl<'a> Lease<'a> {
+    fn new(pool: &'a SessionPool, session: PooledSession) -> Self {
+        Lease {
+            pool,
+            session: Some(session),
+            holds_place: true,
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut PooledSession> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| HsmError::TokenUnavailable("no session could be opened".into()))
+    }
+
+    /// Throws the session away and opens a fresh one in its place.
+    fn replace(&mut self) -> Result<()> {
+        self.session = None;
+        match self.pool.new_session() {
+            Ok(session) => {
+                self.session = Some(session);
+                Ok(())
+            }
+            Err(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// Throws the session away; the pool opens a new one on a later checkout.
+    fn discard(&mut self) {
+        self.session = None;
+        if std::mem::take(&mut self.holds_place) {
+            self.pool.release_slot();
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        match self.session.take() {
+            Some(session) => self.pool.checkin(session),
+            None => self.discard(),
+        }
+    }
+}
