@@ -28,6 +28,10 @@ pub enum HsmError {
     /// A token with this label is already initialised.
     #[error("a token labelled {0:?} is already initialised")]
     TokenExists(String),
+    /// This process already has a backend open on the token (login state is shared by
+    /// the whole process, so a second one could not check its PIN).
+    #[error("token {0} is already open in this process; share its backend")]
+    TokenInUse(String),
     /// No slot holds an uninitialised token to initialise.
     #[error("no slot has an uninitialised token")]
     NoFreeSlot,
@@ -121,6 +125,9 @@ impl HsmError {
             (RvError::PinInvalid, _) => HsmError::PinRejected("invalid characters"),
             (RvError::PinTooWeak, _) => HsmError::PinRejected("too weak"),
             (RvError::UserPinNotInitialized, _) => HsmError::UserPinNotInitialized,
+            (RvError::UserAnotherAlreadyLoggedIn | RvError::SessionReadWriteSoExists, _) => {
+                HsmError::TokenInUse(format!("{function}: {rv}"))
+            }
             (
                 RvError::SessionHandleInvalid
                 | RvError::SessionClosed

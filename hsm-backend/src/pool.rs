@@ -148,6 +148,8 @@ pub(crate) struct SessionPool {
     state: Mutex<PoolState>,
     freed: Condvar,
     epoch: AtomicU64,
+    // Last: released only after every session has closed.
+    _claim: TokenClaim,
 }
 
 impl fmt::Debug for SessionPool {
@@ -174,6 +176,7 @@ impl SessionPool {
                 config.size
             )));
         }
+        let claim = TokenClaim::take(&token.description.serial)?;
         let pool = SessionPool {
             module,
             serial: token.description.serial.clone(),
@@ -187,9 +190,11 @@ impl SessionPool {
             }),
             freed: Condvar::new(),
             epoch: AtomicU64::new(0),
+            _claim: claim,
         };
         let mut sessions = Vec::with_capacity(config.size);
-        for _ in 0..config.size {
+        sessions.push(pool.first_session()?);
+        for _ in 1..config.size {
             sessions.push(pool.new_session()?);
         }
         let mut state = pool.lock();
@@ -303,12 +308,57 @@ impl SessionPool {
         })
     }
 
+    /// Opens the first session and logs in such that a wrong PIN is always caught: if the
+    /// process was already logged in, it logs out and in again.
+    fn first_session(&self) -> Result<PooledSession> {
+        let session = self.open_on_current_slot()?;
+        let map = |e| HsmError::from_pkcs11(e, Op::General, &self.quirks);
+        match session.login(UserType::User, Some(self.pin.secret())) {
+            Ok(()) => {}
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                session.logout().map_err(map)?;
+                session.login(UserType::User, Some(self.pin.secret())).map_err(map)?;
+            }
+            Err(e) => return Err(map(e)),
+        }
+        Ok(PooledSession {
+            session,
+            quirks: self.quirks,
+            keys: HashMap::new(),
+            epoch: self.epoch.load(Ordering::Acquire),
+        })
+    }
+
     fn open_on_current_slot(&self) -> Result<Session> {
         let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
         self.module
             .context()
             .open_rw_session(slot)
             .map_err(|e| HsmError::from_pkcs11(e, Op::General, &self.quirks))
+    }
+}
+
+static CLAIMED_TOKENS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// This process's claim on a token: at most one pool per token, because PKCS#11 login
+/// state belongs to the whole process.
+struct TokenClaim(String);
+
+impl TokenClaim {
+    fn take(serial: &str) -> Result<TokenClaim> {
+        let mut claimed = CLAIMED_TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.iter().any(|s| s == serial) {
+            return Err(HsmError::TokenInUse(serial.to_string()));
+        }
+        claimed.push(serial.to_string());
+        Ok(TokenClaim(serial.to_string()))
+    }
+}
+
+impl Drop for TokenClaim {
+    fn drop(&mut self) {
+        let mut claimed = CLAIMED_TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        claimed.retain(|s| *s != self.0);
     }
 }
 
