@@ -11,6 +11,7 @@ use cryptoki::object::ObjectClass;
 use crate::backend::{HsmBackend, key_for};
 use crate::error::{HsmError, Op, Result};
 use crate::key::{KeyAlgorithm, KeyId, KeySpec, KeyUsage};
+use crate::quirks::Quirks;
 use crate::secret::{SecretBytes, into_secret};
 use crate::sign::check_data_len;
 
@@ -28,12 +29,40 @@ pub struct AeadCiphertext {
     pub ciphertext: Vec<u8>,
 }
 
-fn oaep_sha256() -> Mechanism<'static> {
-    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
-        MechanismType::SHA256,
-        PkcsMgfType::MGF1_SHA256,
-        PkcsOaepSource::empty(),
-    ))
+/// The hash (and MGF1 hash) of RSA-OAEP. The label is always empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OaepHash {
+    /// SHA-1: still sound for OAEP, and all that SoftHSM2 2.6 offers.
+    Sha1,
+    /// SHA-256: the default for new keys on tokens that support it.
+    Sha256,
+}
+
+impl OaepHash {
+    fn len(self) -> usize {
+        match self {
+            OaepHash::Sha1 => 20,
+            OaepHash::Sha256 => 32,
+        }
+    }
+
+    fn mechanism(self, quirks: &Quirks) -> Result<Mechanism<'static>> {
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 if quirks.oaep_sha1_only => {
+                return Err(HsmError::MechanismNotSupported(
+                    "CKM_RSA_PKCS_OAEP with SHA-256: this token offers RSA-OAEP only with SHA-1"
+                        .into(),
+                ));
+            }
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        Ok(Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            hash,
+            mgf,
+            PkcsOaepSource::empty(),
+        )))
+    }
 }
 
 fn rsa_encryption_key(spec: KeySpec) -> std::result::Result<(), String> {
@@ -62,15 +91,16 @@ fn modulus_len(spec: KeySpec) -> usize {
 }
 
 impl HsmBackend {
-    /// Encrypts a short message to an RSA key with OAEP (SHA-256, MGF1-SHA-256).
+    /// Encrypts a short message to an RSA key with OAEP (MGF1 with the same hash).
     ///
     /// # Errors
-    /// Unknown key, not an RSA encryption key, a message longer than the key allows.
-    pub fn rsa_encrypt(&self, id: &KeyId, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mechanism = oaep_sha256();
+    /// Unknown key, not an RSA encryption key, a message longer than the key allows, or
+    /// a hash the token does not offer for OAEP.
+    pub fn rsa_encrypt(&self, id: &KeyId, hash: OaepHash, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mechanism = hash.mechanism(&self.pool.quirks())?;
         self.pool.run(|s| {
             let key = key_for(s, id, ObjectClass::PUBLIC_KEY, rsa_encryption_key)?;
-            let max = modulus_len(key.spec).saturating_sub(2 * 32 + 2);
+            let max = modulus_len(key.spec).saturating_sub(2 * hash.len() + 2);
             if plaintext.len() > max {
                 return Err(HsmError::InvalidInput(format!(
                     "RSA-OAEP with this key encrypts at most {max} bytes, not {}",
@@ -86,10 +116,16 @@ impl HsmBackend {
     /// Decrypts an RSA-OAEP ciphertext.
     ///
     /// # Errors
-    /// Unknown key, not an RSA encryption key, a ciphertext of the wrong length, or
-    /// [`HsmError::AuthenticationFailed`] when the padding check fails.
-    pub fn rsa_decrypt(&self, id: &KeyId, ciphertext: &[u8]) -> Result<SecretBytes> {
-        let mechanism = oaep_sha256();
+    /// Unknown key, not an RSA encryption key, a ciphertext of the wrong length, a hash
+    /// the token does not offer, or [`HsmError::AuthenticationFailed`] when the padding
+    /// check fails.
+    pub fn rsa_decrypt(
+        &self,
+        id: &KeyId,
+        hash: OaepHash,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        let mechanism = hash.mechanism(&self.pool.quirks())?;
         let plaintext = self.pool.run(|s| {
             let key = key_for(s, id, ObjectClass::PRIVATE_KEY, rsa_encryption_key)?;
             if ciphertext.len() != modulus_len(key.spec) {

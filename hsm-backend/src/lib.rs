@@ -28,7 +28,7 @@ mod sign;
 mod wrap;
 
 pub use backend::{HsmBackend, HsmConfig};
-pub use encrypt::{AeadCiphertext, GCM_NONCE_LEN, GCM_TAG_LEN};
+pub use encrypt::{AeadCiphertext, GCM_NONCE_LEN, GCM_TAG_LEN, OaepHash};
 pub use error::{HsmError, Result};
 pub use key::{EcCurve, KeyAlgorithm, KeyId, KeyInfo, KeyLabel, KeyProtection, KeySpec, KeyUsage};
 pub use module::{Pkcs11Module, Token, TokenDescription, TokenSelector};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 
 use crate::error::{HsmError, Op, Result, is_stale_handle};
@@ -85,9 +85,9 @@ impl PooledSession {
             .session
             .find_objects(&template)
             .map_err(|e| self.error(e, Op::General))?;
-        let handle = *handles
-            .first()
-            .ok_or_else(|| HsmError::KeyNotFound(id.clone()))?;
+        let Some(handle) = handles.first().copied() else {
+            return Err(self.missing(id, class));
+        };
         let spec = crate::lookup::read_spec(&self.session, handle, id, &self.quirks)?;
         let found = ResolvedKey { handle, spec };
         self.keys
@@ -95,6 +95,23 @@ impl PooledSession {
             .or_default()
             .push((class, found));
         Ok(found)
+    }
+
+    /// Why a key object was not found: private objects are invisible to a session whose
+    /// login was lost, which must be healed rather than reported as a missing key.
+    fn missing(&self, id: &KeyId, class: ObjectClass) -> HsmError {
+        if class != ObjectClass::PUBLIC_KEY {
+            let logged_out = self.session.get_session_info().map(|info| {
+                matches!(
+                    info.session_state(),
+                    SessionState::RoPublic | SessionState::RwPublic
+                )
+            });
+            if !matches!(logged_out, Ok(false)) {
+                return HsmError::TokenUnavailable("the session is no longer logged in".into());
+            }
+        }
+        HsmError::KeyNotFound(id.clone())
     }
 
     /// Runs `f` with a key's handle; if the handle went stale, finds the key again by id
@@ -317,7 +334,9 @@ impl SessionPool {
             Ok(()) => {}
             Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                 session.logout().map_err(map)?;
-                session.login(UserType::User, Some(self.pin.secret())).map_err(map)?;
+                session
+                    .login(UserType::User, Some(self.pin.secret()))
+                    .map_err(map)?;
             }
             Err(e) => return Err(map(e)),
         }

@@ -12,6 +12,9 @@ pub struct Quirks {
     /// Key generation from several sessions at once is unsafe (SoftHSMv2 #845,
     /// parsec #264), so the backend serialises key generation, and only that.
     pub serialize_key_generation: bool,
+    /// RSA-OAEP works only with SHA-1 and MGF1-SHA-1 (SoftHSM2 2.6: "hashAlg must be
+    /// CKM_SHA_1"); OAEP with SHA-256 is refused up front with a clear error.
+    pub oaep_sha1_only: bool,
 }
 
 impl Quirks {
@@ -19,12 +22,14 @@ impl Quirks {
     pub const STANDARD: Quirks = Quirks {
         integrity_failure_is_general_error: false,
         serialize_key_generation: false,
+        oaep_sha1_only: false,
     };
 
     /// SoftHSM2 2.x.
     pub const SOFTHSM2: Quirks = Quirks {
         integrity_failure_is_general_error: true,
         serialize_key_generation: true,
+        oaep_sha1_only: true,
     };
 
     /// Picks the quirks for a token from its `CK_TOKEN_INFO` manufacturer and model.

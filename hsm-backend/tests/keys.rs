@@ -30,7 +30,10 @@ fn raw_session(t: &common::TestToken) -> Session {
 fn secret_object(session: &Session, id: &KeyId) -> ObjectHandle {
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY] {
         let found = session
-            .find_objects(&[Attribute::Class(class), Attribute::Id(id.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Id(id.as_bytes().to_vec()),
+            ])
             .unwrap();
         if let Some(handle) = found.first() {
             return *handle;
@@ -47,7 +50,10 @@ fn every_key_type_is_made_in_the_token_sensitive_and_non_extractable() {
         let key = t.generate(algorithm, usage);
         assert_eq!(key.spec, spec(algorithm, usage));
         let protection = key.protection.expect("a private or secret part");
-        assert!(protection.is_hardware_bound(), "{algorithm} {usage:?}: {protection:?}");
+        assert!(
+            protection.is_hardware_bound(),
+            "{algorithm} {usage:?}: {protection:?}"
+        );
 
         let handle = secret_object(&raw, &key.id);
         let secret_attribute = match algorithm {
@@ -55,11 +61,21 @@ fn every_key_type_is_made_in_the_token_sensitive_and_non_extractable() {
             _ => AttributeType::Value,
         };
         let info = raw.get_attribute_info(handle, &[secret_attribute]).unwrap();
-        assert!(matches!(info.as_slice(), [AttributeInfo::Sensitive]), "{algorithm} {usage:?}: {info:?}");
+        assert!(
+            matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+            "{algorithm} {usage:?}: {info:?}"
+        );
         // Reading it anyway yields nothing (SoftHSM answers Ok with no value).
-        assert!(raw.get_attributes(handle, &[secret_attribute]).unwrap().is_empty());
+        assert!(
+            raw.get_attributes(handle, &[secret_attribute])
+                .unwrap()
+                .is_empty()
+        );
         // And it cannot be made extractable after the fact.
-        assert!(raw.update_attributes(handle, &[Attribute::Extractable(true)]).is_err());
+        assert!(
+            raw.update_attributes(handle, &[Attribute::Extractable(true)])
+                .is_err()
+        );
     }
 }
 
@@ -76,7 +92,9 @@ fn wrapping_private_and_secret_keys_out_of_the_token_fails() {
         (KeyAlgorithm::HmacSha256, KeyUsage::Mac),
     ] {
         let target = secret_object(&raw, &t.generate(algorithm, usage).id);
-        let err = raw.wrap_key(&Mechanism::AesKeyWrapPad, kek_handle, target).unwrap_err();
+        let err = raw
+            .wrap_key(&Mechanism::AesKeyWrapPad, kek_handle, target)
+            .unwrap_err();
         assert!(
             matches!(err, CkError::Pkcs11(RvError::KeyUnextractable, _)),
             "{algorithm}: {err}"
@@ -90,20 +108,38 @@ fn the_token_itself_refuses_a_use_outside_the_key_usage() {
     let decrypt_only = t.generate(KeyAlgorithm::Rsa(2048), KeyUsage::EncryptDecrypt);
     let raw = raw_session(&t);
     let handle = secret_object(&raw, &decrypt_only.id);
-    let err = raw.sign(&Mechanism::RsaPkcs, handle, &[0u8; 51]).unwrap_err();
-    assert!(matches!(err, CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)), "{err}");
+    let err = raw
+        .sign(&Mechanism::RsaPkcs, handle, &[0u8; 51])
+        .unwrap_err();
+    assert!(
+        matches!(err, CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)),
+        "{err}"
+    );
     // The backend says so before asking the token.
     let digest = Digest::of(HashAlgorithm::Sha256, b"m");
     let err = t
         .backend
-        .sign(&decrypt_only.id, SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256), &digest)
+        .sign(
+            &decrypt_only.id,
+            SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256),
+            &digest,
+        )
         .unwrap_err();
-    assert!(matches!(err, HsmError::KeyUsageNotPermitted { .. }), "{err}");
+    assert!(
+        matches!(err, HsmError::KeyUsageNotPermitted { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn keys_are_found_again_by_id_after_the_process_lets_go_of_the_module() {
-    let common::TestToken { backend, module, user_pin, softhsm, .. } = common::token();
+    let common::TestToken {
+        backend,
+        module,
+        user_pin,
+        softhsm,
+        ..
+    } = common::token();
     let ec = backend
         .generate_key(
             &KeyId::new(b"persistent-ec".to_vec()).unwrap(),
@@ -116,13 +152,20 @@ fn keys_are_found_again_by_id_after_the_process_lets_go_of_the_module() {
     drop(module); // C_Finalize: nothing survives but the token directory.
 
     let module = Pkcs11Module::load(softhsm.module_path()).unwrap();
-    let backend = HsmBackend::open_with(module, &selector(), user_pin, PoolConfig::default()).unwrap();
+    let backend =
+        HsmBackend::open_with(module, &selector(), user_pin, PoolConfig::default()).unwrap();
     let found = backend.describe_key(&ec.id).unwrap();
     assert_eq!(found, ec);
     assert_eq!(backend.public_key(&ec.id).unwrap(), public_before);
     let digest = Digest::of(HashAlgorithm::Sha256, b"after restart");
-    let sig = backend.sign(&ec.id, SignatureAlgorithm::EcdsaP256Sha256, &digest).unwrap();
-    assert!(backend.verify(&ec.id, SignatureAlgorithm::EcdsaP256Sha256, &digest, &sig).unwrap());
+    let sig = backend
+        .sign(&ec.id, SignatureAlgorithm::EcdsaP256Sha256, &digest)
+        .unwrap();
+    assert!(
+        backend
+            .verify(&ec.id, SignatureAlgorithm::EcdsaP256Sha256, &digest, &sig)
+            .unwrap()
+    );
 }
 
 #[test]
@@ -132,7 +175,11 @@ fn a_taken_id_is_refused_and_the_existing_key_is_untouched() {
     let public = t.backend.public_key(&key.id).unwrap();
     let err = t
         .backend
-        .generate_key(&key.id, &KeyLabel::new("again").unwrap(), spec(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt))
+        .generate_key(
+            &key.id,
+            &KeyLabel::new("again").unwrap(),
+            spec(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt),
+        )
         .unwrap_err();
     assert!(matches!(err, HsmError::KeyExists(_)), "{err}");
     assert_eq!(t.backend.describe_key(&key.id).unwrap(), key);
@@ -147,16 +194,28 @@ fn an_unknown_key_is_refused_by_every_operation() {
     let errors = [
         t.backend.describe_key(&id).unwrap_err(),
         t.backend.public_key(&id).unwrap_err(),
-        t.backend.sign(&id, SignatureAlgorithm::EcdsaP256Sha256, &digest).unwrap_err(),
-        t.backend.verify(&id, SignatureAlgorithm::EcdsaP256Sha256, &digest, &[0x30, 0]).unwrap_err(),
+        t.backend
+            .sign(&id, SignatureAlgorithm::EcdsaP256Sha256, &digest)
+            .unwrap_err(),
+        t.backend
+            .verify(
+                &id,
+                SignatureAlgorithm::EcdsaP256Sha256,
+                &digest,
+                &[0x30, 0],
+            )
+            .unwrap_err(),
         t.backend.mac(&id, b"m").unwrap_err(),
         t.backend.aes_gcm_encrypt(&id, b"m", b"").unwrap_err(),
-        t.backend.rsa_encrypt(&id, b"m").unwrap_err(),
+        t.backend
+            .rsa_encrypt(&id, hsm_backend::OaepHash::Sha1, b"m")
+            .unwrap_err(),
         t.backend.destroy_key(&id).unwrap_err(),
     ];
     for err in errors {
         assert!(
-            matches!(&err, HsmError::KeyNotFound(k) if *k == id) || matches!(err, HsmError::InvalidInput(_)),
+            matches!(&err, HsmError::KeyNotFound(k) if *k == id)
+                || matches!(err, HsmError::InvalidInput(_)),
             "{err}"
         );
     }
@@ -176,19 +235,29 @@ fn destroyed_keys_are_gone_from_every_pooled_session() {
         for _ in 0..4 {
             scope.spawn(|| {
                 for _ in 0..10 {
-                    t.backend.sign(&key.id, SignatureAlgorithm::EcdsaP256Sha256, &digest).unwrap();
+                    t.backend
+                        .sign(&key.id, SignatureAlgorithm::EcdsaP256Sha256, &digest)
+                        .unwrap();
                 }
             });
         }
     });
     t.backend.destroy_key(&key.id).unwrap();
     for _ in 0..8 {
-        let err = t.backend.sign(&key.id, SignatureAlgorithm::EcdsaP256Sha256, &digest).unwrap_err();
+        let err = t
+            .backend
+            .sign(&key.id, SignatureAlgorithm::EcdsaP256Sha256, &digest)
+            .unwrap_err();
         assert!(matches!(err, HsmError::KeyNotFound(_)), "{err}");
     }
-    assert!(matches!(t.backend.destroy_key(&key.id), Err(HsmError::KeyNotFound(_))));
+    assert!(matches!(
+        t.backend.destroy_key(&key.id),
+        Err(HsmError::KeyNotFound(_))
+    ));
     let raw = raw_session(&t);
-    let left = raw.find_objects(&[Attribute::Id(key.id.as_bytes().to_vec())]).unwrap();
+    let left = raw
+        .find_objects(&[Attribute::Id(key.id.as_bytes().to_vec())])
+        .unwrap();
     assert!(left.is_empty(), "public and private halves are both gone");
 }
 
@@ -200,7 +269,12 @@ fn list_shows_generated_and_imported_keys() {
     let spki = t.backend.public_key(&ec.id).unwrap();
     let imported = t
         .backend
-        .import_public_key(&fresh_id(), &KeyLabel::new("imported").unwrap(), spki.as_der(), KeyUsage::SignVerify)
+        .import_public_key(
+            &fresh_id(),
+            &KeyLabel::new("imported").unwrap(),
+            spki.as_der(),
+            KeyUsage::SignVerify,
+        )
         .unwrap();
     let listed = t.backend.list_keys().unwrap();
     assert_eq!(listed.len(), 3, "{listed:?}");

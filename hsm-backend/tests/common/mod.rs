@@ -37,7 +37,8 @@ pub fn token_with_pool(pool: PoolConfig) -> TestToken {
     let user_pin = pin("user-secret-5678");
     provision::init_token(&module, TOKEN_LABEL, &so_pin).unwrap();
     provision::init_user_pin(&module, &selector(), &so_pin, &user_pin).unwrap();
-    let backend = HsmBackend::open_with(module.clone(), &selector(), user_pin.clone(), pool).unwrap();
+    let backend =
+        HsmBackend::open_with(module.clone(), &selector(), user_pin.clone(), pool).unwrap();
     TestToken {
         backend,
         module,
@@ -68,15 +69,17 @@ impl TestToken {
     pub fn generate(&self, algorithm: KeyAlgorithm, usage: KeyUsage) -> KeyInfo {
         let id = fresh_id();
         let label = KeyLabel::new(format!("{algorithm} {usage:?}")).unwrap();
-        self.backend.generate_key(&id, &label, spec(algorithm, usage)).unwrap()
+        self.backend
+            .generate_key(&id, &label, spec(algorithm, usage))
+            .unwrap()
     }
 }
 
 /// Every algorithm paired with every usage it can serve.
 pub fn all_specs() -> Vec<(KeyAlgorithm, KeyUsage)> {
-    use hsm_backend::EcCurve::*;
     use KeyAlgorithm::*;
     use KeyUsage::*;
+    use hsm_backend::EcCurve::*;
     vec![
         (Ec(P256), SignVerify),
         (Ec(P384), SignVerify),
