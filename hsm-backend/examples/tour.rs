@@ -40,24 +40,54 @@ fn run() -> TourResult {
     step(&format!("Loading {}", module_path.display()));
     let module = Pkcs11Module::load(&module_path)?;
 
-    let (so_pin, user_pin) = (pin_file(&dev.join("so.pin"))?, pin_file(&dev.join("user.pin"))?);
+    let (so_pin, user_pin) = (
+        pin_file(&dev.join("so.pin"))?,
+        pin_file(&dev.join("user.pin"))?,
+    );
     let selector = TokenSelector::Label(TOKEN.into());
     if module.find_token(&selector).is_err() {
-        step(&format!("Initialising token {TOKEN:?} (PINs in {}/*.pin)", dev.display()));
+        step(&format!(
+            "Initialising token {TOKEN:?} (PINs in {}/*.pin)",
+            dev.display()
+        ));
         provision::init_token(&module, TOKEN, &so_pin)?;
         provision::init_user_pin(&module, &selector, &so_pin, &user_pin)?;
     }
     for token in module.tokens()? {
         let d = token.description;
-        println!("  slot {:>10}  label {:<16} serial {:<18} initialised {}", d.slot_id, d.label, d.serial, d.initialized);
+        println!(
+            "  slot {:>10}  label {:<16} serial {:<18} initialised {}",
+            d.slot_id, d.label, d.serial, d.initialized
+        );
     }
 
-    let backend = HsmBackend::open_with(module.clone(), &selector, user_pin, PoolConfig::default())?;
+    let backend =
+        HsmBackend::open_with(module.clone(), &selector, user_pin, PoolConfig::default())?;
     step("Keys, generated inside the token (or found again by id)");
-    let ec = key(&backend, "tour-ec-p256", KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify)?;
-    let rsa = key(&backend, "tour-rsa-2048", KeyAlgorithm::Rsa(2048), KeyUsage::SignVerify)?;
-    let aes = key(&backend, "tour-aes-256", KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt)?;
-    let kek = key(&backend, "tour-kek", KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap)?;
+    let ec = key(
+        &backend,
+        "tour-ec-p256",
+        KeyAlgorithm::Ec(EcCurve::P256),
+        KeyUsage::SignVerify,
+    )?;
+    let rsa = key(
+        &backend,
+        "tour-rsa-2048",
+        KeyAlgorithm::Rsa(2048),
+        KeyUsage::SignVerify,
+    )?;
+    let aes = key(
+        &backend,
+        "tour-aes-256",
+        KeyAlgorithm::Aes256,
+        KeyUsage::EncryptDecrypt,
+    )?;
+    let kek = key(
+        &backend,
+        "tour-kek",
+        KeyAlgorithm::Aes256,
+        KeyUsage::WrapUnwrap,
+    )?;
 
     sign_and_check(&backend, &ec, &rsa, &dev)?;
     encrypt_and_tamper(&backend, &aes, &kek)?;
@@ -66,7 +96,12 @@ fn run() -> TourResult {
     Ok(())
 }
 
-fn key(backend: &HsmBackend, name: &str, algorithm: KeyAlgorithm, usage: KeyUsage) -> TourResult<KeyInfo> {
+fn key(
+    backend: &HsmBackend,
+    name: &str,
+    algorithm: KeyAlgorithm,
+    usage: KeyUsage,
+) -> TourResult<KeyInfo> {
     let id = KeyId::new(name.as_bytes().to_vec())?;
     let info = match backend.describe_key(&id) {
         Ok(info) => info,
@@ -76,7 +111,11 @@ fn key(backend: &HsmBackend, name: &str, algorithm: KeyAlgorithm, usage: KeyUsag
         Err(e) => return Err(e.into()),
     };
     let bound = info.protection.is_some_and(|p| p.is_hardware_bound());
-    println!("  {name:<14} {:<12} {:<15} sensitive, never extractable, made in the token: {bound}", info.spec.algorithm().to_string(), format!("{:?}", info.spec.usage()));
+    println!(
+        "  {name:<14} {:<12} {:<15} sensitive, never extractable, made in the token: {bound}",
+        info.spec.algorithm().to_string(),
+        format!("{:?}", info.spec.usage())
+    );
     Ok(info)
 }
 
@@ -88,7 +127,10 @@ fn sign_and_check(backend: &HsmBackend, ec: &KeyInfo, rsa: &KeyInfo, dev: &Path)
     let public = backend.public_key(&ec.id)?;
     let vk = p256::ecdsa::VerifyingKey::from_public_key_der(public.as_der())?;
     vk.verify_prehash(digest.as_bytes(), &p256::ecdsa::Signature::from_der(&sig)?)?;
-    println!("  ECDSA P-256 signature ({} bytes DER) verified by the p256 crate", sig.len());
+    println!(
+        "  ECDSA P-256 signature ({} bytes DER) verified by the p256 crate",
+        sig.len()
+    );
 
     std::fs::write(dev.join("message.txt"), message)?;
     std::fs::write(dev.join("ec-p256.sig"), &sig)?;
@@ -100,7 +142,10 @@ fn sign_and_check(backend: &HsmBackend, ec: &KeyInfo, rsa: &KeyInfo, dev: &Path)
         .arg(dev.join("ec-p256.sig"))
         .arg(dev.join("message.txt"))
         .output()?;
-    println!("  openssl dgst -verify: {}", String::from_utf8_lossy(&openssl.stdout).trim());
+    println!(
+        "  openssl dgst -verify: {}",
+        String::from_utf8_lossy(&openssl.stdout).trim()
+    );
 
     let pss = SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256);
     let rsa_sig = backend.sign(&rsa.id, pss, &digest)?;
@@ -114,7 +159,10 @@ fn encrypt_and_tamper(backend: &HsmBackend, aes: &KeyInfo, kek: &KeyInfo) -> Tou
     step("Encrypt with AES-256-GCM in the token; tampering is caught");
     let sealed = backend.aes_gcm_encrypt(&aes.id, b"database password", b"tenant=demo")?;
     let opened = backend.aes_gcm_decrypt(&aes.id, &sealed, b"tenant=demo")?;
-    println!("  round trip: {:?}", String::from_utf8_lossy(opened.expose_secret()));
+    println!(
+        "  round trip: {:?}",
+        String::from_utf8_lossy(opened.expose_secret())
+    );
     let mut tampered = sealed.clone();
     if let Some(byte) = tampered.ciphertext.first_mut() {
         *byte ^= 1;
@@ -142,12 +190,28 @@ fn show_refusals(backend: &HsmBackend, module: &Pkcs11Module, ec: &KeyInfo) -> T
         .find(|s| s.id() == backend.token().slot_id)
         .ok_or("token slot vanished")?;
     let session = module.context().open_ro_session(slot)?;
-    let template = [Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(ec.id.as_bytes().to_vec())];
-    let handle = *session.find_objects(&template)?.first().ok_or("private key not found")?;
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Id(ec.id.as_bytes().to_vec()),
+    ];
+    let handle = *session
+        .find_objects(&template)?
+        .first()
+        .ok_or("private key not found")?;
     let info = session.get_attribute_info(handle, &[AttributeType::Value])?;
     let refused = matches!(info.as_slice(), [AttributeInfo::Sensitive]);
-    println!("  read CKA_VALUE: {}", if refused { "refused, the value is sensitive" } else { "NOT REFUSED" });
-    let kek = session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Id(b"tour-kek".to_vec())])?;
+    println!(
+        "  read CKA_VALUE: {}",
+        if refused {
+            "refused, the value is sensitive"
+        } else {
+            "NOT REFUSED"
+        }
+    );
+    let kek = session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Id(b"tour-kek".to_vec()),
+    ])?;
     if let Some(kek) = kek.first() {
         match session.wrap_key(&Mechanism::AesKeyWrapPad, *kek, handle) {
             Err(e) => println!("  wrap it under an AES key: refused ({e})"),
@@ -163,7 +227,11 @@ fn pin_file(path: &Path) -> TourResult<Pin> {
         let mut bytes = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut bytes);
         let pin: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         file.write_all(pin.as_bytes())?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
