@@ -1,0 +1,131 @@
+//! `keybroker token` against a real SoftHSM2 token directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use softhsm_tests::SoftHsm;
+
+fn keybroker(hsm: &SoftHsm, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keybroker"))
+        .args(args)
+        .env("SOFTHSM2_CONF", hsm.conf_path())
+        .env("KEYBROKER_PKCS11_MODULE", hsm.module_path())
+        .output()
+        .unwrap()
+}
+
+fn pin_file(dir: &Path, name: &str, pin: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pin).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn init_then_list_shows_a_ready_token_and_its_mechanisms() {
+    let hsm = SoftHsm::new();
+    let so = pin_file(hsm.scratch_dir(), "so.pin", "so-pin-123456", 0o600);
+    let user = pin_file(hsm.scratch_dir(), "user.pin", "user-pin-123456\n", 0o600);
+    let out = keybroker(
+        &hsm,
+        &[
+            "token",
+            "init",
+            "--label",
+            "payments",
+            "--so-pin-file",
+            so.to_str().unwrap(),
+            "--user-pin-file",
+            user.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("pin-123456"), "PINs are never printed");
+
+    let out = keybroker(&hsm, &["token", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ready = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"] == "payments")
+        .unwrap();
+    assert_eq!(ready["initialized"], true);
+    assert_eq!(ready["user_pin_initialized"], true);
+
+    let out = keybroker(&hsm, &["token", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ready"),
+        "{}",
+        text(&out)
+    );
+    let out = keybroker(&hsm, &["token", "mechanisms", "--label", "payments"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("CKM_ECDSA"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn refusals_have_clear_messages_and_exit_codes() {
+    let hsm = SoftHsm::new();
+    let so = pin_file(hsm.scratch_dir(), "so.pin", "so-pin-123456", 0o600);
+    let loose = pin_file(hsm.scratch_dir(), "loose.pin", "user-pin-123456", 0o644);
+    let out = keybroker(
+        &hsm,
+        &[
+            "token",
+            "init",
+            "--label",
+            "t",
+            "--so-pin-file",
+            so.to_str().unwrap(),
+            "--user-pin-file",
+            loose.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("readable by other users"),
+        "{}",
+        text(&out)
+    );
+
+    let out = keybroker(&hsm, &["token", "mechanisms", "--label", "absent"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"no token with label "absent""#),
+        "{}",
+        text(&out)
+    );
+
+    let out = keybroker(&hsm, &["token", "init", "--label", "t", "--so-pin", "1234"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a PIN on the command line is not accepted"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_keybroker"))
+        .args(["token", "list", "--module", "/nonexistent/module.so"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("/nonexistent/module.so"),
+        "{}",
+        text(&out)
+    );
+}
