@@ -183,13 +183,8 @@ fn encrypt_and_tamper(backend: &HsmBackend, aes: &KeyInfo, kek: &KeyInfo) -> Tou
 
 fn show_refusals(backend: &HsmBackend, module: &Pkcs11Module, ec: &KeyInfo) -> TourResult {
     step("Try to take the private key out, with raw PKCS#11 and the PIN");
-    let slot = module
-        .context()
-        .get_slots_with_token()?
-        .into_iter()
-        .find(|s| s.id() == backend.token().slot_id)
-        .ok_or("token slot vanished")?;
-    let session = module.context().open_ro_session(slot)?;
+    let token = module.find_token(&TokenSelector::Serial(backend.token().serial.clone()))?;
+    let session = module.context().open_ro_session(token.slot())?;
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Id(ec.id.as_bytes().to_vec()),

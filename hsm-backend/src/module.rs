@@ -79,6 +79,14 @@ pub struct Token {
     pub description: TokenDescription,
 }
 
+impl Token {
+    /// The slot that holds the token now, for raw PKCS#11 through
+    /// [`Pkcs11Module::context`]. Find the token again rather than keeping this.
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+}
+
 struct ModuleInner {
     ctx: Pkcs11,
     path: PathBuf,

@@ -13,20 +13,6 @@ use hsm_backend::{
     Pkcs11Module, PoolConfig, SignatureAlgorithm,
 };
 
-/// A raw PKCS#11 session on the test token, as an attacker holding the PIN would have.
-fn raw_session(t: &common::TestToken) -> Session {
-    let token = t.module.find_token(&selector()).unwrap();
-    let slot = t
-        .module
-        .context()
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.id() == token.description.slot_id)
-        .unwrap();
-    t.module.context().open_rw_session(slot).unwrap()
-}
-
 fn secret_object(session: &Session, id: &KeyId) -> ObjectHandle {
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY] {
         let found = session
@@ -45,7 +31,7 @@ fn secret_object(session: &Session, id: &KeyId) -> ObjectHandle {
 #[test]
 fn every_key_type_is_made_in_the_token_sensitive_and_non_extractable() {
     let t = common::token();
-    let raw = raw_session(&t);
+    let raw = t.raw_session();
     for (algorithm, usage) in all_specs() {
         let key = t.generate(algorithm, usage);
         assert_eq!(key.spec, spec(algorithm, usage));
@@ -83,7 +69,7 @@ fn every_key_type_is_made_in_the_token_sensitive_and_non_extractable() {
 fn wrapping_private_and_secret_keys_out_of_the_token_fails() {
     let t = common::token();
     let kek = t.generate(KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap);
-    let raw = raw_session(&t);
+    let raw = t.raw_session();
     let kek_handle = secret_object(&raw, &kek.id);
     for (algorithm, usage) in [
         (KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify),
@@ -106,7 +92,7 @@ fn wrapping_private_and_secret_keys_out_of_the_token_fails() {
 fn the_token_itself_refuses_a_use_outside_the_key_usage() {
     let t = common::token();
     let decrypt_only = t.generate(KeyAlgorithm::Rsa(2048), KeyUsage::EncryptDecrypt);
-    let raw = raw_session(&t);
+    let raw = t.raw_session();
     let handle = secret_object(&raw, &decrypt_only.id);
     let err = raw
         .sign(&Mechanism::RsaPkcs, handle, &[0u8; 51])
@@ -254,7 +240,7 @@ fn destroyed_keys_are_gone_from_every_pooled_session() {
         t.backend.destroy_key(&key.id),
         Err(HsmError::KeyNotFound(_))
     ));
-    let raw = raw_session(&t);
+    let raw = t.raw_session();
     let left = raw
         .find_objects(&[Attribute::Id(key.id.as_bytes().to_vec())])
         .unwrap();

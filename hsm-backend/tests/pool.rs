@@ -59,19 +59,11 @@ fn the_pool_logs_in_again_after_the_token_drops_its_login() {
         .unwrap();
 
     // Log the application out behind the pool's back, as an expired HSM login would.
-    let slot = t
-        .module
-        .context()
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| s.id() == t.backend.token().slot_id)
-        .unwrap();
-    let raw = t.module.context().open_ro_session(slot).unwrap();
+    let raw = t.raw_session();
     raw.logout().unwrap();
     assert_eq!(
         raw.get_session_info().unwrap().session_state(),
-        SessionState::RoPublic
+        SessionState::RwPublic
     );
 
     for i in 0..8 {
@@ -88,7 +80,7 @@ fn the_pool_logs_in_again_after_the_token_drops_its_login() {
     }
     assert_eq!(
         raw.get_session_info().unwrap().session_state(),
-        SessionState::RoUser
+        SessionState::RwUser
     );
 }
 

@@ -65,6 +65,12 @@ pub fn spec(algorithm: KeyAlgorithm, usage: KeyUsage) -> KeySpec {
 }
 
 impl TestToken {
+    /// A raw PKCS#11 session on the test token, as anyone holding the PIN could open.
+    pub fn raw_session(&self) -> cryptoki::session::Session {
+        let token = self.module.find_token(&selector()).unwrap();
+        self.module.context().open_rw_session(token.slot()).unwrap()
+    }
+
     /// Generates a key with a fresh id.
     pub fn generate(&self, algorithm: KeyAlgorithm, usage: KeyUsage) -> KeyInfo {
         let id = fresh_id();
