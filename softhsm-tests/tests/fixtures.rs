@@ -68,9 +68,38 @@ fn swtpm_fixture_answers_tpm2_tools_and_survives_restart() {
 
 #[test]
 fn swtpm_fixture_kills_its_process_on_drop() {
-    let socket = {
+    let port = {
         let tpm = Swtpm::start();
-        tpm.socket_path()
+        tpm.port()
     };
-    assert!(std::os::unix::net::UnixStream::connect(&socket).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn swtpm_fixtures_run_side_by_side_on_different_ports() {
+    let tpms: Vec<Swtpm> = (0..4).map(|_| Swtpm::start()).collect();
+    let mut ports: Vec<u16> = tpms.iter().map(Swtpm::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4);
+}
+
+#[test]
+fn swtpm_fixture_can_manufacture_ek_certificates() {
+    let tpm = Swtpm::start_with_ek_certificates();
+    let nvread = require_command("tpm2_nvreadpublic", "tpm2-tools").expect("tpm2-tools");
+    let out = Command::new(nvread)
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .expect("run tpm2_nvreadpublic");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("0x1c00002"),
+        "RSA EK certificate index missing: {text}"
+    );
 }

@@ -1,2 +1,22 @@
-//! Filled by a later issue; see DESIGN.md.
+//! A TPM 2.0 backend over tss-esapi 7.7: keys under a storage root key, PCR-policy
+//! sealing, quotes with an attestation key, and EK-bound credential activation.
+//!
+//! The same code serves `/dev/tpmrm0` and swtpm; only the TCTI string differs. The crate
+//! knows nothing of gRPC, policy or storage: callers keep the [`TpmBlob`]s it returns.
 #![forbid(unsafe_code)]
+
+mod blob;
+mod connection;
+mod error;
+mod keys;
+mod tcti;
+mod templates;
+mod worker;
+
+pub use blob::TpmBlob;
+pub use connection::SrkSource;
+pub use error::{Result, TpmError};
+pub use keys::TpmSignScheme;
+pub use tcti::Tcti;
+pub use templates::TpmKeyKind;
+pub use worker::{Pending, TpmBackend, TpmConfig};

@@ -1,0 +1,183 @@
+//! The worker thread that owns the TPM connection, and the handle callers use.
+//!
+//! The ESAPI context is not `Sync`, and a TPM executes one command at a time anyway, so
+//! one thread owns it and serves a bounded queue of requests. A caller gets a
+//! [`Pending`] result it can `wait()` for or `.await`. When a request fails and the TPM no
+//! longer answers, the worker drops the connection, reconnects and retries the request
+//! once (if it is safe to repeat); calls while the TPM is away fail with
+//! [`TpmError::Unavailable`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::task::{Context as TaskContext, Poll};
+
+use crate::connection::{Connection, SrkSource};
+use crate::error::{Result, TpmError};
+use crate::tcti::Tcti;
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// How to reach the TPM and how much work may wait for it.
+#[derive(Debug, Clone)]
+pub struct TpmConfig {
+    /// Which TPM.
+    pub tcti: Tcti,
+    /// Where the SRK comes from.
+    pub srk: SrkSource,
+    /// Requests that may wait for the TPM before callers get [`TpmError::Busy`].
+    pub queue_depth: usize,
+}
+
+impl TpmConfig {
+    /// Defaults for a TCTI: SRK from the template, 256 queued requests.
+    pub fn new(tcti: Tcti) -> TpmConfig {
+        TpmConfig {
+            tcti,
+            srk: SrkSource::Template,
+            queue_depth: 256,
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    config: TpmConfig,
+    connection: Option<Connection>,
+}
+
+/// Whether a request may run twice if the connection broke under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Safe,
+    Never,
+}
+
+impl Worker {
+    fn connection(&mut self) -> Result<&mut Connection> {
+        match &mut self.connection {
+            Some(connection) => Ok(connection),
+            slot @ None => Ok(slot.insert(Connection::open(&self.config.tcti, self.config.srk)?)),
+        }
+    }
+
+    pub(crate) fn execute<T>(
+        &mut self,
+        retry: Retry,
+        op: &mut dyn FnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        let first = op(self.connection()?);
+        let Err(error) = first else { return first };
+        if self.connection.as_mut().is_some_and(Connection::alive) {
+            return Err(error);
+        }
+        tracing::warn!(tcti = self.config.tcti.as_str(), %error, "TPM connection lost; reconnecting");
+        self.connection = None;
+        let connection = self.connection()?;
+        match retry {
+            Retry::Safe => op(connection),
+            Retry::Never => Err(TpmError::Unavailable(format!(
+                "the connection broke during the call: {error}"
+            ))),
+        }
+    }
+}
+
+fn serve(mut worker: Worker, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        job(&mut worker);
+    }
+}
+
+/// A handle on one TPM. Cheap to clone and safe to share between threads.
+#[derive(Debug, Clone)]
+pub struct TpmBackend {
+    jobs: SyncSender<Job>,
+    queue_depth: usize,
+}
+
+impl TpmBackend {
+    /// Starts the worker and connects.
+    ///
+    /// # Errors
+    /// [`TpmError::Unavailable`] if the TPM cannot be reached; template or handle errors.
+    pub fn connect(config: TpmConfig) -> Result<TpmBackend> {
+        let queue_depth = config.queue_depth.max(1);
+        let (jobs, queue) = sync_channel::<Job>(queue_depth);
+        let worker = Worker {
+            config,
+            connection: None,
+        };
+        std::thread::Builder::new()
+            .name("tpm-worker".into())
+            .spawn(move || serve(worker, queue))
+            .map_err(|e| TpmError::Unavailable(format!("cannot start the TPM worker: {e}")))?;
+        let backend = TpmBackend { jobs, queue_depth };
+        backend.submit(Retry::Safe, |_| Ok(())).wait()?;
+        Ok(backend)
+    }
+
+    pub(crate) fn submit<T: Send + 'static>(
+        &self,
+        retry: Retry,
+        mut op: impl FnMut(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Pending<T> {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |worker: &mut Worker| {
+            let _ = reply.send(worker.execute(retry, &mut op));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => Pending(State::Waiting(result)),
+            Err(TrySendError::Full(_)) => {
+                Pending(State::Failed(Some(TpmError::Busy(self.queue_depth))))
+            }
+            Err(TrySendError::Disconnected(_)) => Pending(State::Failed(Some(
+                TpmError::Unavailable("the TPM worker has stopped".into()),
+            ))),
+        }
+    }
+}
+
+enum State<T> {
+    Waiting(oneshot::Receiver<Result<T>>),
+    Failed(Option<TpmError>),
+}
+
+/// The result of a TPM request, to `wait()` for or `.await`.
+#[must_use = "a TPM request does nothing visible until its result is read"]
+pub struct Pending<T>(State<T>);
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending(..)")
+    }
+}
+
+fn worker_gone() -> TpmError {
+    TpmError::Unavailable("the TPM worker stopped before answering".into())
+}
+
+impl<T> Pending<T> {
+    /// Blocks until the TPM answers.
+    ///
+    /// # Errors
+    /// Whatever the request failed with.
+    pub fn wait(self) -> Result<T> {
+        match self.0 {
+            State::Waiting(result) => result.recv().unwrap_or_else(|_| Err(worker_gone())),
+            State::Failed(error) => Err(error.unwrap_or_else(worker_gone)),
+        }
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
+        match &mut self.0 {
+            State::Waiting(result) => Pin::new(result)
+                .poll(cx)
+                .map(|answer| answer.unwrap_or_else(|_| Err(worker_gone()))),
+            State::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(worker_gone))),
+        }
+    }
+}
