@@ -37,6 +37,9 @@ pub enum TpmError {
     /// No endorsement-key certificate is stored in the TPM's NV.
     #[error("no EK certificate in NV index {0:#010x}")]
     EkCertificateMissing(u32),
+    /// The TPM lacks something this backend needs.
+    #[error("the TPM does not support this: {0}")]
+    Unsupported(String),
     /// Any other TPM or TSS failure.
     #[error("TPM {operation} failed: {detail}")]
     Tpm {

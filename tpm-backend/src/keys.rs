@@ -59,15 +59,9 @@ pub(crate) fn spki(public: &Public) -> Result<Vec<u8>> {
     let bad = |why: String| TpmError::InvalidBlob(format!("public key: {why}"));
     let der = match public {
         Public::Ecc { unique, .. } => {
-            let (x, y) = (unique.x().value(), unique.y().value());
-            let point = p256::EncodedPoint::from_affine_coordinates(
-                p256::FieldBytes::from_slice(x),
-                p256::FieldBytes::from_slice(y),
-                false,
-            );
-            if x.len() != 32 || y.len() != 32 {
-                return Err(bad("not a P-256 point".into()));
-            }
+            let x = p256::FieldBytes::from(pad32(unique.x().value())?);
+            let y = p256::FieldBytes::from(pad32(unique.y().value())?);
+            let point = p256::EncodedPoint::from_affine_coordinates(&x, &y, false);
             p256::PublicKey::from_sec1_bytes(point.as_bytes())
                 .map_err(|e| bad(e.to_string()))?
                 .to_public_key_der()
@@ -107,8 +101,8 @@ fn signature_bytes(signature: Signature) -> Result<Vec<u8>> {
     match signature {
         Signature::EcDsa(ecc) => {
             let sig = p256::ecdsa::Signature::from_scalars(
-                *p256::FieldBytes::from_slice(&pad32(ecc.signature_r().value())?),
-                *p256::FieldBytes::from_slice(&pad32(ecc.signature_s().value())?),
+                p256::FieldBytes::from(pad32(ecc.signature_r().value())?),
+                p256::FieldBytes::from(pad32(ecc.signature_s().value())?),
             )
             .map_err(|e| TpmError::InvalidBlob(format!("ECDSA signature from the TPM: {e}")))?;
             Ok(sig.to_der().as_bytes().to_vec())

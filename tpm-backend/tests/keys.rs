@@ -4,17 +4,12 @@
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::pkcs8::DecodePublicKey;
 use rsa::{Oaep, Pkcs1v15Sign, Pss, RsaPublicKey};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use softhsm_tests::Swtpm;
-use tpm_backend::{Tcti, TpmBackend, TpmBlob, TpmConfig, TpmError, TpmKeyKind, TpmSignScheme};
+use tpm_backend::{TpmBlob, TpmError, TpmKeyKind, TpmSignScheme};
 
-fn connect(tpm: &Swtpm) -> TpmBackend {
-    TpmBackend::connect(TpmConfig::new(Tcti::new(&tpm.tcti()).unwrap())).unwrap()
-}
-
-fn digest(message: &[u8]) -> [u8; 32] {
-    Sha256::digest(message).into()
-}
+mod common;
+use common::{connect, digest};
 
 #[test]
 fn ecdsa_p256_signatures_verify_with_the_p256_crate() {
