@@ -69,7 +69,7 @@ impl Connection {
                 (KeyHandle::from(object), false)
             }
         };
-        let session = start_session(&mut ctx, srk, SessionType::Hmac)?;
+        let session = start_session(&mut ctx, srk, SessionType::Hmac, true)?;
         ctx.set_sessions((Some(session), None, None));
         Ok(Connection {
             ctx,
@@ -167,11 +167,13 @@ impl Drop for Connection {
     }
 }
 
-/// Starts a session salted with the SRK, with parameter encryption both ways.
+/// Starts a session salted with the SRK; with `encrypt`, parameters are encrypted both
+/// ways (only one session of a command may do that).
 pub(crate) fn start_session(
     ctx: &mut Context,
     srk: KeyHandle,
     kind: SessionType,
+    encrypt: bool,
 ) -> Result<AuthSession> {
     let session = ctx
         .execute_without_session(|c| {
@@ -190,8 +192,8 @@ pub(crate) fn start_session(
             detail: "no session returned".into(),
         })?;
     let (attributes, mask) = SessionAttributesBuilder::new()
-        .with_decrypt(true)
-        .with_encrypt(true)
+        .with_decrypt(encrypt)
+        .with_encrypt(encrypt)
         .with_continue_session(true)
         .build();
     ctx.tr_sess_set_attributes(session, attributes, mask)

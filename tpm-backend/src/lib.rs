@@ -7,10 +7,12 @@
 
 mod blob;
 mod connection;
+mod ek;
 mod error;
 mod keys;
 mod pcr;
 pub mod policy;
+mod quote;
 mod seal;
 mod tcti;
 mod templates;
@@ -18,9 +20,11 @@ mod worker;
 
 pub use blob::TpmBlob;
 pub use connection::SrkSource;
+pub use ek::{CredentialBlob, EkPublic, MAX_CREDENTIAL_LEN, RSA_EK_CERTIFICATE_NV_INDEX};
 pub use error::{Result, TpmError};
 pub use keys::TpmSignScheme;
 pub use pcr::{MAX_PCR_INDEX, PcrSelection, PcrValue};
+pub use quote::{MAX_NONCE_LEN, Quote};
 pub use seal::{MAX_SEAL_LEN, SealPolicy, SealedBlob};
 pub use tcti::Tcti;
 pub use templates::TpmKeyKind;

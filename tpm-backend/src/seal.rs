@@ -91,13 +91,14 @@ fn auth_value(secret: &SecretString) -> Result<Auth> {
 }
 
 /// Runs `f` with a policy session (or trial session) on `c`, flushing it afterwards.
-fn with_policy_session<T>(
+pub(crate) fn with_policy_session<T>(
     c: &mut Connection,
     kind: SessionType,
+    encrypt: bool,
     f: impl FnOnce(&mut Connection, AuthSession, PolicySession) -> Result<T>,
 ) -> Result<T> {
     let srk = c.srk;
-    let session = start_session(&mut c.ctx, srk, kind)?;
+    let session = start_session(&mut c.ctx, srk, kind, encrypt)?;
     let policy = PolicySession::try_from(session).during("policy session")?;
     let result = f(c, session, policy);
     c.flush(ObjectHandle::from(SessionHandle::from(session)));
@@ -186,7 +187,7 @@ impl TpmBackend {
                         .tr_set_auth(object.into(), auth)
                         .during("set the auth value")?;
                 }
-                with_policy_session(c, SessionType::Policy, |c, session, policy| {
+                with_policy_session(c, SessionType::Policy, true, |c, session, policy| {
                     run_policy(
                         c,
                         policy,
@@ -217,7 +218,7 @@ impl TpmBackend {
     ) -> Pending<PolicyDigest> {
         let (pcrs, values) = (pcrs.clone(), values.to_vec());
         self.submit(Retry::Safe, move |c| {
-            with_policy_session(c, SessionType::Trial, |c, _, policy| {
+            with_policy_session(c, SessionType::Trial, false, |c, _, policy| {
                 let pcr_digest =
                     Digest::try_from(pcr_values_digest(&values).to_vec()).during("trial")?;
                 run_policy(c, policy, &pcrs, pcr_digest, with_auth)?;
