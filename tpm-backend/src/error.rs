@@ -13,6 +13,9 @@ pub enum TpmError {
     /// The TPM cannot be reached, or the connection was lost.
     #[error("the TPM is unavailable: {0}")]
     Unavailable(String),
+    /// The TPM no longer holds the objects or sessions this connection made: it was reset.
+    #[error("the TPM was reset under the connection: {0}")]
+    Reset(String),
     /// Too many requests are queued for the TPM.
     #[error("the TPM is busy: {0} requests are already queued")]
     Busy(usize),
@@ -66,6 +69,23 @@ impl TpmError {
             }
             Some(Tss2ResponseCodeKind::Lockout) => TpmError::Lockout,
             Some(Tss2ResponseCodeKind::ObjectMemory) => TpmError::ObjectMemory,
+            Some(
+                Tss2ResponseCodeKind::ReferenceH0
+                | Tss2ResponseCodeKind::ReferenceH1
+                | Tss2ResponseCodeKind::ReferenceH2
+                | Tss2ResponseCodeKind::ReferenceH3
+                | Tss2ResponseCodeKind::ReferenceH4
+                | Tss2ResponseCodeKind::ReferenceH5
+                | Tss2ResponseCodeKind::ReferenceH6
+                | Tss2ResponseCodeKind::ReferenceS0
+                | Tss2ResponseCodeKind::ReferenceS1
+                | Tss2ResponseCodeKind::ReferenceS2
+                | Tss2ResponseCodeKind::ReferenceS3
+                | Tss2ResponseCodeKind::ReferenceS4
+                | Tss2ResponseCodeKind::ReferenceS5
+                | Tss2ResponseCodeKind::ReferenceS6
+                | Tss2ResponseCodeKind::Initialize,
+            ) => TpmError::Reset(format!("{operation}: {err}")),
             Some(Tss2ResponseCodeKind::Integrity) => {
                 TpmError::InvalidBlob("integrity check failed (altered, or another parent)".into())
             }

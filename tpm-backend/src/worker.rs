@@ -67,10 +67,11 @@ impl Worker {
     ) -> Result<T> {
         let first = op(self.connection()?);
         let Err(error) = first else { return first };
-        if self.connection.as_mut().is_some_and(Connection::alive) {
+        let reset = matches!(error, TpmError::Reset(_));
+        if !reset && self.connection.as_mut().is_some_and(Connection::alive) {
             return Err(error);
         }
-        tracing::warn!(tcti = self.config.tcti.as_str(), %error, "TPM connection lost; reconnecting");
+        tracing::warn!(tcti = self.config.tcti.as_str(), %error, "TPM connection lost or TPM reset; reconnecting");
         self.connection = None;
         let connection = self.connection()?;
         match retry {
@@ -114,6 +115,12 @@ impl TpmBackend {
         let backend = TpmBackend { jobs, queue_depth };
         backend.submit(Retry::Safe, |_| Ok(())).wait()?;
         Ok(backend)
+    }
+
+    /// How many transient objects the TPM holds now: the SRK, the cached keys, and
+    /// nothing else once every request is done. For diagnostics and leak tests.
+    pub fn transient_objects(&self) -> Pending<usize> {
+        self.submit(Retry::Safe, Connection::transient_objects)
     }
 
     pub(crate) fn submit<T: Send + 'static>(
