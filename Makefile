@@ -41,6 +41,7 @@ demo: deps
 	  "$(DEV_DIR)/tokens" > $(DEV_DIR)/softhsm2.conf
 	SOFTHSM2_CONF=$(DEV_DIR)/softhsm2.conf cargo run --locked -q -p hsm-backend --example tour -- $(DEV_DIR)
 
-## Throughput of direct backend operations (ops/s for 1 and 2 threads).
+## Throughput of direct backend operations: HSM (1 and 2 threads) and TPM.
 bench: deps
 	cargo bench --locked -p hsm-backend --bench throughput
+	cargo bench --locked -p tpm-backend --bench throughput

@@ -9,8 +9,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::task::{Context as TaskContext, Poll};
+use std::thread::JoinHandle;
 
 use crate::connection::{Connection, SrkSource};
 use crate::error::{Result, TpmError};
@@ -89,11 +91,26 @@ fn serve(mut worker: Worker, jobs: Receiver<Job>) {
     }
 }
 
-/// A handle on one TPM. Cheap to clone and safe to share between threads.
+/// A handle on one TPM. Cheap to clone and safe to share between threads. When the last
+/// clone is dropped, the worker finishes the queued requests, flushes what it loaded and
+/// stops before the drop returns.
 #[derive(Debug, Clone)]
 pub struct TpmBackend {
+    // Declared before `worker`: the sender must be gone before the worker is joined.
     jobs: SyncSender<Job>,
     queue_depth: usize,
+    _worker: Arc<WorkerThread>,
+}
+
+#[derive(Debug)]
+struct WorkerThread(Option<JoinHandle<()>>);
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl TpmBackend {
@@ -108,11 +125,15 @@ impl TpmBackend {
             config,
             connection: None,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tpm-worker".into())
             .spawn(move || serve(worker, queue))
             .map_err(|e| TpmError::Unavailable(format!("cannot start the TPM worker: {e}")))?;
-        let backend = TpmBackend { jobs, queue_depth };
+        let backend = TpmBackend {
+            jobs,
+            queue_depth,
+            _worker: Arc::new(WorkerThread(Some(thread))),
+        };
         backend.submit(Retry::Safe, |_| Ok(())).wait()?;
         Ok(backend)
     }

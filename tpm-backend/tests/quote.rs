@@ -25,7 +25,8 @@ fn verify(ak: &TpmBlob, quote: &Quote, nonce: &[u8]) -> Result<(), String> {
     }
     let mut h = Sha256::new();
     quote.pcr_values.iter().for_each(|v| h.update(v));
-    if info.pcr_digest().value() != h.finalize().as_slice() {
+    let expected: [u8; 32] = h.finalize().into();
+    if info.pcr_digest().value() != expected {
         return Err("PCR digest mismatch".into());
     }
     let Signature::EcDsa(sig) =
