@@ -72,7 +72,9 @@ impl TpmBlob {
         }
         let mut parts = Vec::with_capacity(2);
         for _ in 0..2 {
-            let (len, tail) = rest.split_first_chunk::<2>().ok_or_else(|| bad("truncated"))?;
+            let (len, tail) = rest
+                .split_first_chunk::<2>()
+                .ok_or_else(|| bad("truncated"))?;
             let len = usize::from(u16::from_be_bytes(*len));
             let (part, tail) = tail.split_at_checked(len).ok_or_else(|| bad("truncated"))?;
             parts.push(part.to_vec());

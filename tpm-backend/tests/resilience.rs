@@ -7,7 +7,8 @@ use common::{connect, digest};
 use secrecy::ExposeSecret;
 use softhsm_tests::Swtpm;
 use tpm_backend::{
-    PcrSelection, SealPolicy, Tcti, TpmBackend, TpmConfig, TpmError, TpmKeyKind, TpmSignScheme,
+    PcrSelection, SealPolicy, SrkSource, Tcti, TpmBackend, TpmConfig, TpmError, TpmKeyKind,
+    TpmSignScheme,
 };
 
 #[test]
@@ -64,49 +65,114 @@ fn a_restart_between_two_calls_costs_no_failed_call() {
 fn thousands_of_create_load_sign_seal_cycles_leak_no_object() {
     let tpm = Swtpm::start();
     let backend = connect(&tpm);
-    let pcrs = PcrSelection::sha256(&[16]).unwrap();
     let policy = SealPolicy {
-        pcrs,
+        pcrs: PcrSelection::sha256(&[16]).unwrap(),
         pcr_values: None,
         auth: None,
     };
-    let mut keys = Vec::new();
     let cycles = 2000;
+    let mut recent = std::collections::VecDeque::new();
     for i in 0..cycles {
-        // Create now and then, and rotate through more keys than the TPM has slots for.
-        if i % 50 == 0 {
-            let kind = if keys.len() % 2 == 0 {
-                TpmKeyKind::EcP256Sign
-            } else {
-                TpmKeyKind::Rsa2048Sign
-            };
-            keys.push((backend.create_key(kind).wait().unwrap(), kind));
-        }
-        let (key, kind) = &keys[i % keys.len()];
-        let scheme = match kind {
-            TpmKeyKind::EcP256Sign => TpmSignScheme::EcdsaSha256,
-            _ => TpmSignScheme::RsaPkcs1v15Sha256,
-        };
+        // Every cycle creates a key, loads and signs with it, and seals; it also signs with
+        // a key from five cycles ago, so the cache keeps evicting and reloading.
+        let key = backend.create_key(TpmKeyKind::EcP256Sign).wait().unwrap();
+        let d = digest(&u32::try_from(i).unwrap().to_be_bytes());
         backend
-            .sign(key, scheme, digest(&i.to_be_bytes()))
+            .sign(&key, TpmSignScheme::EcdsaSha256, d)
             .wait()
             .unwrap();
-        if i % 10 == 0 {
-            let secret = i.to_be_bytes();
-            let sealed = backend.seal(&secret, policy.clone()).wait().unwrap();
+        recent.push_back(key);
+        if recent.len() > 5 {
+            let old = recent.pop_front().unwrap();
+            backend
+                .sign(&old, TpmSignScheme::EcdsaSha256, d)
+                .wait()
+                .unwrap();
+        }
+        let sealed = backend.seal(&d, policy.clone()).wait().unwrap();
+        if i % 4 == 0 {
             assert_eq!(
                 backend
                     .unseal(&sealed, None)
                     .wait()
                     .unwrap()
                     .expose_secret(),
-                &secret
+                &d
             );
         }
     }
-    assert_eq!(keys.len(), cycles / 50);
     let objects = backend.transient_objects().wait().unwrap();
     assert!(objects <= 3, "{objects} transient objects left: a leak");
+}
+
+#[test]
+fn a_persistent_srk_made_by_an_operator_is_used_and_kept() {
+    let mut tpm = Swtpm::start();
+    let tools = |args: &[&str]| {
+        let program = softhsm_tests::require_command(args[0], "tpm2-tools").unwrap();
+        let out = std::process::Command::new(program)
+            .args(&args[1..])
+            .current_dir(tpm.scratch_dir())
+            .env("TPM2TOOLS_TCTI", tpm.tcti())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tools(&[
+        "tpm2_createprimary",
+        "-C",
+        "o",
+        "-G",
+        "ecc256:aes128cfb",
+        "-c",
+        "srk.ctx",
+    ]);
+    tools(&[
+        "tpm2_evictcontrol",
+        "-C",
+        "o",
+        "-c",
+        "srk.ctx",
+        "0x81000001",
+    ]);
+    tools(&["tpm2_flushcontext", "-t"]);
+
+    let connect_persistent = |tpm: &Swtpm| {
+        let mut config = TpmConfig::new(Tcti::new(&tpm.tcti()).unwrap());
+        config.srk = SrkSource::Persistent(0x8100_0001);
+        TpmBackend::connect(config).unwrap()
+    };
+    let key = {
+        let backend = connect_persistent(&tpm);
+        let key = backend.create_key(TpmKeyKind::EcP256Sign).wait().unwrap();
+        backend
+            .sign(&key, TpmSignScheme::EcdsaSha256, digest(b"x"))
+            .wait()
+            .unwrap();
+        key
+    };
+    assert!(
+        tools(&["tpm2_getcap", "handles-persistent"]).contains("0x81000001"),
+        "the SRK must stay"
+    );
+    tpm.restart();
+    let backend = connect_persistent(&tpm);
+    backend
+        .sign(&key, TpmSignScheme::EcdsaSha256, digest(b"after restart"))
+        .wait()
+        .unwrap();
+
+    let mut config = TpmConfig::new(Tcti::new(&tpm.tcti()).unwrap());
+    config.srk = SrkSource::Persistent(0x8100_0002);
+    assert!(
+        TpmBackend::connect(config).is_err(),
+        "no SRK at that handle"
+    );
 }
 
 #[test]
