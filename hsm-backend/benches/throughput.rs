@@ -4,23 +4,17 @@
 //! `BENCH_SECONDS` sets how long each row runs (default 3).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use hsm_backend::secrecy::SecretString;
 use hsm_backend::{
     Digest, EcCurve, HashAlgorithm, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage,
     Pin, Pkcs11Module, PoolConfig, SignatureAlgorithm, TokenSelector, provision,
 };
-use softhsm_tests::SoftHsm;
+use softhsm_tests::{SoftHsm, throughput};
 
 type Op<'a> = Box<dyn Fn() + Sync + 'a>;
 
 fn main() {
-    let seconds: f64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let seconds = throughput::seconds_per_row();
     let softhsm = SoftHsm::new();
     let module = Pkcs11Module::load(softhsm.module_path()).unwrap();
     let pin = |s: &str| Pin::new(SecretString::from(s)).unwrap();
@@ -85,39 +79,13 @@ fn main() {
         "operation", "threads", "ops/s", "vs 1 thread"
     );
     for (name, op) in &ops {
-        let single = measure(op, 1, seconds);
+        let single = throughput::ops_per_second(op.as_ref(), 1, seconds);
         println!("{name:<28} {:>8} {single:>12.0} {:>10}", 1, "1.00x");
-        let double = measure(op, 2, seconds);
+        let double = throughput::ops_per_second(op.as_ref(), 2, seconds);
         println!(
             "{name:<28} {:>8} {double:>12.0} {:>9.2}x",
             2,
             double / single
         );
     }
-}
-
-/// Runs `op` on `threads` threads for `seconds` (after a short warm-up); returns ops/s.
-fn measure(op: &Op<'_>, threads: usize, seconds: f64) -> f64 {
-    let run = |duration: Duration| {
-        let stop = AtomicBool::new(false);
-        let count = AtomicU64::new(0);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        op();
-                        n += 1;
-                    }
-                    count.fetch_add(n, Ordering::Relaxed);
-                });
-            }
-            std::thread::sleep(duration);
-            stop.store(true, Ordering::Relaxed);
-        });
-        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-    };
-    run(Duration::from_millis(300));
-    run(Duration::from_secs_f64(seconds))
 }

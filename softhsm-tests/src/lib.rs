@@ -1,7 +1,8 @@
 //! Test fixtures that give each test its own real hardware interface.
 //!
 //! - [`SoftHsm`]: a private SoftHSM2 token directory and `SOFTHSM2_CONF`.
-//! - [`Swtpm`]: a private swtpm process on a unix socket, killed and removed on drop.
+//! - [`Swtpm`]: a private swtpm process on loopback TCP, killed and removed on drop.
+//! - [`throughput`]: the measuring loop every `make bench` row uses.
 //!
 //! The fixtures depend on no other workspace crate, so every crate can take this one
 //! as a dev-dependency. They never skip: a missing system package fails the test with
@@ -14,6 +15,7 @@
 mod packages;
 mod softhsm;
 mod swtpm;
+pub mod throughput;
 
 pub use packages::{MissingPackage, require_command};
 pub use softhsm::SoftHsm;

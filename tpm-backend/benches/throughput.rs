@@ -4,10 +4,7 @@
 //! `BENCH_SECONDS` sets how long each row runs (default 3).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use softhsm_tests::Swtpm;
+use softhsm_tests::{Swtpm, throughput};
 use tpm_backend::{
     PcrSelection, SealPolicy, Tcti, TpmBackend, TpmConfig, TpmKeyKind, TpmSignScheme,
 };
@@ -15,10 +12,7 @@ use tpm_backend::{
 type Op<'a> = Box<dyn Fn() + Sync + 'a>;
 
 fn main() {
-    let seconds: f64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    let seconds = throughput::seconds_per_row();
     let tpm = Swtpm::start();
     let backend = TpmBackend::connect(TpmConfig::new(Tcti::new(&tpm.tcti()).unwrap())).unwrap();
     let ec = backend.create_key(TpmKeyKind::EcP256Sign).wait().unwrap();
@@ -70,7 +64,7 @@ fn main() {
         for callers in [1, 2] {
             println!(
                 "{name:<28} {callers:>8} {:>12.0}",
-                measure(op, callers, seconds)
+                throughput::ops_per_second(op.as_ref(), callers, seconds)
             );
         }
     }
@@ -78,30 +72,4 @@ fn main() {
         "transient objects left in the TPM: {}",
         backend.transient_objects().wait().unwrap()
     );
-}
-
-/// Runs `op` from `threads` threads for `seconds` (after a short warm-up); returns ops/s.
-fn measure(op: &Op<'_>, threads: usize, seconds: f64) -> f64 {
-    let run = |duration: Duration| {
-        let stop = AtomicBool::new(false);
-        let count = AtomicU64::new(0);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        op();
-                        n += 1;
-                    }
-                    count.fetch_add(n, Ordering::Relaxed);
-                });
-            }
-            std::thread::sleep(duration);
-            stop.store(true, Ordering::Relaxed);
-        });
-        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-    };
-    run(Duration::from_millis(300));
-    run(Duration::from_secs_f64(seconds))
 }

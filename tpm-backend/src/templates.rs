@@ -23,15 +23,21 @@ pub enum TpmKeyKind {
     Rsa2048Decrypt,
 }
 
-/// The storage root key: ECC P-256, restricted decryption, AES-128-CFB, with the TCG
-/// provisioning guidance's attributes and an all-zero unique field, so the same TPM always
-/// re-creates the same key from its storage seed.
-pub(crate) fn srk() -> Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
+/// Attributes of every object this backend creates: bound to this TPM and this parent,
+/// its secret generated inside (where it has one).
+fn bound_to_this_tpm() -> ObjectAttributesBuilder {
+    ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
+}
+
+/// The storage root key: ECC P-256, restricted decryption, AES-128-CFB, with the TCG
+/// provisioning guidance's attributes and an all-zero unique field, so the same TPM always
+/// re-creates the same key from its storage seed.
+pub(crate) fn srk() -> Result<Public> {
+    let attributes = bound_to_this_tpm()
         .with_no_da(true)
         .with_restricted(true)
         .with_decrypt(true)
@@ -56,11 +62,7 @@ pub(crate) fn srk() -> Result<Public> {
 /// A key under the SRK: made inside the TPM, never leaves it in the clear.
 pub(crate) fn key(kind: TpmKeyKind) -> Result<Public> {
     let signs = kind != TpmKeyKind::Rsa2048Decrypt;
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
+    let attributes = bound_to_this_tpm()
         .with_sign_encrypt(signs)
         .with_decrypt(!signs)
         .build()
@@ -126,11 +128,7 @@ pub(crate) fn sealed(policy: Digest) -> Result<Public> {
 /// The attestation key: restricted ECDSA P-256 with SHA-256, so it signs only what the
 /// TPM itself produced (quotes, certifications), never an outside digest.
 pub(crate) fn attestation_key() -> Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
+    let attributes = bound_to_this_tpm()
         .with_restricted(true)
         .with_sign_encrypt(true)
         .build()

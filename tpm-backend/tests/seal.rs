@@ -7,9 +7,19 @@ use common::{connect, digest};
 use secrecy::{ExposeSecret, SecretString};
 use softhsm_tests::Swtpm;
 use tpm_backend::policy::{extended, pcr_policy_digest};
-use tpm_backend::{PcrSelection, SealPolicy, SealedBlob, TpmError};
+use tpm_backend::{PcrSelection, SealPolicy, SealedBlob, TpmBackend, TpmError};
 
 const SECRET: &[u8] = b"disk encryption key, 32 bytes..!";
+
+/// Unseals and returns the plaintext bytes, failing the test on any error.
+fn unsealed(backend: &TpmBackend, sealed: &SealedBlob) -> Vec<u8> {
+    backend
+        .unseal(sealed, None)
+        .wait()
+        .unwrap()
+        .expose_secret()
+        .to_vec()
+}
 
 fn policy(pcrs: &[u8]) -> SealPolicy {
     SealPolicy {
@@ -63,14 +73,7 @@ fn a_sealed_blob_survives_a_restart_of_the_same_tpm_and_pcrs_reset() {
     tpm.restart(); // a reboot: PCR 16 is back to zero, the seeds and NV remain
     let backend = connect(&tpm);
     let sealed = SealedBlob::from_bytes(&stored).unwrap();
-    assert_eq!(
-        backend
-            .unseal(&sealed, None)
-            .wait()
-            .unwrap()
-            .expose_secret(),
-        SECRET
-    );
+    assert_eq!(unsealed(&backend, &sealed), SECRET);
 }
 
 #[test]
@@ -114,14 +117,7 @@ fn data_sealed_to_a_future_pcr_state_opens_only_once_it_is_reached() {
     ));
     backend.pcr_extend(16, update).wait().unwrap();
     assert_eq!(backend.pcr_read(&pcrs).wait().unwrap(), future);
-    assert_eq!(
-        backend
-            .unseal(&sealed, None)
-            .wait()
-            .unwrap()
-            .expose_secret(),
-        SECRET
-    );
+    assert_eq!(unsealed(&backend, &sealed), SECRET);
 }
 
 #[test]
@@ -183,12 +179,5 @@ fn bad_seal_requests_and_blobs_are_refused() {
     );
     assert!(SealedBlob::from_bytes(&bytes[..3]).is_err());
     // The untouched blob still opens.
-    assert_eq!(
-        backend
-            .unseal(&sealed, None)
-            .wait()
-            .unwrap()
-            .expose_secret(),
-        SECRET
-    );
+    assert_eq!(unsealed(&backend, &sealed), SECRET);
 }
