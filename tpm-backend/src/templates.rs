@@ -1,13 +1,14 @@
 //! Object templates: the SRK, keys, sealed data and the attestation key.
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::attributes::{ObjectAttributes, ObjectAttributesBuilder};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::structures::{
     Digest, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, KeyedHashScheme, Public,
-    PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa, PublicKeyedHashParameters,
-    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SymmetricDefinitionObject,
+    PublicBuilder, PublicEccParameters, PublicEccParametersBuilder, PublicKeyRsa,
+    PublicKeyedHashParameters, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+    SymmetricDefinitionObject,
 };
 
 use crate::error::{Result, TssResultExt};
@@ -33,6 +34,22 @@ fn bound_to_this_tpm() -> ObjectAttributesBuilder {
         .with_user_with_auth(true)
 }
 
+/// An ECC public area with SHA-256 names and an empty unique field.
+fn ecc_public(
+    attributes: ObjectAttributes,
+    params: PublicEccParameters,
+    what: &'static str,
+) -> Result<Public> {
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_ecc_parameters(params)
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+        .during(what)
+}
+
 /// The storage root key: ECC P-256, restricted decryption, AES-128-CFB, with the TCG
 /// provisioning guidance's attributes and an all-zero unique field, so the same TPM always
 /// re-creates the same key from its storage seed.
@@ -49,14 +66,7 @@ pub(crate) fn srk() -> Result<Public> {
     )
     .build()
     .during("SRK template")?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .during("SRK template")
+    ecc_public(attributes, params, "SRK template")
 }
 
 /// A key under the SRK: made inside the TPM, never leaves it in the clear.
@@ -67,25 +77,18 @@ pub(crate) fn key(kind: TpmKeyKind) -> Result<Public> {
         .with_decrypt(!signs)
         .build()
         .during("key template")?;
-    let builder = PublicBuilder::new()
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes);
     match kind {
-        TpmKeyKind::EcP256Sign => builder
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_ecc_parameters(
-                // The wrapper requires a scheme on ECC signing keys; ECDSA-SHA256 is the
-                // only one offered for them anyway.
-                PublicEccParametersBuilder::new_unrestricted_signing_key(
-                    EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
-                    EccCurve::NistP256,
-                )
-                .build()
-                .during("key template")?,
+        TpmKeyKind::EcP256Sign => {
+            // The wrapper requires a scheme on ECC signing keys; ECDSA-SHA256 is the only
+            // one offered for them anyway.
+            let params = PublicEccParametersBuilder::new_unrestricted_signing_key(
+                EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+                EccCurve::NistP256,
             )
-            .with_ecc_unique_identifier(EccPoint::default())
             .build()
-            .during("key template"),
+            .during("key template")?;
+            ecc_public(attributes, params, "key template")
+        }
         TpmKeyKind::Rsa2048Sign | TpmKeyKind::Rsa2048Decrypt => {
             let params = PublicRsaParametersBuilder::new()
                 .with_scheme(RsaScheme::Null)
@@ -96,7 +99,9 @@ pub(crate) fn key(kind: TpmKeyKind) -> Result<Public> {
                 .with_restricted(false)
                 .build()
                 .during("key template")?;
-            builder
+            PublicBuilder::new()
+                .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+                .with_object_attributes(attributes)
                 .with_public_algorithm(PublicAlgorithm::Rsa)
                 .with_rsa_parameters(params)
                 .with_rsa_unique_identifier(PublicKeyRsa::default())
@@ -142,12 +147,5 @@ pub(crate) fn attestation_key() -> Result<Public> {
         .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
         .build()
         .during("AK template")?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .during("AK template")
+    ecc_public(attributes, params, "AK template")
 }
