@@ -1,2 +1,15 @@
-//! Filled by a later issue; see DESIGN.md.
+//! Attestation: evidence in, appraisal out.
+//!
+//! Pure computation over bytes: no hardware, no transport, no backends. It verifies AMD
+//! SEV-SNP reports (VCEK or VLEK, chained to AMD's roots) and TPM 2.0 quotes, checks that
+//! the evidence is bound to a single-use challenge and the workload's ephemeral key, and
+//! appraises the claims against a reference-value policy.
 #![forbid(unsafe_code)]
+
+pub mod binding;
+pub mod challenge;
+pub mod clock;
+mod error;
+pub mod policy;
+
+pub use error::{AttestError, Refusal, Result};
