@@ -8,8 +8,10 @@
 
 pub mod binding;
 pub mod challenge;
+pub mod claims;
 pub mod clock;
 mod error;
 pub mod policy;
+pub mod snp;
 
 pub use error::{AttestError, Refusal, Result};

@@ -1,0 +1,63 @@
+//! Real evidence shipped inside crates.io packages, read in place from the package the
+//! build already downloaded (found with `cargo metadata --offline`), never copied.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use attest::clock::FixedClock;
+
+/// The source directory of a dependency package, by name.
+pub fn package_dir(name: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("package {name} is not in the dependency graph"))["manifest_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    PathBuf::from(manifest).parent().unwrap().to_path_buf()
+}
+
+/// `sev` 8.0.0, `tests/certs_data/report_milan.hex`: a real Milan report (version 2).
+pub fn milan_report() -> Vec<u8> {
+    let text =
+        std::fs::read_to_string(package_dir("sev").join("tests/certs_data/report_milan.hex"))
+            .unwrap();
+    hex::decode(text.trim()).unwrap()
+}
+
+/// `sev` 8.0.0, `tests/certs_data/vcek_milan.der`: the VCEK that signed it.
+pub fn milan_vcek() -> Vec<u8> {
+    std::fs::read(package_dir("sev").join("tests/certs_data/vcek_milan.der")).unwrap()
+}
+
+/// `sev` 8.0.0, `tests/certs_data/vcek_turin.der`: a real Turin VCEK (another chip).
+pub fn turin_vcek() -> Vec<u8> {
+    std::fs::read(package_dir("sev").join("tests/certs_data/vcek_turin.der")).unwrap()
+}
+
+/// A clock inside the Milan VCEK's validity (2023-04-03 to 2030-04-03): 2024-06-01.
+pub fn clock_2024() -> Arc<FixedClock> {
+    Arc::new(FixedClock::at_unix(1_717_200_000))
+}

@@ -1,0 +1,252 @@
+//! SEV-SNP verification and appraisal against real AMD evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use attest::clock::FixedClock;
+use attest::policy::AppraisalPolicy;
+use attest::snp::{Generation, Signer, SnpEvidence, SnpVerifier, appraise};
+use attest::{AttestError, Refusal};
+use common::{clock_2024, milan_report, milan_vcek, turin_vcek};
+
+fn evidence(report: Vec<u8>, vek: Option<Vec<u8>>) -> SnpEvidence {
+    SnpEvidence {
+        report,
+        vek_der: vek,
+    }
+}
+
+fn own_report_data(report: &[u8]) -> [u8; 64] {
+    report[80..144].try_into().unwrap()
+}
+
+fn verifier() -> SnpVerifier {
+    SnpVerifier::new(clock_2024()).unwrap()
+}
+
+fn policy(extra: &str, measurement: &str) -> attest::policy::SnpPolicy {
+    let text = format!("[snp]\nallowed_measurements = [\"{measurement}\"]\n{extra}");
+    AppraisalPolicy::from_toml(&text).unwrap().snp.unwrap()
+}
+
+#[test]
+fn the_real_milan_report_verifies_against_the_builtin_roots() {
+    let report = milan_report();
+    let verified = verifier()
+        .verify(
+            &evidence(report.clone(), Some(milan_vcek())),
+            &own_report_data(&report),
+        )
+        .unwrap();
+    assert_eq!(verified.generation, Generation::Milan);
+    assert_eq!(verified.signer, Signer::Vcek);
+    let measurement = hex::encode(verified.report.measurement);
+    let claims = appraise(
+        &verified,
+        &policy(
+            "min_tcb = { bootloader = 3, snp = 8, microcode = 115 }",
+            &measurement,
+        ),
+    )
+    .unwrap();
+    assert_eq!(claims.platform.as_deref(), Some("milan/vcek"));
+    assert_eq!(claims.debug, Some(false));
+    assert!(!claims.insecure);
+}
+
+#[test]
+fn a_bit_flipped_anywhere_in_the_report_is_refused() {
+    let report = milan_report();
+    let v = verifier();
+    let vcek = milan_vcek();
+    let mut accepted = Vec::new();
+    for byte in 0..report.len() {
+        let mut flipped = report.clone();
+        flipped[byte] ^= 0x01;
+        if v.verify(
+            &evidence(flipped, Some(vcek.clone())),
+            &own_report_data(&report),
+        )
+        .is_ok()
+        {
+            accepted.push(byte);
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "flips accepted at offsets {accepted:?}"
+    );
+}
+
+#[test]
+fn another_vcek_is_refused() {
+    let report = milan_report();
+    let err = verifier()
+        .verify(
+            &evidence(report.clone(), Some(turin_vcek())),
+            &own_report_data(&report),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttestError::Signature(_) | AttestError::CertificateMismatch(_)
+        ),
+        "{err}"
+    );
+    let err = verifier()
+        .verify(
+            &evidence(report.clone(), Some(b"not a certificate".to_vec())),
+            &own_report_data(&report),
+        )
+        .unwrap_err();
+    assert!(matches!(err, AttestError::Chain(_)), "{err}");
+}
+
+#[test]
+fn truncated_oversized_and_unknown_version_reports_are_refused() {
+    let report = milan_report();
+    for bad in [
+        report[..1183].to_vec(),
+        Vec::new(),
+        [report.clone(), vec![0]].concat(),
+    ] {
+        let err = verifier()
+            .verify(&evidence(bad, Some(milan_vcek())), &[0; 64])
+            .unwrap_err();
+        assert!(matches!(err, AttestError::Malformed(_)), "{err}");
+    }
+    for version in [0u32, 1, 6, u32::MAX] {
+        let mut bad = report.clone();
+        bad[..4].copy_from_slice(&version.to_le_bytes());
+        let err = verifier()
+            .verify(&evidence(bad, Some(milan_vcek())), &[0; 64])
+            .unwrap_err();
+        assert_eq!(err, AttestError::UnsupportedVersion(version));
+    }
+}
+
+#[test]
+fn a_report_bound_to_another_challenge_is_refused() {
+    let report = milan_report();
+    let mut other = own_report_data(&report);
+    other[0] ^= 1;
+    let err = verifier()
+        .verify(&evidence(report, Some(milan_vcek())), &other)
+        .unwrap_err();
+    assert_eq!(err, AttestError::BindingMismatch);
+}
+
+#[test]
+fn certificates_are_checked_against_the_verifiers_clock() {
+    let report = milan_report();
+    let data = own_report_data(&report);
+    for (secs, why) in [(1_600_000_000, "not valid yet"), (1_960_000_000, "expired")] {
+        let v = SnpVerifier::new(Arc::new(FixedClock::at_unix(secs))).unwrap();
+        let err = v
+            .verify(&evidence(report.clone(), Some(milan_vcek())), &data)
+            .unwrap_err();
+        assert!(
+            matches!(&err, AttestError::Chain(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_vcek_can_come_from_a_local_certificate_cache() {
+    let report = milan_report();
+    let data = own_report_data(&report);
+    let empty = tempfile::tempdir().unwrap();
+    let err = verifier()
+        .with_certificate_cache(empty.path())
+        .unwrap()
+        .verify(&evidence(report.clone(), None), &data)
+        .unwrap_err();
+    assert!(
+        matches!(&err, AttestError::Chain(m) if m.contains("certificate cache")),
+        "{err}"
+    );
+
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("turin.der"), turin_vcek()).unwrap();
+    std::fs::write(cache.path().join("milan.der"), milan_vcek()).unwrap();
+    let v = verifier().with_certificate_cache(cache.path()).unwrap();
+    assert!(v.verify(&evidence(report, None), &data).is_ok());
+
+    std::fs::write(cache.path().join("junk.der"), b"junk").unwrap();
+    assert!(verifier().with_certificate_cache(cache.path()).is_err());
+}
+
+#[test]
+fn appraisal_refuses_unlisted_measurements_low_tcb_and_debug() {
+    let report = milan_report();
+    let verified = verifier()
+        .verify(
+            &evidence(report.clone(), Some(milan_vcek())),
+            &own_report_data(&report),
+        )
+        .unwrap();
+    let good = hex::encode(verified.report.measurement);
+
+    let err = appraise(&verified, &policy("", &"00".repeat(48))).unwrap_err();
+    assert_eq!(
+        err,
+        AttestError::Refused(Refusal::Measurement(good.clone()))
+    );
+
+    let err = appraise(&verified, &policy("min_tcb = { snp = 9 }", &good)).unwrap_err();
+    assert_eq!(
+        err,
+        AttestError::Refused(Refusal::TcbTooLow {
+            component: "snp",
+            reported: 8,
+            minimum: 9
+        })
+    );
+    let err = appraise(&verified, &policy("min_tcb = { microcode = 200 }", &good)).unwrap_err();
+    assert!(matches!(
+        err,
+        AttestError::Refused(Refusal::TcbTooLow {
+            component: "microcode",
+            ..
+        })
+    ));
+
+    let err = appraise(&verified, &policy("allow_smt = false", &good)).unwrap_err();
+    assert_eq!(err, AttestError::Refused(Refusal::SmtAllowed));
+    let err = appraise(&verified, &policy("vmpl = 1", &good)).unwrap_err();
+    assert_eq!(
+        err,
+        AttestError::Refused(Refusal::Vmpl {
+            reported: 0,
+            required: 1
+        })
+    );
+    let err = appraise(
+        &verified,
+        &policy(&format!("host_data = \"{}\"", "11".repeat(32)), &good),
+    )
+    .unwrap_err();
+    assert_eq!(err, AttestError::Refused(Refusal::HostData));
+    let err = appraise(&verified, &policy("report_versions = [3, 5]", &good)).unwrap_err();
+    assert_eq!(err, AttestError::UnsupportedVersion(2));
+
+    // This real report forbids debugging; the appraisal rule is pure logic over the
+    // verified fields, so it is checked on the same report with the debug bit set.
+    let mut debuggable = verified.clone();
+    debuggable.report.policy.set_debug_allowed(true);
+    assert_eq!(
+        appraise(&debuggable, &policy("", &good)).unwrap_err(),
+        AttestError::Refused(Refusal::DebugAllowed)
+    );
+    assert!(appraise(&debuggable, &policy("allow_debug = true", &good)).is_ok());
+    let mut migratable = verified.clone();
+    migratable.report.policy.set_migrate_ma_allowed(true);
+    assert_eq!(
+        appraise(&migratable, &policy("", &good)).unwrap_err(),
+        AttestError::Refused(Refusal::MigrationAgentAllowed)
+    );
+}
