@@ -6,12 +6,16 @@
 //! appraises the claims against a reference-value policy.
 #![forbid(unsafe_code)]
 
+mod appraiser;
 pub mod binding;
 pub mod challenge;
 pub mod claims;
 pub mod clock;
+pub mod dev;
 mod error;
 pub mod policy;
 pub mod snp;
+pub mod tpm;
 
+pub use appraiser::{Appraiser, Evidence};
 pub use error::{AttestError, Refusal, Result};

@@ -1,5 +1,5 @@
 //! SEV-SNP verification and appraisal against real AMD evidence.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
