@@ -1,5 +1,10 @@
 //! SEV-SNP verification and appraisal against real AMD evidence.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -9,7 +14,10 @@ use attest::clock::FixedClock;
 use attest::policy::AppraisalPolicy;
 use attest::snp::{Generation, Signer, SnpEvidence, SnpVerifier, appraise};
 use attest::{AttestError, Refusal};
-use common::{clock_2024, milan_report, milan_vcek, turin_vcek};
+use common::{
+    clock_2024, clock_2026, milan_debug_report, milan_debug_vcek, milan_report, milan_vcek,
+    turin_vcek,
+};
 
 fn evidence(report: Vec<u8>, vek: Option<Vec<u8>>) -> SnpEvidence {
     SnpEvidence {
@@ -248,5 +256,40 @@ fn appraisal_refuses_unlisted_measurements_low_tcb_and_debug() {
     assert_eq!(
         appraise(&migratable, &policy("", &good)).unwrap_err(),
         AttestError::Refused(Refusal::MigrationAgentAllowed)
+    );
+}
+
+#[test]
+fn a_second_real_report_with_debug_enabled_verifies_and_is_refused_by_policy() {
+    let report = milan_debug_report();
+    let v = SnpVerifier::new(clock_2026()).unwrap();
+    let verified = v
+        .verify(
+            &evidence(report.clone(), Some(milan_debug_vcek())),
+            &own_report_data(&report),
+        )
+        .unwrap();
+    assert_eq!(verified.generation, Generation::Milan);
+    assert!(verified.report.policy.debug_allowed());
+    let measurement = hex::encode(verified.report.measurement);
+    assert_eq!(
+        appraise(&verified, &policy("", &measurement)).unwrap_err(),
+        AttestError::Refused(Refusal::DebugAllowed)
+    );
+    let claims = appraise(&verified, &policy("allow_debug = true", &measurement)).unwrap();
+    assert_eq!(claims.debug, Some(true));
+    // The two real reports do not vouch for each other.
+    let err = v
+        .verify(
+            &evidence(report.clone(), Some(milan_vcek())),
+            &own_report_data(&report),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttestError::Signature(_) | AttestError::CertificateMismatch(_) | AttestError::Chain(_)
+        ),
+        "{err}"
     );
 }

@@ -1,5 +1,10 @@
 //! TPM quotes from swtpm (through tpm-backend) and from tpm2-tools, verified and appraised.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::process::Command;

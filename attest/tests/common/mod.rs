@@ -1,6 +1,12 @@
 //! Real evidence shipped inside crates.io packages, read in place from the package the
 //! build already downloaded (found with `cargo metadata --offline`), never copied.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,4 +66,21 @@ pub fn turin_vcek() -> Vec<u8> {
 /// A clock inside the Milan VCEK's validity (2023-04-03 to 2030-04-03): 2024-06-01.
 pub fn clock_2024() -> Arc<FixedClock> {
     Arc::new(FixedClock::at_unix(1_717_200_000))
+}
+
+/// `omne-attest` 0.1.0, `tests/fixtures/snp/attestation.bin`: a real Milan report (v2)
+/// from a rented confidential VM, whose guest policy allows debugging (0xb0000).
+pub fn milan_debug_report() -> Vec<u8> {
+    std::fs::read(package_dir("omne-attest").join("tests/fixtures/snp/attestation.bin")).unwrap()
+}
+
+/// `omne-attest` 0.1.0, `tests/fixtures/snp/kds_vcek.der`: its VCEK from AMD's KDS
+/// (valid 2026-08-28 to 2033-08-28).
+pub fn milan_debug_vcek() -> Vec<u8> {
+    std::fs::read(package_dir("omne-attest").join("tests/fixtures/snp/kds_vcek.der")).unwrap()
+}
+
+/// A clock inside that VCEK's validity: 2026-11-01.
+pub fn clock_2026() -> Arc<FixedClock> {
+    Arc::new(FixedClock::at_unix(1_793_491_200))
 }
