@@ -45,3 +45,4 @@ demo: deps
 bench: deps
 	cargo bench --locked -p hsm-backend --bench throughput
 	cargo bench --locked -p tpm-backend --bench throughput
+	cargo bench --locked -p attest --bench verify

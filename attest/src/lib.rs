@@ -15,6 +15,7 @@ pub mod dev;
 mod error;
 pub mod policy;
 pub mod snp;
+pub mod token;
 pub mod tpm;
 
 pub use appraiser::{Appraiser, Evidence};

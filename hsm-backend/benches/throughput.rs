@@ -11,8 +11,6 @@ use hsm_backend::{
 };
 use softhsm_tests::{SoftHsm, throughput};
 
-type Op<'a> = Box<dyn Fn() + Sync + 'a>;
-
 fn main() {
     let seconds = throughput::seconds_per_row();
     let softhsm = SoftHsm::new();
@@ -44,7 +42,7 @@ fn main() {
     let digest = Digest::of(HashAlgorithm::Sha256, b"benchmark");
     let block = vec![0x5a_u8; 4096];
 
-    let ops: Vec<(&str, Op<'_>)> = vec![
+    let ops: Vec<(&str, throughput::Operation<'_>)> = vec![
         (
             "ECDSA P-256 sign",
             Box::new(|| {

@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// One benchmark row's operation.
+pub type Operation<'a> = Box<dyn Fn() + Sync + 'a>;
+
 /// Seconds per measurement: `BENCH_SECONDS`, or 3.
 pub fn seconds_per_row() -> f64 {
     std::env::var("BENCH_SECONDS")

@@ -9,8 +9,6 @@ use tpm_backend::{
     PcrSelection, SealPolicy, Tcti, TpmBackend, TpmConfig, TpmKeyKind, TpmSignScheme,
 };
 
-type Op<'a> = Box<dyn Fn() + Sync + 'a>;
-
 fn main() {
     let seconds = throughput::seconds_per_row();
     let tpm = Swtpm::start();
@@ -25,7 +23,7 @@ fn main() {
     let sealed = backend.seal(&[7u8; 32], policy.clone()).wait().unwrap();
     let digest = [0x42u8; 32];
 
-    let ops: Vec<(&str, Op<'_>)> = vec![
+    let ops: Vec<(&str, throughput::Operation<'_>)> = vec![
         (
             "ECDSA P-256 sign",
             Box::new(|| {

@@ -1,0 +1,216 @@
+//! Attestation tokens: an appraisal signed as a JWT (ES256 or ES384).
+//!
+//! The signing key stays wherever its [`TokenSigner`] keeps it (the broker keeps it in the
+//! HSM). The header type and all verification come from `jsonwebtoken`; the JWK set from
+//! RustCrypto's `jose-jwk`. `jsonwebtoken` signs only with in-memory keys, so the compact
+//! form is assembled here from its three base64url parts (RFC 7515 §7.1); `jose-jws` 0.1.2
+//! could not be used for it: it emits `"b64": true` in the protected header, which
+//! `jsonwebtoken` and other RFC 7515 verifiers refuse.
+
+use jose_jwa::{Algorithm as JwaAlgorithm, Signing};
+use jose_jwk::{Jwk, JwkSet, Key, Parameters};
+use p256::pkcs8::DecodePublicKey;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::claims::{Appraisal, Claims};
+use crate::error::{AttestError, Result};
+
+/// Allowed clock skew, in seconds, on `nbf` and `exp` (LESSONS: tokens allow tens of seconds).
+pub const CLOCK_SKEW_SECONDS: u64 = 30;
+
+/// Token signature algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlgorithm {
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// ECDSA P-384 with SHA-384.
+    Es384,
+}
+
+/// Something that signs tokens without handing out its key (an HSM key, in the broker).
+pub trait TokenSigner: Send + Sync {
+    /// The algorithm.
+    fn algorithm(&self) -> TokenAlgorithm;
+    /// The key id published in the JWK set and named in each token.
+    fn key_id(&self) -> &str;
+    /// The public key, SubjectPublicKeyInfo DER.
+    fn public_key_der(&self) -> &[u8];
+    /// Signs `message` (hashing with SHA-256 for ES256, SHA-384 for ES384) and returns a
+    /// DER-encoded ECDSA signature.
+    ///
+    /// # Errors
+    /// Whatever the key's home fails with, as a message.
+    fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String>;
+}
+
+/// The confirmation claim: which key the token is bound to (RFC 7800).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// Base64url SHA-256 of the ephemeral key's SPKI DER (`x5t#S256`-style thumbprint).
+    #[serde(rename = "x5t#S256")]
+    pub spki_sha256: String,
+}
+
+/// The claims an attestation token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenClaims {
+    /// Issuer (the broker).
+    pub iss: String,
+    /// Subject (the workload's identity).
+    pub sub: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before (back-dated by the clock skew).
+    pub nbf: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// The key the workload proved it holds inside its TEE.
+    pub cnf: Confirmation,
+    /// The appraisal's claims.
+    pub attestation: serde_json::Value,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use jose_b64::base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::encode_string(bytes)
+}
+
+fn raw_signature(algorithm: TokenAlgorithm, der: &[u8]) -> Result<Vec<u8>> {
+    let bad =
+        |e: String| AttestError::Signature(format!("token signer returned a bad signature: {e}"));
+    Ok(match algorithm {
+        TokenAlgorithm::Es256 => p256::ecdsa::Signature::from_der(der)
+            .map_err(|e| bad(e.to_string()))?
+            .to_bytes()
+            .to_vec(),
+        TokenAlgorithm::Es384 => p384::ecdsa::Signature::from_der(der)
+            .map_err(|e| bad(e.to_string()))?
+            .to_bytes()
+            .to_vec(),
+    })
+}
+
+/// Signs an appraisal for `subject`, bound to the ephemeral key, as a compact JWS.
+///
+/// # Errors
+/// The signer failed or returned a malformed signature.
+pub fn issue(
+    appraisal: &Appraisal,
+    issuer: &str,
+    subject: &str,
+    ephemeral_spki_der: &[u8],
+    signer: &dyn TokenSigner,
+) -> Result<String> {
+    let mut jti = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut jti);
+    let claims = TokenClaims {
+        iss: issuer.to_string(),
+        sub: subject.to_string(),
+        iat: appraisal.issued_at,
+        nbf: appraisal.issued_at.saturating_sub(CLOCK_SKEW_SECONDS),
+        exp: appraisal.expires_at,
+        jti: hex::encode(jti),
+        cnf: Confirmation {
+            spki_sha256: b64url(&Sha256::digest(ephemeral_spki_der)),
+        },
+        attestation: serde_json::to_value::<&Claims>(&appraisal.claims)
+            .map_err(|e| AttestError::Malformed(format!("claims: {e}")))?,
+    };
+    let mut header = jsonwebtoken::Header::new(match signer.algorithm() {
+        TokenAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        TokenAlgorithm::Es384 => jsonwebtoken::Algorithm::ES384,
+    });
+    header.kid = Some(signer.key_id().to_string());
+    let part = |json: serde_json::Result<Vec<u8>>| {
+        json.map(|bytes| b64url(&bytes))
+            .map_err(|e| AttestError::Malformed(format!("token: {e}")))
+    };
+    let signing_input = format!(
+        "{}.{}",
+        part(serde_json::to_vec(&header))?,
+        part(serde_json::to_vec(&claims))?
+    );
+    let der = signer
+        .sign(signing_input.as_bytes())
+        .map_err(AttestError::Signature)?;
+    let signature = raw_signature(signer.algorithm(), &der)?;
+    Ok(format!("{signing_input}.{}", b64url(&signature)))
+}
+
+/// The JWK set that publishes the signers' public keys, as JSON.
+///
+/// # Errors
+/// A signer's key is not a P-256 or P-384 public key matching its algorithm.
+pub fn jwks(signers: &[&dyn TokenSigner]) -> Result<String> {
+    let keys = signers
+        .iter()
+        .map(|s| {
+            let bad = |e: String| AttestError::Malformed(format!("token key {}: {e}", s.key_id()));
+            let (key, alg): (Key, Signing) = match s.algorithm() {
+                TokenAlgorithm::Es256 => {
+                    let public = p256::PublicKey::from_public_key_der(s.public_key_der())
+                        .map_err(|e| bad(e.to_string()))?;
+                    (
+                        Key::from(&jose_jwk::crypto::Key::from(public)),
+                        Signing::Es256,
+                    )
+                }
+                TokenAlgorithm::Es384 => {
+                    let public = p384::PublicKey::from_public_key_der(s.public_key_der())
+                        .map_err(|e| bad(e.to_string()))?;
+                    (
+                        Key::from(&jose_jwk::crypto::Key::from(public)),
+                        Signing::Es384,
+                    )
+                }
+            };
+            Ok(Jwk {
+                key,
+                prm: Parameters {
+                    alg: Some(JwaAlgorithm::Signing(alg)),
+                    kid: Some(s.key_id().to_string()),
+                    ..Parameters::default()
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    serde_json::to_string(&JwkSet { keys }).map_err(|e| AttestError::Malformed(e.to_string()))
+}
+
+/// Verifies a token offline against a published JWK set and returns its claims.
+///
+/// # Errors
+/// [`AttestError::Signature`] for any failure: unknown key id, bad signature, wrong
+/// issuer, expired or not yet valid (beyond the allowed skew).
+pub fn verify(token: &str, jwks_json: &str, issuer: &str) -> Result<TokenClaims> {
+    use jsonwebtoken::{
+        Algorithm, DecodingKey, Validation, decode, decode_header, jwk::JwkSet as JwtJwkSet,
+    };
+    let invalid = |why: String| AttestError::Signature(format!("attestation token: {why}"));
+    let header = decode_header(token).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(header.alg, Algorithm::ES256 | Algorithm::ES384) {
+        return Err(invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
+    }
+    let set: JwtJwkSet =
+        serde_json::from_str(jwks_json).map_err(|e| invalid(format!("JWK set: {e}")))?;
+    let kid = header.kid.ok_or_else(|| invalid("no key id".into()))?;
+    let jwk = set
+        .find(&kid)
+        .ok_or_else(|| invalid(format!("unknown key id {kid}")))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(e.to_string()))?;
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = CLOCK_SKEW_SECONDS;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
+    decode::<TokenClaims>(token, &key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| invalid(e.to_string()))
+}

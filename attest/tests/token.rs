@@ -1,0 +1,232 @@
+//! Attestation tokens signed by keys inside a real SoftHSM2 token, verified offline
+//! against the published JWK set.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::{Duration, SystemTime};
+
+use attest::AttestError;
+use attest::claims::{Appraisal, Claims, TeeKind};
+use attest::policy::AppraisalPolicy;
+use attest::token::{self, TokenAlgorithm, TokenSigner};
+use hsm_backend::secrecy::SecretString;
+use hsm_backend::{
+    Digest, EcCurve, HashAlgorithm, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage,
+    Pin, Pkcs11Module, PoolConfig, SignatureAlgorithm, TokenSelector, provision,
+};
+use softhsm_tests::SoftHsm;
+
+/// A token signer whose key lives in the HSM, as the broker's will.
+struct HsmTokenSigner<'a> {
+    backend: &'a HsmBackend,
+    id: KeyId,
+    spki: Vec<u8>,
+    algorithm: TokenAlgorithm,
+}
+
+impl TokenSigner for HsmTokenSigner<'_> {
+    fn algorithm(&self) -> TokenAlgorithm {
+        self.algorithm
+    }
+    fn key_id(&self) -> &str {
+        std::str::from_utf8(self.id.as_bytes()).unwrap()
+    }
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        let (hash, alg) = match self.algorithm {
+            TokenAlgorithm::Es256 => (HashAlgorithm::Sha256, SignatureAlgorithm::EcdsaP256Sha256),
+            TokenAlgorithm::Es384 => (HashAlgorithm::Sha384, SignatureAlgorithm::EcdsaP384Sha384),
+        };
+        self.backend
+            .sign(&self.id, alg, &Digest::of(hash, message))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn hsm() -> (SoftHsm, HsmBackend) {
+    let softhsm = SoftHsm::new();
+    let module = Pkcs11Module::load(softhsm.module_path()).unwrap();
+    let pin = |s: &str| Pin::new(SecretString::from(s)).unwrap();
+    let selector = TokenSelector::Label("tokens".into());
+    provision::init_token(&module, "tokens", &pin("so-pin-1234")).unwrap();
+    provision::init_user_pin(
+        &module,
+        &selector,
+        &pin("so-pin-1234"),
+        &pin("user-pin-1234"),
+    )
+    .unwrap();
+    let backend = HsmBackend::open_with(
+        module,
+        &selector,
+        pin("user-pin-1234"),
+        PoolConfig::default(),
+    )
+    .unwrap();
+    (softhsm, backend)
+}
+
+fn signer<'a>(
+    backend: &'a HsmBackend,
+    name: &str,
+    algorithm: TokenAlgorithm,
+) -> HsmTokenSigner<'a> {
+    let id = KeyId::new(name.as_bytes().to_vec()).unwrap();
+    let curve = match algorithm {
+        TokenAlgorithm::Es256 => EcCurve::P256,
+        TokenAlgorithm::Es384 => EcCurve::P384,
+    };
+    let spec = KeySpec::new(KeyAlgorithm::Ec(curve), KeyUsage::SignVerify).unwrap();
+    backend
+        .generate_key(&id, &KeyLabel::new(name).unwrap(), spec)
+        .unwrap();
+    let spki = backend.public_key(&id).unwrap().as_der().to_vec();
+    HsmTokenSigner {
+        backend,
+        id,
+        spki,
+        algorithm,
+    }
+}
+
+fn appraisal(valid_for: u64, issued_secs_ago: u64) -> Appraisal {
+    let policy = AppraisalPolicy::from_toml(&format!(
+        "result_validity_seconds = {valid_for}\n[dev]\nallow_insecure = true\n"
+    ))
+    .unwrap();
+    let claims = Claims {
+        tee: TeeKind::InsecureDev,
+        insecure: true,
+        measurement: Some("ab".repeat(48)),
+        tcb: None,
+        debug: None,
+        vmpl: None,
+        platform: None,
+        pcrs: Default::default(),
+    };
+    Appraisal::new(
+        claims,
+        &policy,
+        SystemTime::now() - Duration::from_secs(issued_secs_ago),
+    )
+}
+
+const ISSUER: &str = "https://broker.example/keybroker";
+const SPKI: &[u8] = b"the workload's ephemeral key";
+
+#[test]
+fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
+    let (_softhsm, backend) = hsm();
+    let es256 = signer(&backend, "token-es256", TokenAlgorithm::Es256);
+    let es384 = signer(&backend, "token-es384", TokenAlgorithm::Es384);
+    let jwks = token::jwks(&[&es256, &es384]).unwrap();
+    let set: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(set["keys"][0]["kty"], "EC");
+    assert_eq!(set["keys"][0]["crv"], "P-256");
+    assert_eq!(set["keys"][1]["crv"], "P-384");
+    assert!(
+        set["keys"][0].get("d").is_none(),
+        "no private part is published"
+    );
+
+    for signer in [&es256, &es384] {
+        let jwt = token::issue(
+            &appraisal(300, 0),
+            ISSUER,
+            "spiffe://example/workload",
+            SPKI,
+            signer,
+        )
+        .unwrap();
+        let claims = token::verify(&jwt, &jwks, ISSUER).unwrap();
+        assert_eq!(claims.sub, "spiffe://example/workload");
+        assert_eq!(claims.attestation["tee"], "insecure-dev");
+        assert_eq!(claims.attestation["insecure"], true);
+        assert_eq!(claims.exp - claims.iat, 300);
+        assert_eq!(claims.iat - claims.nbf, token::CLOCK_SKEW_SECONDS);
+    }
+}
+
+#[test]
+fn tampered_foreign_expired_and_misissued_tokens_are_refused() {
+    let (_softhsm, backend) = hsm();
+    let signer = signer(&backend, "token-key", TokenAlgorithm::Es256);
+    let jwks = token::jwks(&[&signer]).unwrap();
+    let jwt = token::issue(
+        &appraisal(300, 0),
+        ISSUER,
+        "spiffe://example/a",
+        SPKI,
+        &signer,
+    )
+    .unwrap();
+
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&jose_b64_decode(parts[1])).unwrap();
+    payload["sub"] = "spiffe://example/b".into();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        jose_b64_encode(&serde_json::to_vec(&payload).unwrap()),
+        parts[2]
+    );
+    assert!(matches!(
+        token::verify(&forged, &jwks, ISSUER),
+        Err(AttestError::Signature(_))
+    ));
+
+    assert!(
+        token::verify(&jwt, &jwks, "https://another.example").is_err(),
+        "wrong issuer"
+    );
+
+    let other = self::signer(&backend, "other-key", TokenAlgorithm::Es256);
+    let other_jwks = token::jwks(&[&other]).unwrap();
+    assert!(
+        token::verify(&jwt, &other_jwks, ISSUER).is_err(),
+        "key id not in the set"
+    );
+
+    let expired = token::issue(
+        &appraisal(60, 600),
+        ISSUER,
+        "spiffe://example/a",
+        SPKI,
+        &signer,
+    )
+    .unwrap();
+    assert!(
+        token::verify(&expired, &jwks, ISSUER).is_err(),
+        "expired long ago"
+    );
+    let just_expired = token::issue(
+        &appraisal(60, 70),
+        ISSUER,
+        "spiffe://example/a",
+        SPKI,
+        &signer,
+    )
+    .unwrap();
+    assert!(
+        token::verify(&just_expired, &jwks, ISSUER).is_ok(),
+        "within the allowed skew"
+    );
+    assert!(token::verify("not.a.token", &jwks, ISSUER).is_err());
+}
+
+fn jose_b64_decode(text: &str) -> Vec<u8> {
+    use jose_b64::base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::decode_vec(text).unwrap()
+}
+
+fn jose_b64_encode(bytes: &[u8]) -> String {
+    use jose_b64::base64ct::{Base64UrlUnpadded, Encoding};
+    Base64UrlUnpadded::encode_string(bytes)
+}
