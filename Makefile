@@ -7,7 +7,7 @@ PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config opensc 
 DEV_DIR := $(CURDIR)/.dev
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps test lint run demo bench
+.PHONY: deps test lint run demo bench fuzz
 
 ## Install missing system packages (apt-get, with sudo when not root) and cargo-nextest.
 deps:
@@ -46,3 +46,11 @@ bench: deps
 	cargo bench --locked -p hsm-backend --bench throughput
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
+
+## Fuzz the attestation parsers (nightly toolchain, cargo-fuzz); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 180
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	cd attest && for t in snp_report tpm_quote policy; do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
