@@ -293,3 +293,30 @@ fn a_second_real_report_with_debug_enabled_verifies_and_is_refused_by_policy() {
         "{err}"
     );
 }
+
+#[test]
+fn vlek_roots_must_chain_to_amds_builtin_ark() {
+    use sev::certs::snp::builtin::{genoa, milan};
+    // An ARK that is not the generation's built-in one is refused.
+    let err = verifier()
+        .with_vlek_root(Generation::Genoa, milan::ARK, milan::ASK)
+        .unwrap_err();
+    assert!(
+        matches!(&err, AttestError::Chain(m) if m.contains("built-in ARK")),
+        "{err}"
+    );
+    // An "ASVK" the ARK did not sign is refused.
+    let err = verifier()
+        .with_vlek_root(Generation::Milan, milan::ARK, genoa::ASK)
+        .unwrap_err();
+    assert!(
+        matches!(&err, AttestError::Chain(m) if m.contains("does not sign")),
+        "{err}"
+    );
+    // Garbage is refused.
+    assert!(
+        verifier()
+            .with_vlek_root(Generation::Milan, b"junk", b"junk")
+            .is_err()
+    );
+}
