@@ -19,6 +19,7 @@ mod lookup;
 mod module;
 mod pin;
 mod pool;
+mod pooled_session;
 pub mod provision;
 mod public_key;
 mod quirks;
