@@ -16,7 +16,7 @@ mod common;
 use attest::binding::tpm_extra_data;
 use attest::challenge::Nonce;
 use attest::snp::{SnpEvidence, SnpVerifier};
-use attest::tpm::{self, TpmEvidence};
+use attest::tpm;
 use softhsm_tests::{Swtpm, throughput};
 use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmConfig};
 
@@ -36,17 +36,7 @@ fn main() {
     let nonce = Nonce::from_bytes([1; 32]);
     let extra = tpm_extra_data(&nonce, b"bench key");
     let selection = PcrSelection::sha256(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
-    let quote = backend.quote(&ak, &extra, &selection).wait().unwrap();
-    let quote = TpmEvidence {
-        attest: quote.attest,
-        signature: quote.signature,
-        pcr_values: selection
-            .indices()
-            .iter()
-            .copied()
-            .zip(quote.pcr_values)
-            .collect(),
-    };
+    let quote = common::tpm_evidence(backend.quote(&ak, &extra, &selection).wait().unwrap());
     let ak_spki = ak.public_key_der().unwrap();
 
     println!("attest verification throughput, 1 thread, {seconds} s per row");

@@ -30,6 +30,18 @@ fn own_report_data(report: &[u8]) -> [u8; 64] {
     report[80..144].try_into().unwrap()
 }
 
+/// Verifies a report with a VEK, expecting the report's own binding.
+fn verify_own(
+    v: &SnpVerifier,
+    report: &[u8],
+    vek: Vec<u8>,
+) -> attest::Result<attest::snp::VerifiedReport> {
+    v.verify(
+        &evidence(report.to_vec(), Some(vek)),
+        &own_report_data(report),
+    )
+}
+
 fn verifier() -> SnpVerifier {
     SnpVerifier::new(clock_2024()).unwrap()
 }
@@ -42,12 +54,7 @@ fn policy(extra: &str, measurement: &str) -> attest::policy::SnpPolicy {
 #[test]
 fn the_real_milan_report_verifies_against_the_builtin_roots() {
     let report = milan_report();
-    let verified = verifier()
-        .verify(
-            &evidence(report.clone(), Some(milan_vcek())),
-            &own_report_data(&report),
-        )
-        .unwrap();
+    let verified = verify_own(&verifier(), &report, milan_vcek()).unwrap();
     assert_eq!(verified.generation, Generation::Milan);
     assert_eq!(verified.signer, Signer::Vcek);
     let measurement = hex::encode(verified.report.measurement);
@@ -91,12 +98,7 @@ fn a_bit_flipped_anywhere_in_the_report_is_refused() {
 #[test]
 fn another_vcek_is_refused() {
     let report = milan_report();
-    let err = verifier()
-        .verify(
-            &evidence(report.clone(), Some(turin_vcek())),
-            &own_report_data(&report),
-        )
-        .unwrap_err();
+    let err = verify_own(&verifier(), &report, turin_vcek()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -191,12 +193,7 @@ fn the_vcek_can_come_from_a_local_certificate_cache() {
 #[test]
 fn appraisal_refuses_unlisted_measurements_low_tcb_and_debug() {
     let report = milan_report();
-    let verified = verifier()
-        .verify(
-            &evidence(report.clone(), Some(milan_vcek())),
-            &own_report_data(&report),
-        )
-        .unwrap();
+    let verified = verify_own(&verifier(), &report, milan_vcek()).unwrap();
     let good = hex::encode(verified.report.measurement);
 
     let err = appraise(&verified, &policy("", &"00".repeat(48))).unwrap_err();
@@ -263,12 +260,7 @@ fn appraisal_refuses_unlisted_measurements_low_tcb_and_debug() {
 fn a_second_real_report_with_debug_enabled_verifies_and_is_refused_by_policy() {
     let report = milan_debug_report();
     let v = SnpVerifier::new(clock_2026()).unwrap();
-    let verified = v
-        .verify(
-            &evidence(report.clone(), Some(milan_debug_vcek())),
-            &own_report_data(&report),
-        )
-        .unwrap();
+    let verified = verify_own(&v, &report, milan_debug_vcek()).unwrap();
     assert_eq!(verified.generation, Generation::Milan);
     assert!(verified.report.policy.debug_allowed());
     let measurement = hex::encode(verified.report.measurement);
@@ -279,12 +271,7 @@ fn a_second_real_report_with_debug_enabled_verifies_and_is_refused_by_policy() {
     let claims = appraise(&verified, &policy("allow_debug = true", &measurement)).unwrap();
     assert_eq!(claims.debug, Some(true));
     // The two real reports do not vouch for each other.
-    let err = v
-        .verify(
-            &evidence(report.clone(), Some(milan_vcek())),
-            &own_report_data(&report),
-        )
-        .unwrap_err();
+    let err = verify_own(&v, &report, milan_vcek()).unwrap_err();
     assert!(
         matches!(
             err,

@@ -120,6 +120,19 @@ fn appraisal(valid_for: u64, issued_secs_ago: u64) -> Appraisal {
 const ISSUER: &str = "https://broker.example/keybroker";
 const SPKI: &[u8] = b"the workload's ephemeral key";
 
+/// A token for `spiffe://example/a` from an appraisal valid `valid_for` seconds, made
+/// `issued_secs_ago` seconds ago.
+fn token_for(signer: &dyn TokenSigner, valid_for: u64, issued_secs_ago: u64) -> String {
+    token::issue(
+        &appraisal(valid_for, issued_secs_ago),
+        ISSUER,
+        "spiffe://example/a",
+        SPKI,
+        signer,
+    )
+    .unwrap()
+}
+
 #[test]
 fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
     let (_softhsm, backend) = hsm();
@@ -158,14 +171,7 @@ fn tampered_foreign_expired_and_misissued_tokens_are_refused() {
     let (_softhsm, backend) = hsm();
     let signer = signer(&backend, "token-key", TokenAlgorithm::Es256);
     let jwks = token::jwks(&[&signer]).unwrap();
-    let jwt = token::issue(
-        &appraisal(300, 0),
-        ISSUER,
-        "spiffe://example/a",
-        SPKI,
-        &signer,
-    )
-    .unwrap();
+    let jwt = token_for(&signer, 300, 0);
 
     let parts: Vec<&str> = jwt.split('.').collect();
     let mut payload: serde_json::Value =
@@ -194,26 +200,12 @@ fn tampered_foreign_expired_and_misissued_tokens_are_refused() {
         "key id not in the set"
     );
 
-    let expired = token::issue(
-        &appraisal(60, 600),
-        ISSUER,
-        "spiffe://example/a",
-        SPKI,
-        &signer,
-    )
-    .unwrap();
+    let expired = token_for(&signer, 60, 600);
     assert!(
         token::verify(&expired, &jwks, ISSUER).is_err(),
         "expired long ago"
     );
-    let just_expired = token::issue(
-        &appraisal(60, 70),
-        ISSUER,
-        "spiffe://example/a",
-        SPKI,
-        &signer,
-    )
-    .unwrap();
+    let just_expired = token_for(&signer, 60, 70);
     assert!(
         token::verify(&just_expired, &jwks, ISSUER).is_ok(),
         "within the allowed skew"

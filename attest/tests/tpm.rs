@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -45,17 +47,7 @@ fn quoting() -> Quoting {
 fn quote(q: &Quoting, nonce: &Nonce, pcrs: &[u8]) -> TpmEvidence {
     let selection = PcrSelection::sha256(pcrs).unwrap();
     let extra = tpm_extra_data(nonce, EPHEMERAL_SPKI);
-    let quote = q.backend.quote(&q.ak, &extra, &selection).wait().unwrap();
-    TpmEvidence {
-        attest: quote.attest,
-        signature: quote.signature,
-        pcr_values: selection
-            .indices()
-            .iter()
-            .copied()
-            .zip(quote.pcr_values)
-            .collect(),
-    }
+    common::tpm_evidence(q.backend.quote(&q.ak, &extra, &selection).wait().unwrap())
 }
 
 fn tpm_policy(pcrs: &BTreeMap<u8, [u8; 32]>) -> AppraisalPolicy {

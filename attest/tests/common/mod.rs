@@ -84,3 +84,18 @@ pub fn milan_debug_vcek() -> Vec<u8> {
 pub fn clock_2026() -> Arc<FixedClock> {
     Arc::new(FixedClock::at_unix(1_793_491_200))
 }
+
+/// The evidence a workload sends for a quote made by `tpm-backend`.
+pub fn tpm_evidence(quote: tpm_backend::Quote) -> attest::tpm::TpmEvidence {
+    attest::tpm::TpmEvidence {
+        attest: quote.attest,
+        signature: quote.signature,
+        pcr_values: quote
+            .pcrs
+            .indices()
+            .iter()
+            .copied()
+            .zip(quote.pcr_values)
+            .collect(),
+    }
+}
