@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use attest::policy::AppraisalPolicy;
 use attest::snp::SnpVerifier;
 use attest::tpm::{self, TpmEvidence};
 use attest::{Appraiser, AttestError, Evidence, Refusal};
-use softhsm_tests::{Swtpm, require_command};
+use softhsm_tests::Swtpm;
 use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmBlob, TpmConfig};
 
 const EPHEMERAL_SPKI: &[u8] = b"stand-in for the workload's ephemeral key SPKI";
@@ -135,25 +134,7 @@ fn a_quote_made_by_tpm2_quote_verifies() {
     let tpm = Swtpm::start();
     let dir = tpm.scratch_dir();
     let run = |args: &[&str]| {
-        let program = require_command(args[0], "tpm2-tools").unwrap();
-        let out = Command::new(program)
-            .args(&args[1..])
-            .current_dir(dir)
-            .env("TPM2TOOLS_TCTI", tpm.tcti())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // No resource manager: free the transient objects each tool leaves behind.
-        let flush = require_command("tpm2_flushcontext", "tpm2-tools").unwrap();
-        Command::new(flush)
-            .arg("-t")
-            .env("TPM2TOOLS_TCTI", tpm.tcti())
-            .output()
-            .unwrap();
+        tpm.tpm2_tool(args);
     };
     let nonce = Nonce::from_bytes([9; 32]);
     let extra = hex::encode(tpm_extra_data(&nonce, EPHEMERAL_SPKI));

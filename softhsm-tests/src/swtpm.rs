@@ -115,6 +115,34 @@ impl Swtpm {
         self.dir.path()
     }
 
+    /// Runs a tpm2-tools command (`args[0]` is the tool) against this TPM, in the scratch
+    /// directory, and returns its stdout. Afterwards it flushes the transient objects the
+    /// tool left behind, as a resource manager would: swtpm holds only three.
+    ///
+    /// # Panics
+    /// When tpm2-tools is missing or the command fails (the message carries its stderr).
+    pub fn tpm2_tool(&self, args: &[&str]) -> String {
+        let run = |args: &[&str]| {
+            let (tool, rest) = args.split_first().expect("a tpm2-tools command");
+            let program = require_command(tool, "tpm2-tools").unwrap_or_else(|e| panic!("{e}"));
+            let out = Command::new(program)
+                .args(rest)
+                .current_dir(self.scratch_dir())
+                .env("TPM2TOOLS_TCTI", self.tcti())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let stdout = run(args);
+        run(&["tpm2_flushcontext", "-t"]);
+        stdout
+    }
+
     /// Kills the process; the state directory stays. Calls to the TPM fail until
     /// [`Swtpm::restart`].
     pub fn stop(&mut self) {

@@ -108,21 +108,7 @@ fn thousands_of_create_load_sign_seal_cycles_leak_no_object() {
 #[test]
 fn a_persistent_srk_made_by_an_operator_is_used_and_kept() {
     let mut tpm = Swtpm::start();
-    let tools = |args: &[&str]| {
-        let program = softhsm_tests::require_command(args[0], "tpm2-tools").unwrap();
-        let out = std::process::Command::new(program)
-            .args(&args[1..])
-            .current_dir(tpm.scratch_dir())
-            .env("TPM2TOOLS_TCTI", tpm.tcti())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let tools = |args: &[&str]| tpm.tpm2_tool(args);
     tools(&[
         "tpm2_createprimary",
         "-C",
@@ -140,7 +126,6 @@ fn a_persistent_srk_made_by_an_operator_is_used_and_kept() {
         "srk.ctx",
         "0x81000001",
     ]);
-    tools(&["tpm2_flushcontext", "-t"]);
 
     let connect_persistent = |tpm: &Swtpm| {
         let mut config = TpmConfig::new(Tcti::new(&tpm.tcti()).unwrap());
