@@ -6,13 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use cryptoki::object::ObjectClass;
-
 use crate::error::{HsmError, Result};
-use crate::key::{KeyId, KeySpec};
 use crate::module::{Pkcs11Module, TokenDescription, TokenSelector};
 use crate::pin::Pin;
-use crate::pool::{PoolConfig, PooledSession, ResolvedKey, SessionPool};
+use crate::pool::{PoolConfig, SessionPool};
 
 /// Where the token is and how to log in to it.
 #[derive(Debug, Clone)]
@@ -96,44 +93,4 @@ impl HsmBackend {
             f()
         }
     }
-}
-
-/// Finds the object of `class` for key `id` and checks that its spec allows the
-/// operation. This is the one place where operations are matched against keys.
-pub(crate) fn key_for(
-    session: &mut PooledSession,
-    id: &KeyId,
-    class: ObjectClass,
-    allowed: impl Fn(KeySpec) -> std::result::Result<(), String>,
-) -> Result<ResolvedKey> {
-    let key = match session.resolve(id, class) {
-        Err(HsmError::KeyNotFound(_)) => {
-            // Tell "no such key" apart from "this key has no part for that operation".
-            let other = [
-                ObjectClass::PRIVATE_KEY,
-                ObjectClass::SECRET_KEY,
-                ObjectClass::PUBLIC_KEY,
-            ]
-            .into_iter()
-            .filter(|c| *c != class)
-            .find_map(|c| session.resolve(id, c).ok());
-            return Err(match other {
-                Some(found) => HsmError::KeyUsageNotPermitted {
-                    key: id.clone(),
-                    reason: format!(
-                        "it is a {} key for {:?}",
-                        found.spec.algorithm(),
-                        found.spec.usage()
-                    ),
-                },
-                None => HsmError::KeyNotFound(id.clone()),
-            });
-        }
-        other => other?,
-    };
-    allowed(key.spec).map_err(|reason| HsmError::KeyUsageNotPermitted {
-        key: id.clone(),
-        reason,
-    })?;
-    Ok(key)
 }

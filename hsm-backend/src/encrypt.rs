@@ -8,9 +8,10 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectClass;
 
-use crate::backend::{HsmBackend, key_for};
+use crate::backend::HsmBackend;
 use crate::error::{HsmError, Op, Result};
 use crate::key::{KeyAlgorithm, KeyId, KeySpec, KeyUsage};
+use crate::pool::already_checked;
 use crate::quirks::Quirks;
 use crate::secret::{SecretBytes, into_secret};
 use crate::sign::check_data_len;
@@ -99,7 +100,7 @@ impl HsmBackend {
     pub fn rsa_encrypt(&self, id: &KeyId, hash: OaepHash, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mechanism = hash.mechanism(&self.pool.quirks())?;
         self.pool.run(|s| {
-            let key = key_for(s, id, ObjectClass::PUBLIC_KEY, rsa_encryption_key)?;
+            let key = s.key_for(id, ObjectClass::PUBLIC_KEY, &rsa_encryption_key)?;
             let max = modulus_len(key.spec).saturating_sub(2 * hash.len() + 2);
             if plaintext.len() > max {
                 return Err(HsmError::InvalidInput(format!(
@@ -107,9 +108,13 @@ impl HsmBackend {
                     plaintext.len()
                 )));
             }
-            s.with_key(id, ObjectClass::PUBLIC_KEY, Op::General, |session, key| {
-                session.encrypt(&mechanism, key.handle, plaintext)
-            })
+            s.with_key(
+                id,
+                ObjectClass::PUBLIC_KEY,
+                Op::General,
+                &already_checked,
+                |session, key| session.encrypt(&mechanism, key.handle, plaintext),
+            )
         })
     }
 
@@ -127,7 +132,7 @@ impl HsmBackend {
     ) -> Result<SecretBytes> {
         let mechanism = hash.mechanism(&self.pool.quirks())?;
         let plaintext = self.pool.run(|s| {
-            let key = key_for(s, id, ObjectClass::PRIVATE_KEY, rsa_encryption_key)?;
+            let key = s.key_for(id, ObjectClass::PRIVATE_KEY, &rsa_encryption_key)?;
             if ciphertext.len() != modulus_len(key.spec) {
                 return Err(HsmError::InvalidInput(format!(
                     "an RSA-OAEP ciphertext for this key has {} bytes, not {}",
@@ -135,9 +140,13 @@ impl HsmBackend {
                     ciphertext.len()
                 )));
             }
-            s.with_key(id, ObjectClass::PRIVATE_KEY, Op::Decrypt, |session, key| {
-                session.decrypt(&mechanism, key.handle, ciphertext)
-            })
+            s.with_key(
+                id,
+                ObjectClass::PRIVATE_KEY,
+                Op::Decrypt,
+                &already_checked,
+                |session, key| session.decrypt(&mechanism, key.handle, ciphertext),
+            )
         })?;
         Ok(into_secret(plaintext))
     }
@@ -156,17 +165,21 @@ impl HsmBackend {
         check_data_len(plaintext)?;
         check_data_len(aad)?;
         self.pool.run(|s| {
-            key_for(s, id, ObjectClass::SECRET_KEY, aes_encryption_key)?;
             let mut nonce = [0u8; GCM_NONCE_LEN];
             s.session
                 .generate_random_slice(&mut nonce)
                 .map_err(|e| s.error(e, Op::General))?;
-            let ciphertext =
-                s.with_key(id, ObjectClass::SECRET_KEY, Op::General, |session, key| {
+            let ciphertext = s.with_key(
+                id,
+                ObjectClass::SECRET_KEY,
+                Op::General,
+                &aes_encryption_key,
+                |session, key| {
                     let mut iv = nonce;
                     let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())?;
                     session.encrypt(&Mechanism::AesGcm(params), key.handle, plaintext)
-                })?;
+                },
+            )?;
             Ok(AeadCiphertext { nonce, ciphertext })
         })
     }
@@ -190,12 +203,17 @@ impl HsmBackend {
             )));
         }
         let plaintext = self.pool.run(|s| {
-            key_for(s, id, ObjectClass::SECRET_KEY, aes_encryption_key)?;
-            s.with_key(id, ObjectClass::SECRET_KEY, Op::Decrypt, |session, key| {
-                let mut iv = sealed.nonce;
-                let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())?;
-                session.decrypt(&Mechanism::AesGcm(params), key.handle, &sealed.ciphertext)
-            })
+            s.with_key(
+                id,
+                ObjectClass::SECRET_KEY,
+                Op::Decrypt,
+                &aes_encryption_key,
+                |session, key| {
+                    let mut iv = sealed.nonce;
+                    let params = GcmParams::new(&mut iv, aad, (GCM_TAG_LEN as u64 * 8).into())?;
+                    session.decrypt(&Mechanism::AesGcm(params), key.handle, &sealed.ciphertext)
+                },
+            )
         })?;
         Ok(into_secret(plaintext))
     }

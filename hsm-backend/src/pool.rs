@@ -21,7 +21,7 @@ use crate::module::{Pkcs11Module, Token, TokenSelector};
 use crate::pin::Pin;
 use crate::quirks::Quirks;
 
-pub(crate) use crate::pooled_session::{PooledSession, ResolvedKey};
+pub(crate) use crate::pooled_session::{PooledSession, UsageCheck, already_checked};
 
 /// How many sessions to keep and how long a request may wait for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

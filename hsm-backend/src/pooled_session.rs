@@ -14,6 +14,14 @@ use crate::error::{HsmError, Op, Result, is_stale_handle};
 use crate::key::{KeyId, KeySpec};
 use crate::quirks::Quirks;
 
+/// Whether a key's spec allows an operation; `Err` says why not.
+pub(crate) type UsageCheck<'a> = &'a dyn Fn(KeySpec) -> std::result::Result<(), String>;
+
+/// For a key whose usage was already checked by [`PooledSession::key_for`].
+pub(crate) fn already_checked(_: KeySpec) -> std::result::Result<(), String> {
+    Ok(())
+}
+
 /// A key found on the token through one session: its handle there and what it is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResolvedKey {
@@ -82,20 +90,61 @@ impl PooledSession {
         HsmError::KeyNotFound(id.clone())
     }
 
-    /// Runs `f` with a key's handle; if the handle went stale, finds the key again by id
-    /// and runs `f` once more.
+    /// Finds the object of `class` for key `id` and checks that its spec allows the
+    /// operation. This is the one place where operations are matched against keys.
+    pub(crate) fn key_for(
+        &mut self,
+        id: &KeyId,
+        class: ObjectClass,
+        allowed: UsageCheck<'_>,
+    ) -> Result<ResolvedKey> {
+        let key = match self.resolve(id, class) {
+            Err(HsmError::KeyNotFound(_)) => {
+                // Tell "no such key" apart from "this key has no part for that operation".
+                let other = [
+                    ObjectClass::PRIVATE_KEY,
+                    ObjectClass::SECRET_KEY,
+                    ObjectClass::PUBLIC_KEY,
+                ]
+                .into_iter()
+                .filter(|c| *c != class)
+                .find_map(|c| self.resolve(id, c).ok());
+                return Err(match other {
+                    Some(found) => HsmError::KeyUsageNotPermitted {
+                        key: id.clone(),
+                        reason: format!(
+                            "it is a {} key for {:?}",
+                            found.spec.algorithm(),
+                            found.spec.usage()
+                        ),
+                    },
+                    None => HsmError::KeyNotFound(id.clone()),
+                });
+            }
+            other => other?,
+        };
+        allowed(key.spec).map_err(|reason| HsmError::KeyUsageNotPermitted {
+            key: id.clone(),
+            reason,
+        })?;
+        Ok(key)
+    }
+
+    /// Runs `f` with a key's handle once its spec passed `allowed`; if the handle went
+    /// stale, finds the key again by id and runs `f` once more.
     pub(crate) fn with_key<T>(
         &mut self,
         id: &KeyId,
         class: ObjectClass,
         op: Op,
+        allowed: UsageCheck<'_>,
         mut f: impl FnMut(&Session, ResolvedKey) -> std::result::Result<T, CkError>,
     ) -> Result<T> {
-        let key = self.resolve(id, class)?;
+        let key = self.key_for(id, class, allowed)?;
         match f(&self.session, key) {
             Err(e) if is_stale_handle(&e) => {
                 self.forget(id);
-                let key = self.resolve(id, class)?;
+                let key = self.key_for(id, class, allowed)?;
                 f(&self.session, key).map_err(|e| self.error(e, op))
             }
             other => other.map_err(|e| self.error(e, op)),

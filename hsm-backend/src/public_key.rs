@@ -141,7 +141,7 @@ impl HsmBackend {
     /// [`HsmError::KeyNotFound`], or [`HsmError::KeyUsageNotPermitted`] for a secret key.
     pub fn public_key(&self, id: &KeyId) -> Result<PublicKeyDer> {
         self.pool.run(|s| {
-            let key = crate::backend::key_for(s, id, ObjectClass::PUBLIC_KEY, |_| Ok(()))?;
+            let key = s.key_for(id, ObjectClass::PUBLIC_KEY, &crate::pool::already_checked)?;
             let wanted = match key.spec.algorithm() {
                 KeyAlgorithm::Ec(_) => vec![AttributeType::EcPoint],
                 _ => vec![AttributeType::Modulus, AttributeType::PublicExponent],

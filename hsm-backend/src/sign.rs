@@ -9,9 +9,10 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectClass;
 use sha2::Digest as _;
 
-use crate::backend::{HsmBackend, key_for};
+use crate::backend::HsmBackend;
 use crate::error::{HsmError, Op, Result};
 use crate::key::{EcCurve, KeyAlgorithm, KeyId, KeySpec, KeyUsage};
+use crate::pool::UsageCheck;
 
 /// Largest message accepted by single-part operations (MAC, AES-GCM).
 pub const MAX_DATA_LEN: usize = 1 << 20;
@@ -243,10 +244,13 @@ impl HsmBackend {
         alg.check_digest(digest)?;
         let (mechanism, input) = alg.mechanism_and_input(digest);
         let signature = self.pool.run(|s| {
-            key_for(s, id, ObjectClass::PRIVATE_KEY, |spec| alg.check(spec))?;
-            s.with_key(id, ObjectClass::PRIVATE_KEY, Op::General, |session, key| {
-                session.sign(&mechanism, key.handle, &input)
-            })
+            s.with_key(
+                id,
+                ObjectClass::PRIVATE_KEY,
+                Op::General,
+                &|spec| alg.check(spec),
+                |session, key| session.sign(&mechanism, key.handle, &input),
+            )
         })?;
         match curve_of(alg) {
             Some(curve) => ecdsa_raw_to_der(curve, &signature).ok_or_else(|| HsmError::Pkcs11 {
@@ -284,7 +288,7 @@ impl HsmBackend {
             &mechanism,
             &input,
             &signature,
-            |spec| alg.check(spec),
+            &|spec| alg.check(spec),
         )
     }
 
@@ -295,10 +299,13 @@ impl HsmBackend {
     pub fn mac(&self, id: &KeyId, message: &[u8]) -> Result<Vec<u8>> {
         check_data_len(message)?;
         self.pool.run(|s| {
-            key_for(s, id, ObjectClass::SECRET_KEY, check_mac_key)?;
-            s.with_key(id, ObjectClass::SECRET_KEY, Op::General, |session, key| {
-                session.sign(&Mechanism::Sha256Hmac, key.handle, message)
-            })
+            s.with_key(
+                id,
+                ObjectClass::SECRET_KEY,
+                Op::General,
+                &check_mac_key,
+                |session, key| session.sign(&Mechanism::Sha256Hmac, key.handle, message),
+            )
         })
     }
 
@@ -314,7 +321,7 @@ impl HsmBackend {
             &Mechanism::Sha256Hmac,
             message,
             tag,
-            check_mac_key,
+            &check_mac_key,
         )
     }
 
@@ -325,21 +332,24 @@ impl HsmBackend {
         mechanism: &Mechanism<'_>,
         input: &[u8],
         signature: &[u8],
-        allowed: impl Fn(KeySpec) -> std::result::Result<(), String>,
+        allowed: UsageCheck<'_>,
     ) -> Result<bool> {
         use cryptoki::error::{Error as CkError, RvError};
         self.pool.run(|s| {
-            key_for(s, id, class, &allowed)?;
-            s.with_key(id, class, Op::General, |session, key| {
-                match session.verify(mechanism, key.handle, input, signature) {
+            s.with_key(
+                id,
+                class,
+                Op::General,
+                allowed,
+                |session, key| match session.verify(mechanism, key.handle, input, signature) {
                     Ok(()) => Ok(true),
                     Err(CkError::Pkcs11(
                         RvError::SignatureInvalid | RvError::SignatureLenRange,
                         _,
                     )) => Ok(false),
                     Err(e) => Err(e),
-                }
-            })
+                },
+            )
         })
     }
 }

@@ -10,9 +10,10 @@ use cryptoki::session::Session;
 use secrecy::{ExposeSecret, SecretBox};
 use zeroize::Zeroize;
 
-use crate::backend::{HsmBackend, key_for};
+use crate::backend::HsmBackend;
 use crate::error::{HsmError, Op, Result};
 use crate::key::{KeyAlgorithm, KeyId, KeySpec, KeyUsage};
+use crate::pool::already_checked;
 
 /// Length of a data key.
 pub const DATA_KEY_LEN: usize = 32;
@@ -71,7 +72,8 @@ impl HsmBackend {
     /// Unknown key, or not a key-encryption key.
     pub fn wrap_data_key(&self, kek_id: &KeyId, data_key: &DataKey) -> Result<WrappedKey> {
         self.pool.run(|s| {
-            key_for(s, kek_id, ObjectClass::SECRET_KEY, kek)?;
+            // Checked before a transient object is created for nothing.
+            s.key_for(kek_id, ObjectClass::SECRET_KEY, &kek)?;
             let mut template = transient_aes_template();
             template.push(Attribute::Value(data_key.expose().to_vec()));
             let created = s.session.create_object(&template);
@@ -83,6 +85,7 @@ impl HsmBackend {
                 kek_id,
                 ObjectClass::SECRET_KEY,
                 Op::General,
+                &already_checked,
                 |session, key| session.wrap_key(&Mechanism::AesKeyWrapPad, key.handle, object),
             );
             destroy_quietly(&s.session, object);
@@ -104,11 +107,11 @@ impl HsmBackend {
             )));
         }
         self.pool.run(|s| {
-            key_for(s, kek_id, ObjectClass::SECRET_KEY, kek)?;
             let object = s.with_key(
                 kek_id,
                 ObjectClass::SECRET_KEY,
                 Op::Unwrap,
+                &kek,
                 |session, key| {
                     session.unwrap_key(
                         &Mechanism::AesKeyWrapPad,
