@@ -134,13 +134,6 @@ pub enum KeyAlgorithm {
     HmacSha256,
 }
 
-impl KeyAlgorithm {
-    /// Whether the key is a pair (with a public half) rather than a secret key.
-    pub fn is_asymmetric(self) -> bool {
-        matches!(self, KeyAlgorithm::Ec(_) | KeyAlgorithm::Rsa(_))
-    }
-}
-
 impl fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -8,6 +8,18 @@ use crate::key::{KeyAlgorithm, KeyId, KeyProtection, KeySpec, KeyUsage};
 use crate::public_key::curve_from_params;
 use crate::quirks::Quirks;
 
+/// Reads attributes of an object; those it does not have are simply absent.
+fn read(
+    session: &Session,
+    handle: ObjectHandle,
+    types: &[AttributeType],
+    quirks: &Quirks,
+) -> Result<Vec<Attribute>> {
+    session
+        .get_attributes(handle, types)
+        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))
+}
+
 /// Reads the algorithm and usage of a key object.
 pub(crate) fn read_spec(
     session: &Session,
@@ -15,23 +27,23 @@ pub(crate) fn read_spec(
     id: &KeyId,
     quirks: &Quirks,
 ) -> Result<KeySpec> {
-    let attrs = session
-        .get_attributes(
-            handle,
-            &[
-                AttributeType::KeyType,
-                AttributeType::EcParams,
-                AttributeType::Modulus,
-                AttributeType::ValueLen,
-                AttributeType::Sign,
-                AttributeType::Verify,
-                AttributeType::Encrypt,
-                AttributeType::Decrypt,
-                AttributeType::Wrap,
-                AttributeType::Unwrap,
-            ],
-        )
-        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    let attrs = read(
+        session,
+        handle,
+        &[
+            AttributeType::KeyType,
+            AttributeType::EcParams,
+            AttributeType::Modulus,
+            AttributeType::ValueLen,
+            AttributeType::Sign,
+            AttributeType::Verify,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+            AttributeType::Wrap,
+            AttributeType::Unwrap,
+        ],
+        quirks,
+    )?;
     let unsupported = |what: &str| HsmError::KeyUsageNotPermitted {
         key: id.clone(),
         reason: format!("the object is {what}, which this backend does not use"),
@@ -109,20 +121,20 @@ pub(crate) fn read_protection(
     handle: ObjectHandle,
     quirks: &Quirks,
 ) -> Result<KeyProtection> {
-    let attrs = session
-        .get_attributes(
-            handle,
-            &[
-                AttributeType::Token,
-                AttributeType::Private,
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-                AttributeType::AlwaysSensitive,
-                AttributeType::NeverExtractable,
-                AttributeType::Local,
-            ],
-        )
-        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    let attrs = read(
+        session,
+        handle,
+        &[
+            AttributeType::Token,
+            AttributeType::Private,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::AlwaysSensitive,
+            AttributeType::NeverExtractable,
+            AttributeType::Local,
+        ],
+        quirks,
+    )?;
     let mut p = KeyProtection {
         token: false,
         private: false,
@@ -153,9 +165,7 @@ pub(crate) fn read_label(
     handle: ObjectHandle,
     quirks: &Quirks,
 ) -> Result<String> {
-    let attrs = session
-        .get_attributes(handle, &[AttributeType::Label])
-        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    let attrs = read(session, handle, &[AttributeType::Label], quirks)?;
     Ok(attrs
         .into_iter()
         .find_map(|a| match a {
