@@ -16,7 +16,7 @@ use attest::snp::{Generation, Signer, SnpEvidence, SnpVerifier, appraise};
 use attest::{AttestError, Refusal};
 use common::{
     clock_2024, clock_2026, milan_debug_report, milan_debug_vcek, milan_report, milan_vcek,
-    turin_vcek,
+    recorded, turin_vcek,
 };
 
 fn evidence(report: Vec<u8>, vek: Option<Vec<u8>>) -> SnpEvidence {
@@ -306,4 +306,64 @@ fn vlek_roots_must_chain_to_amds_builtin_ark() {
             .with_vlek_root(Generation::Milan, b"junk", b"junk")
             .is_err()
     );
+}
+
+/// Verifies a recorded report at a time inside its VCEK's validity.
+fn verify_recorded(report: &str, vcek: &str) -> attest::Result<attest::snp::VerifiedReport> {
+    let v = SnpVerifier::new(clock_2026()).unwrap();
+    verify_own(&v, &recorded(report), recorded(vcek))
+}
+
+#[test]
+fn a_real_genoa_report_verifies_against_the_builtin_roots() {
+    let verified = verify_recorded("genoa_report.bin", "genoa_vcek.der").unwrap();
+    assert_eq!(verified.generation, Generation::Genoa);
+    assert_eq!(verified.signer, Signer::Vcek);
+    assert_eq!(verified.report.version, 3);
+    let measurement = hex::encode(verified.report.measurement);
+    let claims = appraise(&verified, &policy("allow_smt = true", &measurement)).unwrap();
+    assert_eq!(claims.platform.as_deref(), Some("genoa/vcek"));
+}
+
+#[test]
+fn a_real_turin_report_version_5_verifies_against_the_builtin_roots() {
+    let verified = verify_recorded("turin_report.bin", "turin_vcek.der").unwrap();
+    assert_eq!(verified.generation, Generation::Turin);
+    assert_eq!(verified.signer, Signer::Vcek);
+    assert_eq!(verified.report.version, 5);
+    let measurement = hex::encode(verified.report.measurement);
+    let claims = appraise(&verified, &policy("allow_smt = true", &measurement)).unwrap();
+    assert_eq!(claims.platform.as_deref(), Some("turin/vcek"));
+}
+
+#[test]
+fn genoa_and_turin_reports_refuse_flipped_bits_and_each_others_vcek() {
+    let v = SnpVerifier::new(clock_2026()).unwrap();
+    for (report, vcek, other) in [
+        ("genoa_report.bin", "genoa_vcek.der", "turin_vcek.der"),
+        ("turin_report.bin", "turin_vcek.der", "genoa_vcek.der"),
+    ] {
+        let report = recorded(report);
+        let vcek = recorded(vcek);
+        let mut accepted = Vec::new();
+        for byte in 0..report.len() {
+            let mut flipped = report.clone();
+            flipped[byte] ^= 0x01;
+            if verify_own(&v, &flipped, vcek.clone()).is_ok() {
+                accepted.push(byte);
+            }
+        }
+        assert!(accepted.is_empty(), "flips accepted at {accepted:?}");
+        let err = verify_own(&v, &report, recorded(other)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttestError::Signature(_) | AttestError::CertificateMismatch(_)
+            ),
+            "{err}"
+        );
+        // Verified at a time before the VCEK was issued: refused.
+        let early = SnpVerifier::new(clock_2024()).unwrap();
+        assert!(verify_own(&early, &report, vcek).is_err());
+    }
 }

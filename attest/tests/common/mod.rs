@@ -99,3 +99,10 @@ pub fn tpm_evidence(quote: tpm_backend::Quote) -> attest::tpm::TpmEvidence {
             .collect(),
     }
 }
+
+/// Real evidence that no crates.io package ships, committed under `tests/data/snp/`
+/// (provenance in `tests/data/snp/PROVENANCE.md`).
+pub fn recorded(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/snp")).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
