@@ -1,7 +1,9 @@
-//! The Keybroker service and the `keybroker` CLI.
-//!
-//! Today this holds the security-team commands that work over local PKCS#11 (`keybroker
-//! token ...`). The gRPC service, policy, storage and audit come next (see DESIGN.md).
+//! The Keybroker service and the `keybroker` CLI: the only crate that wires the backends,
+//! attestation, storage, authorization and transport together (see DESIGN.md).
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod cli;
+pub mod identity;
+pub mod store;
+pub mod tls;

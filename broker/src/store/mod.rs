@@ -1,0 +1,255 @@
+//! Metadata storage: key names, versions, hardware handles (HSM object ids, TPM blobs),
+//! registered backends and the authorization policy. Never key material.
+//!
+//! Every method is one transaction, and state changes are compare-and-set, so that
+//! several broker replicas can later share one PostgreSQL database behind this trait.
+//! [`sqlite::SqliteStore`] is the embedded default.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {0:?} already exists")]
+    KeyExists(String),
+    #[error("key {0:?} not found")]
+    KeyNotFound(String),
+    #[error("key {name:?} has no version {version}")]
+    VersionNotFound { name: String, version: u32 },
+    /// A compare-and-set lost: the key was not in an expected state.
+    #[error("key {name:?} is {actual:?}, expected one of {expected}")]
+    StateConflict {
+        name: String,
+        actual: KeyState,
+        expected: String,
+    },
+    #[error("backend {0:?} already registered")]
+    BackendExists(String),
+    #[error("database schema version {found} is newer than this broker ({supported})")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("store: {0}")]
+    Database(String),
+}
+
+/// Store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a key is for; one purpose per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    SignVerify,
+    EncryptDecrypt,
+}
+
+/// The key's algorithm; every version has the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    EcP256,
+    EcP384,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    Aes256,
+}
+
+/// Key lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Version 1 is being made in hardware; invisible to callers.
+    Creating,
+    Enabled,
+    Disabled,
+    Revoked,
+    PendingDestruction,
+    Destroyed,
+}
+
+/// Version state. Which version is primary is [`KeyRecord::primary_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionState {
+    /// Being made in hardware (the intent was written first, so a crash leaves a trace).
+    Creating,
+    Active,
+    /// Refuses every use; its hardware object has been destroyed.
+    Retired,
+}
+
+/// Where a version lives in hardware.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HardwareHandle {
+    /// The `CKA_ID` the broker chose for the object in the backend's token.
+    Hsm { object_id: Vec<u8> },
+    /// The TPM-wrapped public and private blob (`tpm_backend::TpmBlob::to_bytes`).
+    Tpm { blob: Vec<u8> },
+}
+
+impl fmt::Debug for HardwareHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HardwareHandle::Hsm { object_id } => write!(f, "Hsm({})", hex::encode(object_id)),
+            HardwareHandle::Tpm { blob } => write!(f, "Tpm({} bytes)", blob.len()),
+        }
+    }
+}
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub version: u32,
+    pub state: VersionState,
+    pub handle: HardwareHandle,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key and all its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub purpose: Purpose,
+    /// The name of the registered backend that holds every version.
+    pub backend: String,
+    pub state: KeyState,
+    /// 0 while version 1 is being created.
+    pub primary_version: u32,
+    pub created_at: i64,
+    /// Unix seconds; `Some` only while pending destruction.
+    pub destroy_after: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+    /// Ascending by version.
+    pub versions: Vec<VersionRecord>,
+}
+
+impl KeyRecord {
+    /// A version by number.
+    pub fn version(&self, version: u32) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+}
+
+/// What [`KeyStore::begin_create`] needs.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub purpose: Purpose,
+    pub backend: String,
+    pub tags: BTreeMap<String, String>,
+    pub created_at: i64,
+}
+
+/// A version whose creation started and never completed (the broker stopped in
+/// between). Startup reconciliation removes its hardware object, if any, and the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingVersion {
+    pub name: String,
+    pub backend: String,
+    pub version: u32,
+    pub handle: HardwareHandle,
+}
+
+/// A registered backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendRecord {
+    Hsm {
+        name: String,
+        module_path: String,
+        token_label: String,
+        /// Exactly one of these is set; the PIN itself is never stored.
+        user_pin_file: Option<String>,
+        user_pin_env: Option<String>,
+    },
+    Tpm {
+        name: String,
+        tcti: String,
+    },
+}
+
+impl BackendRecord {
+    pub fn name(&self) -> &str {
+        match self {
+            BackendRecord::Hsm { name, .. } | BackendRecord::Tpm { name, .. } => name,
+        }
+    }
+}
+
+/// The metadata store.
+pub trait KeyStore: Send + Sync + 'static {
+    /// Records the intent to create version 1 of a new key: the key in `Creating` state
+    /// with one `Creating` version. Written *before* the hardware object is made.
+    ///
+    /// # Errors
+    /// [`StoreError::KeyExists`] if the name is taken (in any state, even `Destroyed`:
+    /// names are never reused).
+    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> Result<()>;
+
+    /// Records the intent to add the next version to an `Enabled` key, returning its
+    /// number.
+    ///
+    /// # Errors
+    /// [`StoreError::StateConflict`] unless the key is `Enabled`.
+    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64) -> Result<u32>;
+
+    /// The hardware object exists: the version becomes `Active` (with its final handle,
+    /// e.g. the TPM blob), and the key's primary version. A `Creating` key becomes
+    /// `Enabled`.
+    fn complete_version(
+        &self,
+        name: &str,
+        version: u32,
+        handle: &HardwareHandle,
+    ) -> Result<KeyRecord>;
+
+    /// Drops a `Creating` version (and the key, if that was version 1).
+    fn abandon_version(&self, name: &str, version: u32) -> Result<()>;
+
+    /// Every `Creating` version, for startup reconciliation.
+    fn pending_versions(&self) -> Result<Vec<PendingVersion>>;
+
+    /// A key that is not `Creating`.
+    fn get(&self, name: &str) -> Result<Option<KeyRecord>>;
+
+    /// Keys (not `Creating`) whose names start with `prefix`, by name.
+    fn list(&self, prefix: &str) -> Result<Vec<KeyRecord>>;
+
+    /// Compare-and-set of the key state; `destroy_after` is stored as given.
+    ///
+    /// # Errors
+    /// [`StoreError::StateConflict`] unless the current state is in `expected`.
+    fn set_state(
+        &self,
+        name: &str,
+        expected: &[KeyState],
+        new: KeyState,
+        destroy_after: Option<i64>,
+    ) -> Result<KeyRecord>;
+
+    /// Marks a non-primary `Active` version `Retired`.
+    fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord>;
+
+    /// Keys `PendingDestruction` whose `destroy_after` is at or before `now`.
+    fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>>;
+
+    /// Every HSM object id the store knows for a backend, in any state but `Destroyed`
+    /// keys and `Retired` versions (including `Creating` ones).
+    fn known_hsm_objects(&self, backend: &str) -> Result<Vec<Vec<u8>>>;
+
+    /// Registers a backend.
+    ///
+    /// # Errors
+    /// [`StoreError::BackendExists`] if the name is taken.
+    fn add_backend(&self, backend: &BackendRecord) -> Result<()>;
+
+    /// Registered backends, by name.
+    fn backends(&self) -> Result<Vec<BackendRecord>>;
+
+    /// Stores the current authorization policy text.
+    fn set_policy(&self, text: &str) -> Result<()>;
+
+    /// The stored authorization policy text, if one was set through the API.
+    fn policy(&self) -> Result<Option<String>>;
+}
