@@ -3,7 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod backends;
 pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
 pub mod identity;
+pub mod keys;
+pub mod request;
+pub mod server;
 pub mod store;
 pub mod tls;

@@ -1,7 +1,11 @@
 //! Command-line interface. Tables for people by default, `--json` for scripts. PINs are
 //! read from files or environment variables, never from arguments.
 
+mod client;
+mod keys;
 mod token;
+
+pub use client::ClientConfig;
 
 use std::path::PathBuf;
 
@@ -25,6 +29,41 @@ pub enum Command {
     /// Set up and inspect HSM tokens over local PKCS#11.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Manage keys on a running broker.
+    Keys {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+}
+
+/// `keybroker serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", required_unless_present = "dev", conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Development mode: a SoftHSM2 token, a swtpm, a development CA and certificates, all
+    /// under --state-dir. Never for production.
+    #[arg(long)]
+    pub dev: bool,
+    /// Where development mode keeps its state.
+    #[arg(long, default_value = ".dev/broker", requires = "dev")]
+    pub state_dir: PathBuf,
+    /// Development mode's listening address.
+    #[arg(long, default_value = "127.0.0.1:8443", requires = "dev")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Which broker to talk to.
+#[derive(Debug, Args)]
+pub struct ClientArg {
+    /// Client configuration (endpoint, CA, certificate, key).
+    #[arg(long, env = "KEYBROKER_CLIENT_CONFIG", value_name = "FILE")]
+    pub client_config: PathBuf,
 }
 
 /// Where the PKCS#11 module is.
@@ -55,15 +94,31 @@ pub enum CliError {
     Hsm(HsmError),
     /// Output could not be written (exit 1).
     Output(String),
+    /// The broker could not be reached (exit 6).
+    Connect(String),
+    /// The broker refused the call.
+    Rpc(tonic::Status),
+    /// The server failed to start or stopped with an error (exit 1).
+    Serve(String),
 }
 
 impl CliError {
-    /// The process exit code: 2 usage, 3 wrong or locked PIN, 4 not found, 1 otherwise.
+    /// The process exit code: 2 usage or invalid argument, 3 wrong PIN or unauthenticated,
+    /// 4 not found, 5 permission denied, 6 broker unreachable, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
             CliError::Hsm(HsmError::PinIncorrect | HsmError::PinLocked) => 3,
             CliError::Hsm(HsmError::TokenNotFound(_) | HsmError::KeyNotFound(_)) => 4,
+            CliError::Rpc(status) => match status.code() {
+                tonic::Code::InvalidArgument => 2,
+                tonic::Code::Unauthenticated => 3,
+                tonic::Code::NotFound => 4,
+                tonic::Code::PermissionDenied => 5,
+                tonic::Code::Unavailable => 6,
+                _ => 1,
+            },
+            CliError::Connect(_) => 6,
             _ => 1,
         }
     }
@@ -72,13 +127,21 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Output(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Output(m) | CliError::Serve(m) => f.write_str(m),
+            CliError::Connect(m) => write!(f, "cannot reach the broker: {m}"),
+            CliError::Rpc(s) => write!(f, "{:?}: {}", s.code(), s.message()),
             CliError::Hsm(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for CliError {}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        CliError::Rpc(s)
+    }
+}
 
 impl From<HsmError> for CliError {
     fn from(e: HsmError) -> Self {
@@ -93,7 +156,59 @@ impl From<HsmError> for CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Token(cmd) => token::run(cmd, cli.json),
+        Command::Serve(args) => serve(args),
+        Command::Keys { client, command } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(keys::run(command, &config, cli.json))
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Serve(format!("cannot start the async runtime: {e}")))
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    if args.dev {
+        return crate::dev::run(&args.state_dir, args.listen).map_err(CliError::Serve);
+    }
+    let path = args
+        .config
+        .ok_or_else(|| CliError::Usage("--config FILE or --dev is required".into()))?;
+    let config = crate::config::Config::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+    init_logging();
+    runtime()?
+        .block_on(crate::server::serve(config, shutdown_signal()))
+        .map_err(|e| CliError::Serve(e.to_string()))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYBROKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
 }
 
 /// Prints a value as pretty JSON.

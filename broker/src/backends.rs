@@ -1,0 +1,178 @@
+//! The registered hardware: HSM tokens and TPMs by name, opened at start from the
+//! configuration and the store, and added at run time through the admin API.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hsm_backend::{HsmBackend, HsmConfig, Pin, PoolConfig, TokenSelector};
+use tpm_backend::{Tcti, TpmBackend, TpmConfig};
+
+use crate::error::{BrokerError, Result};
+use crate::store::BackendRecord;
+
+/// One opened backend.
+#[derive(Debug)]
+pub enum Backend {
+    Hsm(HsmBackend),
+    Tpm(TpmBackend),
+}
+
+impl Backend {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Hsm(_) => "hsm",
+            Backend::Tpm(_) => "tpm",
+        }
+    }
+}
+
+/// An opened backend with how it was described.
+#[derive(Debug)]
+pub struct NamedBackend {
+    pub name: String,
+    pub description: String,
+    pub backend: Backend,
+}
+
+/// All backends, by name.
+#[derive(Debug, Default)]
+pub struct Backends {
+    by_name: RwLock<BTreeMap<String, Arc<NamedBackend>>>,
+}
+
+/// How many PKCS#11 sessions a backend registered through the API gets.
+const REGISTERED_SESSIONS: usize = 4;
+
+impl Backends {
+    /// A backend by name.
+    ///
+    /// # Errors
+    /// [`BrokerError::UnknownBackend`].
+    pub fn get(&self, name: &str) -> Result<Arc<NamedBackend>> {
+        self.by_name
+            .read()
+            .map_err(|_| BrokerError::Internal("backend registry poisoned".into()))?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownBackend(name.to_string()))
+    }
+
+    /// Every backend, by name.
+    pub fn all(&self) -> Vec<Arc<NamedBackend>> {
+        self.by_name
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Adds an opened backend.
+    ///
+    /// # Errors
+    /// The name is taken.
+    pub fn insert(&self, backend: NamedBackend) -> Result<Arc<NamedBackend>> {
+        let mut map = self
+            .by_name
+            .write()
+            .map_err(|_| BrokerError::Internal("backend registry poisoned".into()))?;
+        if map.contains_key(&backend.name) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "backend {:?} is already registered",
+                backend.name
+            )));
+        }
+        let backend = Arc::new(backend);
+        map.insert(backend.name.clone(), backend.clone());
+        Ok(backend)
+    }
+}
+
+/// Opens an HSM token (blocking: loads the module and logs in).
+///
+/// # Errors
+/// The module, token or PIN is wrong; the message names which.
+pub fn open_hsm(
+    name: &str,
+    module: &Path,
+    token_label: &str,
+    pin: Pin,
+    sessions: usize,
+) -> Result<NamedBackend> {
+    let config = HsmConfig {
+        module: module.to_path_buf(),
+        token: TokenSelector::Label(token_label.to_string()),
+        user_pin: pin,
+        pool: PoolConfig {
+            size: sessions,
+            checkout_timeout: Duration::from_secs(5),
+        },
+    };
+    let backend = HsmBackend::open(config).map_err(|e| {
+        BrokerError::FailedPrecondition(format!("cannot open HSM backend {name:?}: {e}"))
+    })?;
+    Ok(NamedBackend {
+        name: name.to_string(),
+        description: format!("{} token {token_label:?}", module.display()),
+        backend: Backend::Hsm(backend),
+    })
+}
+
+/// Connects to a TPM.
+///
+/// # Errors
+/// The TCTI is malformed or the TPM does not answer.
+pub fn open_tpm(name: &str, tcti: &str) -> Result<NamedBackend> {
+    let parsed = Tcti::new(tcti).map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
+    let backend = TpmBackend::connect(TpmConfig::new(parsed)).map_err(|e| {
+        BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?}: {e}"))
+    })?;
+    Ok(NamedBackend {
+        name: name.to_string(),
+        description: format!("TPM {tcti}"),
+        backend: Backend::Tpm(backend),
+    })
+}
+
+/// Opens a backend registered through the admin API.
+///
+/// # Errors
+/// As for [`open_hsm`] and [`open_tpm`]; the PIN source cannot be read.
+pub fn open_record(record: &BackendRecord) -> Result<NamedBackend> {
+    match record {
+        BackendRecord::Hsm {
+            name,
+            module_path,
+            token_label,
+            user_pin_file,
+            user_pin_env,
+        } => {
+            let pin = read_pin(user_pin_file.as_deref().map(Path::new), user_pin_env.as_deref())?;
+            open_hsm(
+                name,
+                Path::new(module_path),
+                token_label,
+                pin,
+                REGISTERED_SESSIONS,
+            )
+        }
+        BackendRecord::Tpm { name, tcti } => open_tpm(name, tcti),
+    }
+}
+
+/// Reads a PIN from exactly one of a file or an environment variable.
+///
+/// # Errors
+/// Neither or both given; the source cannot be read or is readable by others.
+pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
+    let pin = match (file, env) {
+        (Some(file), None) => Pin::from_file(file),
+        (None, Some(var)) => Pin::from_env(var),
+        _ => {
+            return Err(BrokerError::InvalidArgument(
+                "give exactly one of a PIN file or a PIN environment variable".into(),
+            ));
+        }
+    };
+    pin.map_err(|e| BrokerError::FailedPrecondition(e.to_string()))
+}

@@ -1,0 +1,399 @@
+//! The broker's configuration file: TOML, unknown fields refused, every problem reported
+//! with the path of the field (`server.listen: invalid socket address ...`).
+//!
+//! Relative paths are resolved against the directory of the configuration file. PINs are
+//! never in this file: it names a file or an environment variable that holds them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {field}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub hsm: Vec<HsmBackendConfig>,
+    #[serde(default)]
+    pub tpm: Vec<TpmBackendConfig>,
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+}
+
+/// `[server]`: where and how to listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM; must not be readable by group or others.
+    pub key: PathBuf,
+    /// CA bundles that client certificates must chain to.
+    pub client_ca: Vec<PathBuf>,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Largest request message, bytes.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "defaults::request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    #[serde(default = "defaults::handshake_timeout_seconds")]
+    pub handshake_timeout_seconds: u64,
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_seconds)
+    }
+}
+
+/// `[store]`: the metadata database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file.
+    pub path: PathBuf,
+}
+
+/// `[policy]`: Cedar authorization policy files, concatenated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// What to do with HSM objects that carry the broker's label but that the store does not
+/// know (for example after restoring an older database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrphanAction {
+    /// Log each one at start-up and leave it.
+    #[default]
+    Report,
+    /// Destroy it.
+    Destroy,
+}
+
+/// `[keys]`: lifecycle settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The backend for keys created without one.
+    #[serde(default)]
+    pub default_backend: Option<String>,
+    /// Waiting period before a scheduled destruction, when the request names none.
+    #[serde(default = "defaults::destruction_pending_days")]
+    pub destruction_pending_days: u32,
+    /// The shortest waiting period a request may ask for.
+    #[serde(default = "defaults::min_destruction_pending_days")]
+    pub min_destruction_pending_days: u32,
+    #[serde(default)]
+    pub orphans: OrphanAction,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            default_backend: None,
+            destruction_pending_days: defaults::destruction_pending_days(),
+            min_destruction_pending_days: defaults::min_destruction_pending_days(),
+            orphans: OrphanAction::Report,
+        }
+    }
+}
+
+/// `[[hsm]]`: a PKCS#11 token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmBackendConfig {
+    pub name: String,
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    pub token_label: String,
+    /// A file holding the user PIN (mode 0600).
+    #[serde(default)]
+    pub user_pin_file: Option<PathBuf>,
+    /// An environment variable holding the user PIN.
+    #[serde(default)]
+    pub user_pin_env: Option<String>,
+    #[serde(default = "defaults::sessions")]
+    pub sessions: usize,
+}
+
+/// `[[tpm]]`: a TPM 2.0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmBackendConfig {
+    pub name: String,
+    /// `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321` or `tabrmd:`.
+    pub tcti: String,
+}
+
+/// `[attestation]`: appraisal policy and tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// The appraisal policy (reference values), TOML; none: attestation is refused.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// The `iss` of attestation tokens.
+    #[serde(default = "defaults::issuer")]
+    pub issuer: String,
+    /// The HSM backend that holds the token-signing key; default: the first `[[hsm]]`.
+    #[serde(default)]
+    pub signing_backend: Option<String>,
+    /// Challenge lifetime.
+    #[serde(default = "defaults::challenge_ttl_seconds")]
+    pub challenge_ttl_seconds: u64,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig {
+            policy: None,
+            issuer: defaults::issuer(),
+            signing_backend: None,
+            challenge_ttl_seconds: defaults::challenge_ttl_seconds(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn max_concurrent_requests() -> usize {
+        512
+    }
+    pub fn max_message_bytes() -> usize {
+        4 << 20
+    }
+    pub fn request_timeout_seconds() -> u64 {
+        30
+    }
+    pub fn handshake_timeout_seconds() -> u64 {
+        10
+    }
+    pub fn destruction_pending_days() -> u32 {
+        30
+    }
+    pub fn min_destruction_pending_days() -> u32 {
+        7
+    }
+    pub fn sessions() -> usize {
+        4
+    }
+    pub fn issuer() -> String {
+        "keybroker".into()
+    }
+    pub fn challenge_ttl_seconds() -> u64 {
+        60
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the field and the reason.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base).map_err(|(field, reason)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            reason,
+        })
+    }
+
+    /// Parses and validates TOML text; relative paths are taken from `base`.
+    ///
+    /// # Errors
+    /// `(field path, reason)`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, (String, String)> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            (field, e.into_inner().message().trim().to_string())
+        })?;
+        config.validate()?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, reason: &str| Err((field.to_string(), reason.to_string()));
+        if self.server.client_ca.is_empty() {
+            return bad("server.client_ca", "at least one CA bundle is required");
+        }
+        if self.server.max_message_bytes < 1024 || self.server.max_message_bytes > 64 << 20 {
+            return bad("server.max_message_bytes", "must be 1 KiB to 64 MiB");
+        }
+        if self.server.max_connections == 0 || self.server.max_concurrent_requests == 0 {
+            return bad("server", "connection and request limits must be at least 1");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, hsm) in self.hsm.iter().enumerate() {
+            let field = |f: &str| format!("hsm[{i}].{f}");
+            check_name(&hsm.name).or_else(|r| bad(&field("name"), &r))?;
+            if !names.insert(hsm.name.clone()) {
+                return bad(&field("name"), "another backend has this name");
+            }
+            if hsm.user_pin_file.is_some() == hsm.user_pin_env.is_some() {
+                return bad(
+                    &field("user_pin_file"),
+                    "set exactly one of user_pin_file and user_pin_env",
+                );
+            }
+            if hsm.sessions == 0 || hsm.sessions > 256 {
+                return bad(&field("sessions"), "must be 1 to 256");
+            }
+        }
+        for (i, tpm) in self.tpm.iter().enumerate() {
+            check_name(&tpm.name).or_else(|r| bad(&format!("tpm[{i}].name"), &r))?;
+            if !names.insert(tpm.name.clone()) {
+                return bad(&format!("tpm[{i}].name"), "another backend has this name");
+            }
+            tpm_backend::Tcti::new(&tpm.tcti)
+                .map_err(|e| (format!("tpm[{i}].tcti"), e.to_string()))?;
+        }
+        if let Some(default) = &self.keys.default_backend {
+            if !names.contains(default) {
+                return bad("keys.default_backend", "no [[hsm]] or [[tpm]] has this name");
+            }
+        }
+        if let Some(signing) = &self.attestation.signing_backend {
+            if !self.hsm.iter().any(|h| &h.name == signing) {
+                return bad("attestation.signing_backend", "no [[hsm]] has this name");
+            }
+        }
+        if self.keys.destruction_pending_days < self.keys.min_destruction_pending_days {
+            return bad(
+                "keys.destruction_pending_days",
+                "must be at least keys.min_destruction_pending_days",
+            );
+        }
+        if self.attestation.challenge_ttl_seconds == 0 || self.attestation.challenge_ttl_seconds > 600 {
+            return bad("attestation.challenge_ttl_seconds", "must be 1 to 600");
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.server.cert);
+        abs(&mut self.server.key);
+        self.server.client_ca.iter_mut().for_each(abs);
+        abs(&mut self.store.path);
+        self.policy.files.iter_mut().for_each(abs);
+        for hsm in &mut self.hsm {
+            if let Some(p) = hsm.user_pin_file.as_mut() {
+                abs(p);
+            }
+        }
+        if let Some(p) = self.attestation.policy.as_mut() {
+            abs(p);
+        }
+    }
+}
+
+/// Backend names appear in key metadata and policies: keep them simple.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 64 characters of [A-Za-z0-9._-]".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = ["ca.pem"]
+
+[store]
+path = "keybroker.db"
+
+[[hsm]]
+name = "hsm"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "keybroker"
+user_pin_env = "KEYBROKER_PIN"
+"#;
+
+    fn parse(text: &str) -> Result<Config, (String, String)> {
+        Config::from_toml(text, Path::new("/etc/keybroker"))
+    }
+
+    #[test]
+    fn a_minimal_file_loads_with_defaults_and_absolute_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.cert, PathBuf::from("/etc/keybroker/server.pem"));
+        assert_eq!(c.store.path, PathBuf::from("/etc/keybroker/keybroker.db"));
+        assert_eq!(c.keys.orphans, OrphanAction::Report);
+        assert_eq!(c.hsm[0].sessions, 4);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (MINIMAL.replace("listen =", "listn ="), "server"),
+            (MINIMAL.replace("127.0.0.1:8443", "localhost"), "server.listen"),
+            (MINIMAL.replace("user_pin_env = \"KEYBROKER_PIN\"", ""), "hsm[0].user_pin_file"),
+            (format!("{MINIMAL}\n[[tpm]]\nname = \"hsm\"\ntcti = \"swtpm:\"\n"), "tpm[0].name"),
+            (format!("{MINIMAL}\n[[tpm]]\nname = \"t\"\ntcti = \"mssim:\"\n"), "tpm[0].tcti"),
+            (format!("{MINIMAL}\n[keys]\ndefault_backend = \"nope\"\n"), "keys.default_backend"),
+            (format!("{MINIMAL}\n[keys]\norphans = \"burn\"\n"), "keys.orphans"),
+        ];
+        for (text, field) in cases {
+            let (got, reason) = parse(&text).unwrap_err();
+            assert_eq!(got, field, "{reason}");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! `keybroker serve --dev`: a complete broker on one machine, for trying it out and for
+//! demos. Like `vault server -dev`, never for production: PINs sit in files beside the
+//! token, and the CA key is on disk.
+//!
+//! It provisions, under the state directory: a SoftHSM2 token (`keybroker-dev`), a swtpm,
+//! a development CA with server and client certificates, a Cedar policy, a broker
+//! configuration and two client configurations (admin and workload). It then runs
+//! `keybroker serve --config` as a child with `SOFTHSM2_CONF` set, and stops the child and
+//! swtpm on Ctrl-C or SIGTERM. State survives restarts; swtpm gets new ports each time.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::tls::devpki::DevPki;
+
+const TOKEN_LABEL: &str = "keybroker-dev";
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TRUST_DOMAIN: &str = "keybroker.dev";
+const CLIENT_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+
+type DevResult<T> = Result<T, String>;
+
+fn io<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Runs the development broker in the foreground.
+///
+/// # Errors
+/// A set-up step failed (the message names it), or the broker exited with an error.
+pub fn run(state: &Path, listen: SocketAddr) -> DevResult<()> {
+    create_private_dir(state)?;
+    let state = state.canonicalize().map_err(io(state.display()))?;
+    let softhsm_conf = softhsm(&state)?;
+    let mut swtpm = Swtpm::start(&state.join("tpm"))?;
+    let pki = pki(&state)?;
+    let policy = state.join("policy.cedar");
+    if !policy.exists() {
+        std::fs::write(&policy, crate::authz::DEV_POLICY).map_err(io(policy.display()))?;
+    }
+    let config = state.join("config.toml");
+    std::fs::write(&config, broker_config(listen, swtpm.port)).map_err(io(config.display()))?;
+    for (who, _) in CLIENTS {
+        let path = state.join(format!("{who}.toml"));
+        let text = format!(
+            "endpoint = \"https://localhost:{}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n",
+            listen.port()
+        );
+        std::fs::write(&path, text).map_err(io(path.display()))?;
+    }
+    drop(pki);
+    print_banner(&state, listen);
+    let exe = std::env::current_exe().map_err(io("locating keybroker"))?;
+    let mut broker = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", &softhsm_conf)
+        .spawn()
+        .map_err(io("starting the broker"))?;
+    let status = wait_or_forward_signal(&mut broker);
+    swtpm.stop();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the broker exited with {s}")),
+        Err(e) => Err(e),
+    }
+}
+
+/// `(name, SPIFFE path)` of the development client certificates.
+const CLIENTS: [(&str, &str); 2] = [("admin", "/admin"), ("workload", "/workload")];
+
+fn create_private_dir(dir: &Path) -> DevResult<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir.display()))
+}
+
+fn write_secret(path: &Path, text: &str) -> DevResult<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path.display()))?;
+    f.write_all(text.as_bytes()).map_err(io(path.display()))
+}
+
+fn random_pin() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// A SoftHSM2 configuration and an initialised token; returns the configuration path.
+fn softhsm(state: &Path) -> DevResult<PathBuf> {
+    let tokens = state.join("tokens");
+    create_private_dir(&tokens)?;
+    let conf = state.join("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        tokens.display()
+    );
+    std::fs::write(&conf, text).map_err(io(conf.display()))?;
+    let user_pin = state.join("user-pin");
+    if user_pin.exists() {
+        return Ok(conf);
+    }
+    let so_pin = state.join("so-pin");
+    write_secret(&so_pin, &random_pin())?;
+    write_secret(&user_pin, &random_pin())?;
+    let exe = std::env::current_exe().map_err(io("locating keybroker"))?;
+    let out = Command::new(exe)
+        .args(["token", "init", "--module", SOFTHSM_MODULE, "--label", TOKEN_LABEL])
+        .arg("--so-pin-file")
+        .arg(&so_pin)
+        .arg("--user-pin-file")
+        .arg(&user_pin)
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .map_err(io("keybroker token init"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&user_pin);
+        return Err(format!(
+            "initialising the SoftHSM2 token failed (is softhsm2 installed? `make run` installs it): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(conf)
+}
+
+fn pki(state: &Path) -> DevResult<DevPki> {
+    let dir = state.join("pki");
+    if dir.join("ca.pem").exists() {
+        return DevPki::load_from(&dir).map_err(io("development PKI"));
+    }
+    let pki = DevPki::generate(TRUST_DOMAIN, &["localhost".to_string()])
+        .map_err(io("development PKI"))?;
+    pki.write_to(&dir).map_err(io("development PKI"))?;
+    let now = SystemTime::now();
+    let not_before = now.checked_sub(Duration::from_secs(300)).unwrap_or(now);
+    for (who, path) in CLIENTS {
+        pki.issue_client(path, not_before, now + CLIENT_VALIDITY)
+            .and_then(|c| c.write_to(&dir, who))
+            .map_err(io(format!("{who} certificate")))?;
+    }
+    Ok(pki)
+}
+
+fn broker_config(listen: SocketAddr, tpm_port: u16) -> String {
+    format!(
+        r#"# Generated by `keybroker serve --dev`; rewritten at every start.
+[server]
+listen = "{listen}"
+cert = "pki/server.pem"
+key = "pki/server-key.pem"
+client_ca = ["pki/ca.pem"]
+
+[store]
+path = "keybroker.db"
+
+[policy]
+files = ["policy.cedar"]
+
+[keys]
+default_backend = "softhsm"
+destruction_pending_days = 1
+min_destruction_pending_days = 0
+orphans = "destroy"
+
+[[hsm]]
+name = "softhsm"
+module = "{SOFTHSM_MODULE}"
+token_label = "{TOKEN_LABEL}"
+user_pin_file = "user-pin"
+
+[[tpm]]
+name = "swtpm"
+tcti = "swtpm:host=127.0.0.1,port={tpm_port}"
+"#
+    )
+}
+
+fn print_banner(state: &Path, listen: SocketAddr) {
+    let s = state.display();
+    println!(
+        "Keybroker development mode: NOT FOR PRODUCTION (PINs and the CA key are on disk).\n\
+         \n  state:      {s}\n  listening:  https://localhost:{port} (mTLS)\n  backends:   softhsm (SoftHSM2 token {TOKEN_LABEL:?}), swtpm\n  policy:     {s}/policy.cedar\n\
+         \nIn another shell:\n\
+         \n  export KEYBROKER_CLIENT_CONFIG={s}/admin.toml\n  keybroker keys create demo-signing --algorithm ec-p256 --purpose sign --tag team=demo\n  keybroker keys list\n\
+         \n  grpcurl -cacert {s}/pki/ca.pem -cert {s}/pki/admin.pem -key {s}/pki/admin-key.pem localhost:{port} list\n",
+        port = listen.port()
+    );
+}
+
+fn wait_or_forward_signal(child: &mut Child) -> DevResult<std::process::ExitStatus> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("runtime"))?;
+    let pid = child.id();
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).map_err(io("signals"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io("signals"))?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status(); }
+                _ = int.recv() => { let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status(); }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if let Some(status) = child.try_wait().map_err(io("waiting for the broker"))? {
+                return Ok(status);
+            }
+        }
+    })
+}
+
+/// A swtpm on two free loopback ports.
+struct Swtpm {
+    child: Child,
+    port: u16,
+}
+
+impl Swtpm {
+    fn start(dir: &Path) -> DevResult<Swtpm> {
+        create_private_dir(dir)?;
+        let port = free_port_pair()?;
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(io("starting swtpm (is it installed? `make run` installs it)"))?;
+        let mut swtpm = Swtpm { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                swtpm.stop();
+                return Err("swtpm did not start listening within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(swtpm)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port_pair() -> DevResult<u16> {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+        let port = first.local_addr().map_err(io("finding a free port"))?.port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free pair of loopback ports".into())
+}

@@ -1,0 +1,121 @@
+//! The broker's error type and the one place where it becomes a gRPC status.
+//!
+//! Messages returned to callers say what was wrong with *their* request; backend and
+//! store details go to the log only, because they can reveal the deployment.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// What a broker operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The request is malformed: a missing field, a wrong length, an unknown enum value.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("key {0:?} not found")]
+    KeyNotFound(String),
+    #[error("key {0:?} already exists")]
+    KeyExists(String),
+    /// The key exists but cannot do this now: disabled, revoked, wrong purpose, retired
+    /// version.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("backend {0:?} is not registered")]
+    UnknownBackend(String),
+    #[error("{0}")]
+    Unsupported(String),
+    /// A signature did not verify or a ciphertext was altered.
+    #[error("{0}")]
+    IntegrityFailure(String),
+    /// The hardware is busy or unreachable; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Anything else. The detail is logged, the caller sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Broker results.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Status {
+        let code = match &err {
+            BrokerError::InvalidArgument(_) => Code::InvalidArgument,
+            BrokerError::KeyNotFound(_) | BrokerError::UnknownBackend(_) => Code::NotFound,
+            BrokerError::KeyExists(_) => Code::AlreadyExists,
+            BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            BrokerError::Unsupported(_) => Code::Unimplemented,
+            BrokerError::IntegrityFailure(_) => Code::InvalidArgument,
+            BrokerError::Unavailable(_) => Code::Unavailable,
+            BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
+            BrokerError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                return Status::internal("internal error");
+            }
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(err: StoreError) -> BrokerError {
+        match err {
+            StoreError::KeyExists(name) => BrokerError::KeyExists(name),
+            StoreError::KeyNotFound(name) => BrokerError::KeyNotFound(name),
+            StoreError::VersionNotFound { name, version } => {
+                BrokerError::FailedPrecondition(format!("key {name:?} has no version {version}"))
+            }
+            StoreError::StateConflict { .. } => BrokerError::FailedPrecondition(err.to_string()),
+            StoreError::BackendExists(name) => {
+                BrokerError::InvalidArgument(format!("backend {name:?} is already registered"))
+            }
+            other => BrokerError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<hsm_backend::HsmError> for BrokerError {
+    fn from(err: hsm_backend::HsmError) -> BrokerError {
+        use hsm_backend::HsmError as H;
+        match err {
+            H::AuthenticationFailed => BrokerError::IntegrityFailure(
+                "authentication failed: the ciphertext or associated data was modified".into(),
+            ),
+            H::InvalidInput(m) => BrokerError::InvalidArgument(m),
+            H::MechanismNotSupported(m) => {
+                BrokerError::Unsupported(format!("the HSM does not support {m}"))
+            }
+            H::PoolExhausted(_) => BrokerError::ResourceExhausted("the HSM is busy".into()),
+            H::TokenUnavailable(_) => BrokerError::Unavailable("the HSM is unavailable".into()),
+            H::KeyNotFound(id) => {
+                BrokerError::Internal(format!("HSM object {id} is missing from the token"))
+            }
+            other => BrokerError::Internal(format!("HSM: {other}")),
+        }
+    }
+}
+
+impl From<tpm_backend::TpmError> for BrokerError {
+    fn from(err: tpm_backend::TpmError) -> BrokerError {
+        use tpm_backend::TpmError as T;
+        match err {
+            T::Busy(_) => BrokerError::ResourceExhausted("the TPM is busy".into()),
+            T::Unavailable(_) | T::Reset(_) => {
+                BrokerError::Unavailable("the TPM is unavailable".into())
+            }
+            T::InvalidInput(m) => BrokerError::InvalidArgument(m),
+            T::Unsupported(m) => BrokerError::Unsupported(m),
+            other => BrokerError::Internal(format!("TPM: {other}")),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for BrokerError {
+    fn from(err: tokio::task::JoinError) -> BrokerError {
+        BrokerError::Internal(format!("worker task: {err}"))
+    }
+}

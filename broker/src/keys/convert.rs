@@ -1,0 +1,117 @@
+//! Between the wire enums of `keybroker.v1` and the store's types.
+
+use keybroker_api::v1 as pb;
+
+use crate::error::{BrokerError, Result};
+use crate::store::{Algorithm, KeyRecord, KeyState, Purpose, VersionState};
+
+pub fn algorithm_from_wire(value: i32) -> Result<Algorithm> {
+    use pb::KeyAlgorithm as W;
+    Ok(match W::try_from(value) {
+        Ok(W::EcP256) => Algorithm::EcP256,
+        Ok(W::EcP384) => Algorithm::EcP384,
+        Ok(W::Rsa2048) => Algorithm::Rsa2048,
+        Ok(W::Rsa3072) => Algorithm::Rsa3072,
+        Ok(W::Rsa4096) => Algorithm::Rsa4096,
+        Ok(W::Aes256) => Algorithm::Aes256,
+        Ok(W::Unspecified) | Err(_) => {
+            return Err(BrokerError::InvalidArgument(format!(
+                "algorithm: {value} is not a supported key algorithm"
+            )));
+        }
+    })
+}
+
+pub fn purpose_from_wire(value: i32) -> Result<Purpose> {
+    match pb::KeyPurpose::try_from(value) {
+        Ok(pb::KeyPurpose::SignVerify) => Ok(Purpose::SignVerify),
+        Ok(pb::KeyPurpose::EncryptDecrypt) => Ok(Purpose::EncryptDecrypt),
+        _ => Err(BrokerError::InvalidArgument(format!(
+            "purpose: {value} is not SIGN_VERIFY or ENCRYPT_DECRYPT"
+        ))),
+    }
+}
+
+/// Stable names, used in policies and tables.
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::EcP256 => "ec-p256",
+        Algorithm::EcP384 => "ec-p384",
+        Algorithm::Rsa2048 => "rsa-2048",
+        Algorithm::Rsa3072 => "rsa-3072",
+        Algorithm::Rsa4096 => "rsa-4096",
+        Algorithm::Aes256 => "aes-256",
+    }
+}
+
+pub fn purpose_name(p: Purpose) -> &'static str {
+    match p {
+        Purpose::SignVerify => "sign-verify",
+        Purpose::EncryptDecrypt => "encrypt-decrypt",
+    }
+}
+
+pub fn state_name(s: KeyState) -> &'static str {
+    match s {
+        KeyState::Creating => "creating",
+        KeyState::Enabled => "enabled",
+        KeyState::Disabled => "disabled",
+        KeyState::Revoked => "revoked",
+        KeyState::PendingDestruction => "pending-destruction",
+        KeyState::Destroyed => "destroyed",
+    }
+}
+
+fn algorithm_to_wire(a: Algorithm) -> pb::KeyAlgorithm {
+    match a {
+        Algorithm::EcP256 => pb::KeyAlgorithm::EcP256,
+        Algorithm::EcP384 => pb::KeyAlgorithm::EcP384,
+        Algorithm::Rsa2048 => pb::KeyAlgorithm::Rsa2048,
+        Algorithm::Rsa3072 => pb::KeyAlgorithm::Rsa3072,
+        Algorithm::Rsa4096 => pb::KeyAlgorithm::Rsa4096,
+        Algorithm::Aes256 => pb::KeyAlgorithm::Aes256,
+    }
+}
+
+fn state_to_wire(s: KeyState) -> pb::KeyState {
+    match s {
+        KeyState::Creating | KeyState::Enabled => pb::KeyState::Enabled,
+        KeyState::Disabled => pb::KeyState::Disabled,
+        KeyState::Revoked => pb::KeyState::Revoked,
+        KeyState::PendingDestruction => pb::KeyState::PendingDestruction,
+        KeyState::Destroyed => pb::KeyState::Destroyed,
+    }
+}
+
+/// The wire form of a key.
+pub fn key_to_wire(k: &KeyRecord) -> pb::Key {
+    let versions = k
+        .versions
+        .iter()
+        .filter(|v| v.state != VersionState::Creating)
+        .map(|v| pb::KeyVersion {
+            version: v.version,
+            state: match v.state {
+                VersionState::Retired => pb::KeyVersionState::Retired,
+                _ if v.version == k.primary_version => pb::KeyVersionState::Primary,
+                _ => pb::KeyVersionState::Active,
+            } as i32,
+            created_at: v.created_at,
+        })
+        .collect();
+    pb::Key {
+        name: k.name.clone(),
+        algorithm: algorithm_to_wire(k.algorithm) as i32,
+        purpose: match k.purpose {
+            Purpose::SignVerify => pb::KeyPurpose::SignVerify,
+            Purpose::EncryptDecrypt => pb::KeyPurpose::EncryptDecrypt,
+        } as i32,
+        backend: k.backend.clone(),
+        state: state_to_wire(k.state) as i32,
+        primary_version: k.primary_version,
+        versions,
+        created_at: k.created_at,
+        destroy_after: k.destroy_after.unwrap_or(0),
+        tags: k.tags.clone().into_iter().collect(),
+    }
+}

@@ -1,0 +1,472 @@
+//! Keys and their lifecycle: creation with a crash-safe intent record, rotation,
+//! state changes, destruction after a waiting period, and start-up reconciliation
+//! between the store and the hardware.
+//!
+//! Creation order: the store records a `Creating` version with the HSM object id the
+//! broker chose, *then* the token makes the object, *then* the store marks it active.
+//! A crash at any point leaves either nothing, or a `Creating` record that
+//! [`KeyManager::reconcile`] resolves at the next start by destroying the object (if it
+//! was made) and dropping the record. HSM objects with the broker's label prefix that
+//! the store does not know at all are orphans, reported or destroyed by configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hsm_backend::{EcCurve, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage};
+use tpm_backend::TpmKeyKind;
+
+use crate::backends::{Backend, Backends, NamedBackend};
+use crate::config::{KeysConfig, OrphanAction};
+use crate::error::{BrokerError, Result};
+use crate::store::{
+    Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, StoreError,
+    VersionRecord, VersionState,
+};
+
+/// Label prefix of every HSM object the broker makes: `kb:<key name>:v<version>`.
+pub const LABEL_PREFIX: &str = "kb:";
+/// Longest key name (the HSM label must fit in 128 bytes).
+pub const MAX_NAME_LEN: usize = 100;
+const MAX_TAGS: usize = 32;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// What start-up reconciliation found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Interrupted creations whose hardware object existed and was destroyed.
+    pub half_made_destroyed: usize,
+    /// Interrupted creations dropped from the store.
+    pub pending_dropped: usize,
+    /// HSM objects with the broker's label that the store does not know: `(backend, id hex, label)`.
+    pub orphans: Vec<(String, String, String)>,
+    /// Orphans destroyed (`keys.orphans = "destroy"`).
+    pub orphans_destroyed: usize,
+}
+
+/// The key service's logic, independent of gRPC.
+#[derive(Debug)]
+pub struct KeyManager {
+    store: Arc<dyn KeyStore>,
+    backends: Arc<Backends>,
+    config: KeysConfig,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Checks a key name: 1 to 100 characters of `[A-Za-z0-9/_.-]`, not starting with `/`.
+pub fn check_key_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidArgument(format!(
+            "name: 1 to {MAX_NAME_LEN} characters of [A-Za-z0-9/_.-], not starting with /"
+        )))
+    }
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(BrokerError::InvalidArgument(format!("tags: at most {MAX_TAGS}")));
+    }
+    for (k, v) in tags {
+        let key_ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !key_ok || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "tags: {k:?}: names are 1 to 64 of [A-Za-z0-9_.-], values up to 256 printable characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn hsm_spec(algorithm: Algorithm, purpose: Purpose) -> Result<KeySpec> {
+    let alg = match algorithm {
+        Algorithm::EcP256 => KeyAlgorithm::Ec(EcCurve::P256),
+        Algorithm::EcP384 => KeyAlgorithm::Ec(EcCurve::P384),
+        Algorithm::Rsa2048 => KeyAlgorithm::Rsa(2048),
+        Algorithm::Rsa3072 => KeyAlgorithm::Rsa(3072),
+        Algorithm::Rsa4096 => KeyAlgorithm::Rsa(4096),
+        Algorithm::Aes256 => KeyAlgorithm::Aes256,
+    };
+    let usage = match purpose {
+        Purpose::SignVerify => KeyUsage::SignVerify,
+        Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
+    };
+    KeySpec::new(alg, usage).map_err(|_| {
+        BrokerError::InvalidArgument(format!(
+            "purpose: {} keys cannot be used for {}",
+            super::convert::algorithm_name(algorithm),
+            super::convert::purpose_name(purpose)
+        ))
+    })
+}
+
+fn tpm_kind(algorithm: Algorithm, purpose: Purpose) -> Result<TpmKeyKind> {
+    match (algorithm, purpose) {
+        (Algorithm::EcP256, Purpose::SignVerify) => Ok(TpmKeyKind::EcP256Sign),
+        (Algorithm::Rsa2048, Purpose::SignVerify) => Ok(TpmKeyKind::Rsa2048Sign),
+        (Algorithm::Rsa2048, Purpose::EncryptDecrypt) => Ok(TpmKeyKind::Rsa2048Decrypt),
+        _ => Err(BrokerError::Unsupported(
+            "TPM backends hold EC P-256 signing keys and RSA-2048 signing or decryption keys"
+                .into(),
+        )),
+    }
+}
+
+fn label(name: &str, version: u32) -> Result<KeyLabel> {
+    KeyLabel::new(format!("{LABEL_PREFIX}{name}:v{version}"))
+        .map_err(|e| BrokerError::InvalidArgument(e.to_string()))
+}
+
+fn fresh_object_id() -> Vec<u8> {
+    use rand::RngCore;
+    let mut id = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    id
+}
+
+impl KeyManager {
+    pub fn new(store: Arc<dyn KeyStore>, backends: Arc<Backends>, config: KeysConfig) -> Self {
+        KeyManager {
+            store,
+            backends,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    pub fn backends(&self) -> &Arc<Backends> {
+        &self.backends
+    }
+
+    /// The backend a new key goes to.
+    pub fn backend_for_new_key(&self, requested: &str) -> Result<Arc<NamedBackend>> {
+        let name = if requested.is_empty() {
+            match &self.config.default_backend {
+                Some(name) => name.clone(),
+                None => self
+                    .backends
+                    .all()
+                    .first()
+                    .map(|b| b.name.clone())
+                    .ok_or_else(|| BrokerError::FailedPrecondition("no backend is registered".into()))?,
+            }
+        } else {
+            requested.to_string()
+        };
+        self.backends.get(&name)
+    }
+
+    /// Validates a creation request without touching hardware.
+    pub fn check_new_key(&self, key: &NewKey, backend: &NamedBackend) -> Result<()> {
+        check_key_name(&key.name)?;
+        check_tags(&key.tags)?;
+        match backend.backend {
+            Backend::Hsm(_) => hsm_spec(key.algorithm, key.purpose).map(|_| ()),
+            Backend::Tpm(_) => tpm_kind(key.algorithm, key.purpose).map(|_| ()),
+        }
+    }
+
+    /// Creates a key (version 1).
+    pub async fn create(&self, key: NewKey, backend: Arc<NamedBackend>) -> Result<KeyRecord> {
+        self.check_new_key(&key, &backend)?;
+        let intent = intent_handle(&backend);
+        self.store.begin_create(&key, &intent)?;
+        self.make_version(&key.name, 1, key.algorithm, key.purpose, backend, intent)
+            .await
+    }
+
+    /// Adds a version and makes it primary.
+    pub async fn rotate(&self, name: &str) -> Result<KeyRecord> {
+        let key = self.get(name)?;
+        let backend = self.backends.get(&key.backend)?;
+        let intent = intent_handle(&backend);
+        let version = self.store.begin_version(name, &intent, now())?;
+        self.make_version(name, version, key.algorithm, key.purpose, backend, intent)
+            .await
+    }
+
+    async fn make_version(
+        &self,
+        name: &str,
+        version: u32,
+        algorithm: Algorithm,
+        purpose: Purpose,
+        backend: Arc<NamedBackend>,
+        intent: HardwareHandle,
+    ) -> Result<KeyRecord> {
+        let made = make_in_hardware(name, version, algorithm, purpose, backend, intent).await;
+        match made {
+            Ok(handle) => Ok(self.store.complete_version(name, version, &handle)?),
+            Err(e) => {
+                if let Err(store_err) = self.store.abandon_version(name, version) {
+                    tracing::error!(key = name, version, %store_err, "cannot drop a failed creation; reconciliation will");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A key visible to callers.
+    pub fn get(&self, name: &str) -> Result<KeyRecord> {
+        check_key_name(name)?;
+        self.store
+            .get(name)?
+            .ok_or_else(|| BrokerError::KeyNotFound(name.to_string()))
+    }
+
+    /// A key that may be used now (`Enabled`), and the version to use.
+    pub fn usable(&self, key: &KeyRecord, version: u32) -> Result<VersionRecord> {
+        if key.state != KeyState::Enabled {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "key {:?} is {}",
+                key.name,
+                super::convert::state_name(key.state)
+            )));
+        }
+        let wanted = if version == 0 { key.primary_version } else { version };
+        let v = key.version(wanted).ok_or_else(|| {
+            BrokerError::FailedPrecondition(format!("key {:?} has no version {wanted}", key.name))
+        })?;
+        if v.state != VersionState::Active {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "version {wanted} of key {:?} is retired",
+                key.name
+            )));
+        }
+        Ok(v.clone())
+    }
+
+    pub fn require_purpose(key: &KeyRecord, purpose: Purpose) -> Result<()> {
+        if key.purpose == purpose {
+            Ok(())
+        } else {
+            Err(BrokerError::FailedPrecondition(format!(
+                "key {:?} is for {}",
+                key.name,
+                super::convert::purpose_name(key.purpose)
+            )))
+        }
+    }
+
+    /// Moves a key between states.
+    pub fn transition(&self, name: &str, change: StateChange) -> Result<KeyRecord> {
+        let key = self.get(name)?;
+        use KeyState as S;
+        let result = match change {
+            StateChange::Disable => self.store.set_state(name, &[S::Enabled], S::Disabled, None),
+            StateChange::Enable => self.store.set_state(name, &[S::Disabled], S::Enabled, None),
+            StateChange::Revoke => {
+                self.store
+                    .set_state(name, &[S::Enabled, S::Disabled], S::Revoked, None)
+            }
+            StateChange::ScheduleDestruction { days } => {
+                let days = if days == 0 { self.config.destruction_pending_days } else { days };
+                if days < self.config.min_destruction_pending_days {
+                    return Err(BrokerError::InvalidArgument(format!(
+                        "pending_days: at least {}",
+                        self.config.min_destruction_pending_days
+                    )));
+                }
+                let after = now().saturating_add(i64::from(days) * SECONDS_PER_DAY);
+                // A revoked key stays revoked while it waits: cancelling must not revive it.
+                let target = if key.state == S::Revoked { S::Revoked } else { S::PendingDestruction };
+                self.store
+                    .set_state(name, &[S::Enabled, S::Disabled, S::Revoked], target, Some(after))
+            }
+            StateChange::CancelDestruction => {
+                if key.destroy_after.is_none() {
+                    return Err(BrokerError::FailedPrecondition(format!(
+                        "key {name:?} is not scheduled for destruction"
+                    )));
+                }
+                let target = if key.state == S::Revoked { S::Revoked } else { S::Disabled };
+                self.store
+                    .set_state(name, &[S::PendingDestruction, S::Revoked], target, None)
+            }
+        };
+        Ok(result?)
+    }
+
+    /// Retires an older version: it refuses every use, and its HSM object is destroyed.
+    pub async fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord> {
+        let key = self.get(name)?;
+        let retired = self.store.retire_version(name, version)?;
+        if let Some(v) = key.version(version) {
+            self.destroy_object(&key.backend, &v.handle).await;
+        }
+        Ok(retired)
+    }
+
+    async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
+        let HardwareHandle::Hsm { object_id } = handle else {
+            return;
+        };
+        let Ok(backend) = self.backends.get(backend) else {
+            return;
+        };
+        let id = object_id.clone();
+        let result = tokio::task::spawn_blocking(move || match &backend.backend {
+            Backend::Hsm(hsm) => match KeyId::new(id) {
+                Ok(id) => match hsm.destroy_key(&id) {
+                    Ok(()) | Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            },
+            Backend::Tpm(_) => Ok(()),
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = result.map_err(|e| e.to_string()) {
+            tracing::error!(error = %e, "cannot destroy an HSM object; the orphan scan will find it");
+        }
+    }
+
+    /// Destroys keys whose waiting period is over. Returns their names.
+    pub async fn destroy_due(&self) -> Result<Vec<String>> {
+        let mut destroyed = Vec::new();
+        for key in self.store.due_for_destruction(now())? {
+            match self.store.set_state(
+                &key.name,
+                &[KeyState::PendingDestruction, KeyState::Revoked],
+                KeyState::Destroyed,
+                None,
+            ) {
+                Ok(_) => {}
+                Err(StoreError::StateConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for v in &key.versions {
+                self.destroy_object(&key.backend, &v.handle).await;
+            }
+            destroyed.push(key.name);
+        }
+        Ok(destroyed)
+    }
+
+    /// Resolves interrupted creations and finds HSM objects the store does not know.
+    pub async fn reconcile(&self) -> Result<Reconciliation> {
+        let mut report = Reconciliation::default();
+        for pending in self.store.pending_versions()? {
+            if let HardwareHandle::Hsm { object_id } = &pending.handle {
+                if self.hsm_object_exists(&pending.backend, object_id).await? {
+                    self.destroy_object(&pending.backend, &pending.handle).await;
+                    report.half_made_destroyed += 1;
+                }
+            }
+            self.store.abandon_version(&pending.name, pending.version)?;
+            report.pending_dropped += 1;
+        }
+        for backend in self.backends.all() {
+            if !matches!(backend.backend, Backend::Hsm(_)) {
+                continue;
+            }
+            let known: BTreeSet<Vec<u8>> =
+                self.store.known_hsm_objects(&backend.name)?.into_iter().collect();
+            let b = backend.clone();
+            let objects = tokio::task::spawn_blocking(move || match &b.backend {
+                Backend::Hsm(hsm) => hsm.list_keys().map_err(BrokerError::from),
+                Backend::Tpm(_) => Ok(Vec::new()),
+            })
+            .await??;
+            for object in objects {
+                if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.id.as_bytes()) {
+                    continue;
+                }
+                tracing::warn!(backend = %backend.name, id = %object.id, label = %object.label, "HSM object not in the store");
+                report.orphans.push((backend.name.clone(), object.id.to_string(), object.label.clone()));
+                if self.config.orphans == OrphanAction::Destroy {
+                    let handle = HardwareHandle::Hsm { object_id: object.id.as_bytes().to_vec() };
+                    self.destroy_object(&backend.name, &handle).await;
+                    report.orphans_destroyed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn hsm_object_exists(&self, backend: &str, object_id: &[u8]) -> Result<bool> {
+        let backend = self.backends.get(backend)?;
+        let id = KeyId::new(object_id.to_vec())
+            .map_err(|e| BrokerError::Internal(format!("stored HSM id: {e}")))?;
+        tokio::task::spawn_blocking(move || match &backend.backend {
+            Backend::Hsm(hsm) => match hsm.describe_key(&id) {
+                Ok(_) => Ok(true),
+                Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(false),
+                Err(e) => Err(BrokerError::from(e)),
+            },
+            Backend::Tpm(_) => Ok(false),
+        })
+        .await?
+    }
+}
+
+/// A lifecycle request.
+#[derive(Debug, Clone, Copy)]
+pub enum StateChange {
+    Disable,
+    Enable,
+    Revoke,
+    ScheduleDestruction { days: u32 },
+    CancelDestruction,
+}
+
+/// The handle recorded before the hardware object exists.
+fn intent_handle(backend: &NamedBackend) -> HardwareHandle {
+    match backend.backend {
+        Backend::Hsm(_) => HardwareHandle::Hsm {
+            object_id: fresh_object_id(),
+        },
+        Backend::Tpm(_) => HardwareHandle::Tpm { blob: Vec::new() },
+    }
+}
+
+async fn make_in_hardware(
+    name: &str,
+    version: u32,
+    algorithm: Algorithm,
+    purpose: Purpose,
+    backend: Arc<NamedBackend>,
+    intent: HardwareHandle,
+) -> Result<HardwareHandle> {
+    match (&backend.backend, intent) {
+        (Backend::Hsm(_), HardwareHandle::Hsm { object_id }) => {
+            let spec = hsm_spec(algorithm, purpose)?;
+            let label = label(name, version)?;
+            let id = KeyId::new(object_id.clone())
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            tokio::task::spawn_blocking(move || match &backend.backend {
+                Backend::Hsm(hsm) => hsm.generate_key(&id, &label, spec).map_err(BrokerError::from),
+                Backend::Tpm(_) => Err(BrokerError::Internal("backend kind changed".into())),
+            })
+            .await??;
+            Ok(HardwareHandle::Hsm { object_id })
+        }
+        (Backend::Tpm(tpm), _) => {
+            let blob = tpm.create_key(tpm_kind(algorithm, purpose)?).await?;
+            Ok(HardwareHandle::Tpm {
+                blob: blob.to_bytes(),
+            })
+        }
+        (Backend::Hsm(_), HardwareHandle::Tpm { .. }) => {
+            Err(BrokerError::Internal("TPM intent on an HSM".into()))
+        }
+    }
+}

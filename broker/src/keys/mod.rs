@@ -1,0 +1,9 @@
+//! `keybroker.v1.KeyService`: keys in HSMs and TPMs, their use and their lifecycle.
+
+pub mod convert;
+pub mod manager;
+pub mod ops;
+mod service;
+
+pub use manager::{KeyManager, Reconciliation, StateChange};
+pub use service::KeyServiceImpl;

@@ -1,0 +1,180 @@
+//! `keybroker serve`: opens the store and the hardware, reconciles them, and serves the
+//! API over mutual TLS until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keybroker_api::v1::key_service_server::KeyServiceServer;
+use tokio::net::TcpListener;
+
+use crate::authz::Authorizer;
+use crate::backends::{self, Backends};
+use crate::config::Config;
+use crate::error::BrokerError;
+use crate::keys::{KeyManager, KeyServiceImpl};
+use crate::request::{CallLayer, Gate};
+use crate::store::KeyStore;
+use crate::store::sqlite::SqliteStore;
+use crate::tls::{ConnectionLimits, ServerTls, TlsIncoming};
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// How often due key destructions are carried out.
+const DESTRUCTION_INTERVAL: Duration = Duration::from_secs(60);
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ServeError + '_ {
+    move |e| ServeError::Setup(format!("{what}: {e}"))
+}
+
+/// Everything the services share.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: Config,
+    pub store: Arc<dyn KeyStore>,
+    pub backends: Arc<Backends>,
+    pub authorizer: Arc<Authorizer>,
+    pub keys: Arc<KeyManager>,
+}
+
+impl Broker {
+    /// Opens the store and every backend (blocking: PKCS#11 login, TPM start-up).
+    ///
+    /// # Errors
+    /// Any of them cannot be opened; the message names which.
+    pub fn open(config: Config) -> Result<Broker, ServeError> {
+        let store: Arc<dyn KeyStore> = Arc::new(
+            SqliteStore::open(&config.store.path).map_err(setup("store"))?,
+        );
+        let backends = Arc::new(Backends::default());
+        for hsm in &config.hsm {
+            let pin = backends::read_pin(hsm.user_pin_file.as_deref(), hsm.user_pin_env.as_deref())
+                .map_err(|e| ServeError::Setup(format!("hsm {:?}: {e}", hsm.name)))?;
+            let opened = backends::open_hsm(&hsm.name, &hsm.module, &hsm.token_label, pin, hsm.sessions)
+                .map_err(setup("hsm"))?;
+            backends.insert(opened).map_err(setup("hsm"))?;
+        }
+        for tpm in &config.tpm {
+            let opened = backends::open_tpm(&tpm.name, &tpm.tcti).map_err(setup("tpm"))?;
+            backends.insert(opened).map_err(setup("tpm"))?;
+        }
+        for record in store.backends().map_err(setup("store"))? {
+            let opened = backends::open_record(&record).map_err(setup("registered backend"))?;
+            backends.insert(opened).map_err(setup("registered backend"))?;
+        }
+        let authorizer = Arc::new(load_policy(&config, store.as_ref())?);
+        let keys = Arc::new(KeyManager::new(
+            store.clone(),
+            backends.clone(),
+            config.keys.clone(),
+        ));
+        Ok(Broker {
+            config,
+            store,
+            backends,
+            authorizer,
+            keys,
+        })
+    }
+}
+
+/// Policy files from the configuration; else the policy last set through the API; else
+/// an empty policy, which denies everything.
+fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, ServeError> {
+    if !config.policy.files.is_empty() {
+        return Authorizer::from_files(&config.policy.files).map_err(setup("policy"));
+    }
+    let text = store.policy().map_err(setup("store"))?.unwrap_or_default();
+    Authorizer::from_text(&text).map_err(setup("stored policy"))
+}
+
+/// Serves until `shutdown` completes.
+///
+/// # Errors
+/// Start-up failures ([`ServeError::Setup`]) or a transport failure.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    crate::tls::install_crypto_provider();
+    let tls = ServerTls::from_files(&config.server.cert, &config.server.key, &config.server.client_ca)
+        .map_err(setup("tls"))?;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .map_err(setup("start-up"))??;
+    let report = broker.keys.reconcile().await.map_err(setup("reconciliation"))?;
+    tracing::info!(
+        half_made_destroyed = report.half_made_destroyed,
+        pending_dropped = report.pending_dropped,
+        orphans = report.orphans.len(),
+        orphans_destroyed = report.orphans_destroyed,
+        "store and hardware reconciled"
+    );
+    spawn_destroyer(broker.keys.clone());
+
+    let server = &broker.config.server;
+    let listener = TcpListener::bind(server.listen).await.map_err(setup("listen"))?;
+    let local = listener.local_addr().map_err(setup("listen"))?;
+    let incoming = TlsIncoming::new(
+        listener,
+        &tls,
+        ConnectionLimits {
+            max_connections: server.max_connections,
+            handshake_timeout: server.handshake_timeout(),
+        },
+    );
+    let gate = Gate::new(broker.authorizer.clone(), None);
+    let max = server.max_message_bytes;
+    let keys = KeyServiceServer::new(KeyServiceImpl::new(broker.keys.clone(), gate.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<KeyServiceServer<KeyServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keybroker_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(setup("reflection"))?;
+
+    // Printed for scripts and tests that wait for readiness.
+    println!("keybroker: listening on {local}");
+    tracing::info!(%local, "serving");
+    tonic::transport::Server::builder()
+        .timeout(server.request_timeout())
+        .layer(CallLayer::new(server.max_concurrent_requests))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(keys)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))
+}
+
+fn spawn_destroyer(keys: Arc<KeyManager>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DESTRUCTION_INTERVAL);
+        loop {
+            tick.tick().await;
+            match keys.destroy_due().await {
+                Ok(names) if !names.is_empty() => tracing::info!(?names, "keys destroyed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "scheduled destruction failed"),
+            }
+        }
+    });
+}
+
+impl From<BrokerError> for ServeError {
+    fn from(e: BrokerError) -> Self {
+        ServeError::Setup(e.to_string())
+    }
+}
