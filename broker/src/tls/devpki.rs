@@ -7,8 +7,6 @@
 //! zeroizing wrapper and no `Debug` output shows one.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +16,7 @@ use rcgen::{
 };
 use zeroize::Zeroizing;
 
-use super::server::{read_file, read_private_file};
+use super::files::{prepare_dir, read_file, read_private_file, secret_utf8, utf8, write_file};
 use super::{ServerTls, TlsError};
 use crate::identity::SpiffeId;
 
@@ -146,8 +144,8 @@ impl DevPki {
     }
 
     /// Writes `ca.pem`, `ca-key.pem`, `server.pem` and `server-key.pem` into `dir` (created
-    /// with mode 0700 if missing; an existing one must not be open to group or others). Key
-    /// files get mode 0600; files are replaced atomically.
+    /// with mode 0700 if missing; an existing one must not be writable by group or others).
+    /// Key files get mode 0600; files are replaced atomically.
     ///
     /// # Errors
     /// [`TlsError::Io`] or [`TlsError::Permissions`] naming the path.
@@ -342,77 +340,4 @@ fn issuer_raw(der: &[u8]) -> Result<Vec<u8>, TlsError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TlsError::DevPki(format!("certificate does not parse: {e}")))?;
     Ok(cert.issuer().as_raw().to_vec())
-}
-
-fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, TlsError> {
-    String::from_utf8(bytes).map_err(|_| TlsError::Pem {
-        what: path.display().to_string(),
-        reason: "not UTF-8 text".to_string(),
-    })
-}
-
-fn secret_utf8(path: &Path, bytes: &[u8]) -> Result<Zeroizing<String>, TlsError> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(Zeroizing::new(text.to_string())),
-        Err(_) => Err(TlsError::Pem {
-            what: path.display().to_string(),
-            reason: "not UTF-8 text".to_string(),
-        }),
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Creates `dir` with mode 0700, or checks that an existing one is private.
-fn prepare_dir(dir: &Path) -> Result<(), TlsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        builder.mode(0o700);
-        if let Ok(meta) = fs::metadata(dir) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(TlsError::Permissions {
-                    path: dir.to_path_buf(),
-                    mode,
-                    want: 0o700,
-                });
-            }
-        }
-    }
-    builder.create(dir).map_err(io_error(dir))
-}
-
-/// Writes `bytes` to a temporary file with `mode` and renames it over `path`.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    #[cfg(unix)]
-    {
-        // A stale temporary file keeps its old mode; set it before writing anything.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_error(&tmp))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    file.write_all(bytes).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_error(path))
 }

@@ -19,6 +19,7 @@
 pub mod devpki;
 
 mod client;
+mod files;
 mod incoming;
 mod peer;
 mod server;
@@ -47,10 +48,10 @@ pub enum TlsError {
         /// The operating-system error.
         source: std::io::Error,
     },
-    /// A private key file (or the directory meant to hold one) is open to group or others.
+    /// A private key file is accessible by group or others, or the directory meant to hold
+    /// one is writable by them.
     #[error(
-        "{}: holds private key material but is accessible by group or others (mode {mode:03o}); \
-         restrict it (chmod {want:o})",
+        "{}: too open for private key material (mode {mode:03o}); chmod {want:o} it",
         path.display()
     )]
     Permissions {

@@ -3,14 +3,13 @@
 //! certificate required and verified against the configured CA bundles, ALPN `h2`.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use zeroize::Zeroizing;
 
+use super::files::{read_file, read_private_file};
 use super::{TlsError, crypto_provider, parse_certs, parse_key};
 
 /// A ready server TLS configuration; cheap to clone.
@@ -138,41 +137,4 @@ fn build(
     Ok(ServerTls {
         config: Arc::new(config),
     })
-}
-
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Reads a file holding private key material, refusing (on Unix) one that group or others
-/// can access. The mode is checked on the opened file, so it cannot be swapped in between.
-pub(crate) fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
-    let io = |source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let metadata = file.metadata().map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-                want: 0o600,
-            });
-        }
-    }
-    // Sized up front so that reading never reallocates and leaves unwiped copies behind.
-    let capacity = usize::try_from(metadata.len())
-        .unwrap_or(0)
-        .saturating_add(1);
-    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
-    file.read_to_end(&mut bytes).map_err(io)?;
-    Ok(bytes)
 }
