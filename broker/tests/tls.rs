@@ -123,7 +123,8 @@ async fn check_with(
 }
 
 /// A CA outside the dev PKI that issues a client certificate with a DNS SAN only.
-fn client_without_spiffe() -> (String, IssuedPair) {
+/// Returns the CA certificate, the client certificate and its key, PEM.
+fn client_without_spiffe() -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
@@ -137,17 +138,15 @@ fn client_without_spiffe() -> (String, IssuedPair) {
     let cert = params
         .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
         .unwrap();
-    (ca_pem, IssuedPair(cert.pem(), key.serialize_pem()))
+    (ca_pem, cert.pem(), key.serialize_pem())
 }
-
-struct IssuedPair(String, String);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_client_is_served_and_identified_and_bad_clients_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pki = new_pki();
     pki.write_to(dir.path()).unwrap();
-    let (other_ca_pem, no_spiffe) = client_without_spiffe();
+    let (other_ca_pem, no_spiffe_cert, no_spiffe_key) = client_without_spiffe();
     let other_ca_path = dir.path().join("other-ca.pem");
     std::fs::write(&other_ca_path, &other_ca_pem).unwrap();
     let server_tls = ServerTls::from_files(
@@ -220,8 +219,8 @@ async fn valid_client_is_served_and_identified_and_bad_clients_are_refused() {
     let channel = client_channel(
         &server.url(),
         ca.as_bytes(),
-        no_spiffe.0.as_bytes(),
-        no_spiffe.1.as_bytes(),
+        no_spiffe_cert.as_bytes(),
+        no_spiffe_key.as_bytes(),
     )
     .await
     .unwrap();
@@ -344,52 +343,6 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     }
     assert_eq!(result, Ok(ServingStatus::Serving));
     server.stop().await;
-}
-
-#[test]
-fn server_tls_from_files_names_the_bad_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = new_pki();
-    pki.write_to(dir.path()).unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let cas = [path("ca.pem")];
-    ServerTls::from_files(&path("server.pem"), &path("server-key.pem"), &cas).unwrap();
-
-    let missing = ServerTls::from_files(&path("nope.pem"), &path("server-key.pem"), &cas);
-    assert!(matches!(&missing, Err(TlsError::Io { path: p, .. }) if p.ends_with("nope.pem")));
-
-    set_mode(&path("server-key.pem"), 0o644);
-    let open =
-        ServerTls::from_files(&path("server.pem"), &path("server-key.pem"), &cas).unwrap_err();
-    assert!(
-        matches!(open, TlsError::Permissions { mode: 0o644, .. }),
-        "{open}"
-    );
-    assert!(open.to_string().contains("server-key.pem"), "{open}");
-    set_mode(&path("server-key.pem"), 0o600);
-
-    std::fs::write(path("garbage.pem"), "not pem").unwrap();
-    let garbage = ServerTls::from_files(
-        &path("server.pem"),
-        &path("server-key.pem"),
-        &[path("garbage.pem")],
-    )
-    .unwrap_err();
-    assert!(garbage.to_string().contains("garbage.pem"), "{garbage}");
-
-    // The CA's key is not the server's.
-    let mismatch =
-        ServerTls::from_files(&path("server.pem"), &path("ca-key.pem"), &cas).unwrap_err();
-    assert!(mismatch.to_string().contains("ca-key.pem"), "{mismatch}");
-
-    assert!(
-        ServerTls::from_pem(
-            pki.server().cert_pem().as_bytes(),
-            pki.server().key_pem().as_bytes(),
-            &[]
-        )
-        .is_err()
-    );
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -48,8 +48,7 @@ impl DevPki {
     /// [`TlsError::DevPki`] for an invalid trust domain or DNS name; [`TlsError::Generate`]
     /// if generation fails.
     pub fn generate(trust_domain: &str, server_dns_names: &[String]) -> Result<DevPki, TlsError> {
-        SpiffeId::parse(&format!("spiffe://{trust_domain}/x"))
-            .map_err(|e| TlsError::DevPki(format!("trust domain {trust_domain:?}: {e}")))?;
+        check_trust_domain(trust_domain)?;
         let (not_before, not_after) = default_validity()?;
 
         let mut ca_params = CertificateParams::default();
@@ -202,6 +201,7 @@ impl DevPki {
                 })
             })
             .ok_or_else(|| TlsError::DevPki(format!("{what}: no spiffe://<trust domain> SAN")))?;
+        check_trust_domain(&trust_domain)?;
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = ca_name(&trust_domain);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -293,6 +293,15 @@ impl fmt::Debug for IssuedCert {
             .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
             .field("key_pem", &"[redacted]")
             .finish()
+    }
+}
+
+fn check_trust_domain(trust_domain: &str) -> Result<(), TlsError> {
+    match SpiffeId::parse(&format!("spiffe://{trust_domain}/x")) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(TlsError::DevPki(format!(
+            "trust domain {trust_domain:?}: {e}"
+        ))),
     }
 }
 

@@ -138,3 +138,61 @@ fn build(
         config: Arc::new(config),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::tls::devpki::DevPki;
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn server_tls_from_files_names_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate("test.example", &[]).unwrap();
+        pki.write_to(dir.path()).unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let cas = [path("ca.pem")];
+        ServerTls::from_files(&path("server.pem"), &path("server-key.pem"), &cas).unwrap();
+
+        let missing = ServerTls::from_files(&path("nope.pem"), &path("server-key.pem"), &cas);
+        assert!(matches!(&missing, Err(TlsError::Io { path: p, .. }) if p.ends_with("nope.pem")));
+
+        set_mode(&path("server-key.pem"), 0o644);
+        let open =
+            ServerTls::from_files(&path("server.pem"), &path("server-key.pem"), &cas).unwrap_err();
+        assert!(
+            matches!(open, TlsError::Permissions { mode: 0o644, .. }),
+            "{open}"
+        );
+        assert!(open.to_string().contains("server-key.pem"), "{open}");
+        set_mode(&path("server-key.pem"), 0o600);
+
+        std::fs::write(path("garbage.pem"), "not pem").unwrap();
+        let garbage = ServerTls::from_files(
+            &path("server.pem"),
+            &path("server-key.pem"),
+            &[path("garbage.pem")],
+        )
+        .unwrap_err();
+        assert!(garbage.to_string().contains("garbage.pem"), "{garbage}");
+
+        // The CA's key is not the server's.
+        let mismatch =
+            ServerTls::from_files(&path("server.pem"), &path("ca-key.pem"), &cas).unwrap_err();
+        assert!(mismatch.to_string().contains("ca-key.pem"), "{mismatch}");
+
+        assert!(
+            ServerTls::from_pem(
+                pki.server().cert_pem().as_bytes(),
+                pki.server().key_pem().as_bytes(),
+                &[]
+            )
+            .is_err()
+        );
+    }
+}
