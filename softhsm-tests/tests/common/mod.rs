@@ -1,0 +1,310 @@
+//! A real `keybroker serve` process on its own SoftHSM2 token and swtpm, with a
+//! development PKI, for end-to-end tests. One per test; killed on drop.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use broker::tls::devpki::DevPki;
+use keybroker_api::v1 as pb;
+use pb::key_service_client::KeyServiceClient;
+use softhsm_tests::{SoftHsm, Swtpm};
+use tonic::transport::Channel;
+
+pub const TRUST_DOMAIN: &str = "test.keybroker";
+pub const TOKEN_LABEL: &str = "e2e";
+
+/// The test policy: `admin` may do everything; `workload` may sign, verify and read
+/// public keys of keys tagged team=payments.
+pub const POLICY: &str = r#"
+@id("admin")
+permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
+
+@id("payments-sign")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action in [Keybroker::Action::"Sign", Keybroker::Action::"Verify", Keybroker::Action::"GetPublicKey"],
+  resource is Keybroker::Key
+) when { resource.hasTag("team") && resource.getTag("team") == "payments" };
+"#;
+
+/// Builds the `keybroker` binary once per test process and returns its path.
+pub fn keybroker_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--locked", "-p", "broker", "--bin", "keybroker"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building keybroker failed");
+        // target/<profile>/deps/<test binary> -> target/<profile>/keybroker
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("keybroker");
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+}
+
+/// A broker process and everything it runs on.
+pub struct BrokerProcess {
+    pub hsm: SoftHsm,
+    pub tpm: Swtpm,
+    pub dir: tempfile::TempDir,
+    pub pki: DevPki,
+    child: Option<Child>,
+    pub addr: String,
+}
+
+impl BrokerProcess {
+    /// A token, a swtpm, certificates for `admin`, `workload`, `stranger` (not in the
+    /// policy) and `expired`, the test policy, and a running broker.
+    pub fn start() -> BrokerProcess {
+        let hsm = SoftHsm::new();
+        let tpm = Swtpm::start();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("so-pin"), "so-pin-1234").unwrap();
+        std::fs::write(d.join("user-pin"), "user-pin-1234").unwrap();
+        for f in ["so-pin", "user-pin"] {
+            set_mode(&d.join(f), 0o600);
+        }
+        let out = Command::new(keybroker_binary())
+            .args(["token", "init", "--label", TOKEN_LABEL, "--module"])
+            .arg(hsm.module_path())
+            .arg("--so-pin-file")
+            .arg(d.join("so-pin"))
+            .arg("--user-pin-file")
+            .arg(d.join("user-pin"))
+            .env("SOFTHSM2_CONF", hsm.conf_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        let pki = DevPki::generate(TRUST_DOMAIN, &["localhost".to_string()]).unwrap();
+        pki.write_to(&d.join("pki")).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        for who in ["admin", "workload", "stranger"] {
+            pki.issue_client(&format!("/{who}"), now - day, now + day)
+                .unwrap()
+                .write_to(&d.join("pki"), who)
+                .unwrap();
+        }
+        pki.issue_client("/admin", now - 3 * day, now - 2 * day)
+            .unwrap()
+            .write_to(&d.join("pki"), "expired")
+            .unwrap();
+        std::fs::write(d.join("policy.cedar"), POLICY).unwrap();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                r#"[server]
+listen = "127.0.0.1:0"
+cert = "pki/server.pem"
+key = "pki/server-key.pem"
+client_ca = ["pki/ca.pem"]
+max_message_bytes = 65536
+
+[store]
+path = "state/keybroker.db"
+
+[policy]
+files = ["policy.cedar"]
+
+[keys]
+default_backend = "softhsm"
+min_destruction_pending_days = 1
+
+[[hsm]]
+name = "softhsm"
+module = "{}"
+token_label = "{TOKEN_LABEL}"
+user_pin_file = "user-pin"
+sessions = 2
+
+[[tpm]]
+name = "swtpm"
+tcti = "{}"
+"#,
+                hsm.module_path().display(),
+                tpm.tcti()
+            ),
+        )
+        .unwrap();
+        let mut broker = BrokerProcess {
+            hsm,
+            tpm,
+            dir,
+            pki,
+            child: None,
+            addr: String::new(),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// The broker's log (stderr of every run).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `pkcs11-tool` on the broker's token, logged in as the user.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> String {
+        let out = Command::new("pkcs11-tool")
+            .arg("--module")
+            .arg(self.hsm.module_path())
+            .args(["--token-label", TOKEN_LABEL, "--login", "--pin", "user-pin-1234"])
+            .args(args)
+            .env("SOFTHSM2_CONF", self.hsm.conf_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Labels of the token's private and secret keys that the broker made.
+    pub fn broker_objects(&self) -> Vec<String> {
+        let mut labels = Vec::new();
+        for kind in ["privkey", "secrkey"] {
+            for line in self.pkcs11_tool(&["--list-objects", "--type", kind]).lines() {
+                if let Some(label) = line.trim().strip_prefix("label:") {
+                    let label = label.trim();
+                    if label.starts_with("kb:") {
+                        labels.push(label.to_string());
+                    }
+                }
+            }
+        }
+        labels.sort();
+        labels
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Starts the process and waits for "listening on".
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(keybroker_binary())
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("SOFTHSM2_CONF", self.hsm.conf_path())
+            .env("KEYBROKER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path())
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
+                        break addr.to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!("keybroker exited before listening: {status}");
+                }
+            }
+        };
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, then wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM (graceful), then wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("pki").join(name)).unwrap()
+    }
+
+    /// A channel authenticated as `who` (a certificate stem under pki/).
+    pub async fn channel(&self, who: &str) -> Result<Channel, String> {
+        let endpoint = format!("https://localhost:{}", self.addr.rsplit(':').next().unwrap());
+        broker::tls::client_channel(
+            &endpoint,
+            &self.pem("ca.pem"),
+            &self.pem(&format!("{who}.pem")),
+            &self.pem(&format!("{who}-key.pem")),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    pub async fn keys(&self, who: &str) -> KeyServiceClient<Channel> {
+        KeyServiceClient::new(self.channel(who).await.unwrap())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn create(name: &str, algorithm: pb::KeyAlgorithm, purpose: pb::KeyPurpose, backend: &str) -> pb::CreateKeyRequest {
+    pb::CreateKeyRequest {
+        name: name.into(),
+        algorithm: algorithm as i32,
+        purpose: purpose as i32,
+        backend: backend.into(),
+        tags: [("team".to_string(), "payments".to_string())].into(),
+    }
+}
