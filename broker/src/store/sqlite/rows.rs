@@ -1,4 +1,4 @@
-//! Rows to records: the stable text of every enumeration, and reading keys (with their
+//! Rows to records and back: the stable text of every enumeration, and reading keys (with their
 //! versions and tags) and backends. A value the code does not know is an error, never a
 //! panic: it means a newer broker wrote it or the file was edited.
 
@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Params};
 
 use super::Sql;
 use crate::store::{
-    Algorithm, BackendRecord, HardwareHandle, KeyRecord, KeyState, Purpose, Result, StoreError,
-    VersionRecord, VersionState,
+    Algorithm, BackendRecord, HardwareHandle, KeyRecord, KeyState, PendingVersion, Purpose, Result,
+    StoreError, VersionRecord, VersionState,
 };
 
 /// An enumeration stored as stable text.
@@ -109,7 +109,7 @@ struct RawKey {
 /// Keys matching `filter` (a fixed SQL condition on `keys`, with `params`), by name.
 pub(super) fn select_keys(
     conn: &Connection,
-    filter: &str,
+    filter: &'static str,
     params: impl Params,
 ) -> Result<Vec<KeyRecord>> {
     let sql = format!(
@@ -296,5 +296,87 @@ fn decode_backend(raw: RawBackend) -> Result<BackendRecord> {
             name,
         }),
         other => Err(unknown("backend kind", other)),
+    }
+}
+
+/// Every `Creating` version, with its key's backend.
+pub(super) fn pending_versions(conn: &Connection) -> Result<Vec<PendingVersion>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT k.name, k.backend, v.version, v.handle_kind, v.handle \
+             FROM key_versions v JOIN keys k ON k.name = v.key_name \
+             WHERE v.state = ?1 ORDER BY k.name, v.version",
+        )
+        .sql()?;
+    let raw = stmt
+        .query_map([VersionState::Creating.text()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Vec<u8>>(4)?,
+            ))
+        })
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
+    raw.into_iter()
+        .map(|(name, backend, version, kind, handle)| {
+            Ok(PendingVersion {
+                handle: handle_from(&kind, handle)?,
+                name,
+                backend,
+                version,
+            })
+        })
+        .collect()
+}
+
+/// Checks what the schema cannot: an HSM backend has exactly one PIN source.
+pub(super) fn validate_backend(backend: &BackendRecord) -> Result<()> {
+    match backend {
+        BackendRecord::Hsm {
+            user_pin_file,
+            user_pin_env,
+            ..
+        } if user_pin_file.is_some() == user_pin_env.is_some() => {
+            Err(StoreError::Database(format!(
+                "backend {:?} needs exactly one of user_pin_file and user_pin_env",
+                backend.name()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Inserts a backend row; the caller maps a unique violation.
+pub(super) fn insert_backend(
+    conn: &Connection,
+    backend: &BackendRecord,
+) -> rusqlite::Result<usize> {
+    match backend {
+        BackendRecord::Hsm {
+            name,
+            module_path,
+            token_label,
+            user_pin_file,
+            user_pin_env,
+        } => conn.execute(
+            "INSERT INTO backends (name, kind, module_path, token_label, user_pin_file, \
+             user_pin_env) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                name,
+                HSM,
+                module_path,
+                token_label,
+                user_pin_file,
+                user_pin_env
+            ],
+        ),
+        BackendRecord::Tpm { name, tcti } => conn.execute(
+            "INSERT INTO backends (name, kind, tcti) VALUES (?1, ?2, ?3)",
+            rusqlite::params![name, TPM, tcti],
+        ),
     }
 }
