@@ -291,3 +291,36 @@ fn retire_version_refuses_the_primary_and_inactive_versions() {
     let v3 = store.begin_version("k", &hsm("k/3"), 0).unwrap();
     assert_conflict(store.retire_version("k", v3), "k", KeyState::Enabled);
 }
+
+#[test]
+fn concurrent_rotations_get_distinct_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    // Two stores on one file, as the broker and the CLI would be: the write lock and the
+    // busy timeout, not the mutex, keep them apart.
+    let stores = [
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    ];
+    add_backends(&stores[0]);
+    create(&stores[1], "k");
+    let mut versions: Vec<u32> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let store = &stores[i % 2];
+                scope.spawn(move || {
+                    (0..25)
+                        .map(|_| store.begin_version("k", &hsm("k/n"), 0).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=101).collect::<Vec<_>>());
+    assert_eq!(stores[0].pending_versions().unwrap().len(), 100);
+}
