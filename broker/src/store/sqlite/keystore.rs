@@ -1,0 +1,344 @@
+//! [`KeyStore`] for [`SqliteStore`]: each method is one transaction, and every state
+//! change checks the current state inside it (compare-and-set).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{self, Text, handle_parts, key_state, load_key, select_keys, version_state};
+use super::{Sql, SqliteStore, is_unique_violation};
+use crate::store::{
+    BackendRecord, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, PendingVersion, Result,
+    StoreError, VersionState,
+};
+
+/// A lost compare-and-set.
+fn conflict(name: &str, actual: KeyState, expected: String) -> StoreError {
+    StoreError::StateConflict {
+        name: name.to_owned(),
+        actual,
+        expected,
+    }
+}
+
+/// Succeeds if `actual` is one of `expected`.
+fn require(name: &str, actual: KeyState, expected: &[KeyState]) -> Result<()> {
+    if expected.contains(&actual) {
+        return Ok(());
+    }
+    let expected: Vec<String> = expected.iter().map(|s| format!("{s:?}")).collect();
+    let expected = match expected.is_empty() {
+        true => "(none)".to_owned(),
+        false => expected.join(", "),
+    };
+    Err(conflict(name, actual, expected))
+}
+
+/// A version in the wrong state. [`StoreError`] has no variant for versions: this is a
+/// [`StoreError::StateConflict`] whose `expected` names the version.
+fn require_version(
+    name: &str,
+    key: KeyState,
+    version: u32,
+    actual: VersionState,
+    expected: VersionState,
+) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(conflict(
+        name,
+        key,
+        format!("version {version} to be {expected:?} (it is {actual:?})"),
+    ))
+}
+
+fn insert_version(
+    tx: &Connection,
+    name: &str,
+    version: u32,
+    handle: &HardwareHandle,
+    created_at: i64,
+) -> Result<()> {
+    let (kind, bytes) = handle_parts(handle);
+    tx.execute(
+        "INSERT INTO key_versions (key_name, version, state, handle_kind, handle, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            name,
+            version,
+            VersionState::Creating.text(),
+            kind,
+            bytes,
+            created_at
+        ],
+    )
+    .sql()?;
+    Ok(())
+}
+
+fn reload(tx: &Connection, name: &str) -> Result<KeyRecord> {
+    load_key(tx, name)?.ok_or_else(|| StoreError::KeyNotFound(name.to_owned()))
+}
+
+impl KeyStore for SqliteStore {
+    /// Also fails with [`StoreError::Database`] if `key.backend` is not registered.
+    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> Result<()> {
+        self.write("begin_create", |tx| {
+            let registered = tx
+                .query_row(
+                    "SELECT 1 FROM backends WHERE name = ?1",
+                    [&key.backend],
+                    |_| Ok(()),
+                )
+                .optional()
+                .sql()?;
+            if registered.is_none() {
+                return Err(StoreError::Database(format!(
+                    "backend {:?} is not registered",
+                    key.backend
+                )));
+            }
+            let inserted = tx.execute(
+                "INSERT INTO keys (name, algorithm, purpose, backend, state, primary_version, \
+                 created_at, destroy_after) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, NULL)",
+                params![
+                    key.name,
+                    key.algorithm.text(),
+                    key.purpose.text(),
+                    key.backend,
+                    KeyState::Creating.text(),
+                    key.created_at
+                ],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::KeyExists(key.name.clone()));
+                }
+                other => other.sql()?,
+            };
+            let mut tag = tx
+                .prepare_cached("INSERT INTO key_tags (key_name, tag, value) VALUES (?1, ?2, ?3)")
+                .sql()?;
+            for (name, value) in &key.tags {
+                tag.execute(params![key.name, name, value]).sql()?;
+            }
+            insert_version(tx, &key.name, 1, handle, key.created_at)
+        })
+    }
+
+    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64) -> Result<u32> {
+        self.write("begin_version", |tx| {
+            require(name, key_state(tx, name)?, &[KeyState::Enabled])?;
+            let next: u32 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM key_versions WHERE key_name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .sql()?;
+            insert_version(tx, name, next, handle, created_at)?;
+            Ok(next)
+        })
+    }
+
+    /// The key must be `Creating` or `Enabled` (a rotation loses to a concurrent
+    /// disable) and the version `Creating`; otherwise [`StoreError::StateConflict`].
+    fn complete_version(
+        &self,
+        name: &str,
+        version: u32,
+        handle: &HardwareHandle,
+    ) -> Result<KeyRecord> {
+        self.write("complete_version", |tx| {
+            let state = key_state(tx, name)?;
+            let current = version_state(tx, name, version)?;
+            require(name, state, &[KeyState::Creating, KeyState::Enabled])?;
+            require_version(name, state, version, current, VersionState::Creating)?;
+            let (kind, bytes) = handle_parts(handle);
+            tx.execute(
+                "UPDATE key_versions SET state = ?3, handle_kind = ?4, handle = ?5 \
+                 WHERE key_name = ?1 AND version = ?2",
+                params![name, version, VersionState::Active.text(), kind, bytes],
+            )
+            .sql()?;
+            tx.execute(
+                "UPDATE keys SET primary_version = ?2, \
+                 state = CASE WHEN state = ?3 THEN ?4 ELSE state END WHERE name = ?1",
+                params![
+                    name,
+                    version,
+                    KeyState::Creating.text(),
+                    KeyState::Enabled.text()
+                ],
+            )
+            .sql()?;
+            reload(tx, name)
+        })
+    }
+
+    /// The version must be `Creating`; otherwise [`StoreError::StateConflict`].
+    fn abandon_version(&self, name: &str, version: u32) -> Result<()> {
+        self.write("abandon_version", |tx| {
+            let state = key_state(tx, name)?;
+            let current = version_state(tx, name, version)?;
+            require_version(name, state, version, current, VersionState::Creating)?;
+            if version == 1 {
+                tx.execute("DELETE FROM key_tags WHERE key_name = ?1", [name])
+                    .sql()?;
+                tx.execute("DELETE FROM key_versions WHERE key_name = ?1", [name])
+                    .sql()?;
+                tx.execute("DELETE FROM keys WHERE name = ?1", [name])
+                    .sql()?;
+            } else {
+                tx.execute(
+                    "DELETE FROM key_versions WHERE key_name = ?1 AND version = ?2",
+                    params![name, version],
+                )
+                .sql()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_versions(&self) -> Result<Vec<PendingVersion>> {
+        self.read("pending_versions", |tx| rows::pending_versions(tx))
+    }
+
+    fn get(&self, name: &str) -> Result<Option<KeyRecord>> {
+        self.read("get", |tx| {
+            let filter = "name = ?1 AND state <> ?2";
+            let keys = select_keys(tx, filter, params![name, KeyState::Creating.text()])?;
+            Ok(keys.into_iter().next())
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<KeyRecord>> {
+        self.read("list", |tx| {
+            // A byte-wise prefix comparison: no LIKE, so '%' and '_' are literal.
+            let filter = "substr(CAST(name AS BLOB), 1, length(?1)) = ?1 AND state <> ?2";
+            select_keys(
+                tx,
+                filter,
+                params![prefix.as_bytes(), KeyState::Creating.text()],
+            )
+        })
+    }
+
+    fn set_state(
+        &self,
+        name: &str,
+        expected: &[KeyState],
+        new: KeyState,
+        destroy_after: Option<i64>,
+    ) -> Result<KeyRecord> {
+        self.write("set_state", |tx| {
+            require(name, key_state(tx, name)?, expected)?;
+            tx.execute(
+                "UPDATE keys SET state = ?2, destroy_after = ?3 WHERE name = ?1",
+                params![name, new.text(), destroy_after],
+            )
+            .sql()?;
+            reload(tx, name)
+        })
+    }
+
+    /// Refusals (the primary, or a version not `Active`) are
+    /// [`StoreError::StateConflict`].
+    fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord> {
+        self.write("retire_version", |tx| {
+            let key = reload(tx, name)?;
+            let current = key
+                .version(version)
+                .ok_or_else(|| StoreError::VersionNotFound {
+                    name: name.to_owned(),
+                    version,
+                })?;
+            if version == key.primary_version {
+                let expected = format!("version {version} not to be the primary version");
+                return Err(conflict(name, key.state, expected));
+            }
+            require_version(
+                name,
+                key.state,
+                version,
+                current.state,
+                VersionState::Active,
+            )?;
+            tx.execute(
+                "UPDATE key_versions SET state = ?3 WHERE key_name = ?1 AND version = ?2",
+                params![name, version, VersionState::Retired.text()],
+            )
+            .sql()?;
+            reload(tx, name)
+        })
+    }
+
+    fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>> {
+        self.read("due_for_destruction", |tx| {
+            let filter = "state = ?1 AND destroy_after IS NOT NULL AND destroy_after <= ?2";
+            select_keys(
+                tx,
+                filter,
+                params![KeyState::PendingDestruction.text(), now],
+            )
+        })
+    }
+
+    fn known_hsm_objects(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
+        self.read("known_hsm_objects", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT v.handle FROM key_versions v JOIN keys k ON k.name = v.key_name \
+                     WHERE k.backend = ?1 AND k.state <> ?2 AND v.state <> ?3 \
+                     AND v.handle_kind = ?4 ORDER BY k.name, v.version",
+                )
+                .sql()?;
+            let params = params![
+                backend,
+                KeyState::Destroyed.text(),
+                VersionState::Retired.text(),
+                rows::HSM
+            ];
+            stmt.query_map(params, |row| row.get(0))
+                .sql()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .sql()
+        })
+    }
+
+    fn add_backend(&self, backend: &BackendRecord) -> Result<()> {
+        self.write("add_backend", |tx| {
+            rows::validate_backend(backend)?;
+            let inserted = rows::insert_backend(tx, backend);
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::BackendExists(backend.name().to_owned()))
+                }
+                other => other.sql().map(drop),
+            }
+        })
+    }
+
+    fn backends(&self) -> Result<Vec<BackendRecord>> {
+        self.read("backends", |tx| rows::backends(tx))
+    }
+
+    fn set_policy(&self, text: &str) -> Result<()> {
+        self.write("set_policy", |tx| {
+            tx.execute(
+                "INSERT INTO policy (id, text) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET text = excluded.text",
+                [text],
+            )
+            .sql()
+            .map(drop)
+        })
+    }
+
+    fn policy(&self) -> Result<Option<String>> {
+        self.read("policy", |tx| {
+            tx.query_row("SELECT text FROM policy WHERE id = 1", [], |row| row.get(0))
+                .optional()
+                .sql()
+        })
+    }
+}

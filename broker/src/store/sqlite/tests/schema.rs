@@ -1,0 +1,242 @@
+//! Opening, migrations, backends, policy, and what is read back from the file.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::*;
+
+fn user_version(path: &Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn open_creates_a_private_file_in_a_private_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/keybroker/store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+
+    let conn = store.lock();
+    let pragma = |name: &str| -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| format!("{v:?}"))
+            .unwrap()
+    };
+    assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+    assert_eq!(pragma("synchronous"), "Integer(2)"); // FULL
+    assert_eq!(pragma("foreign_keys"), "Integer(1)");
+    assert_ne!(pragma("busy_timeout"), "Integer(0)");
+}
+
+#[test]
+fn fresh_database_gets_the_latest_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    drop(SqliteStore::open(&path).unwrap());
+    assert!(SqliteStore::schema_version() >= 1);
+    assert_eq!(
+        user_version(&path),
+        i64::from(SqliteStore::schema_version())
+    );
+}
+
+#[test]
+fn reopening_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    add_backends(&store);
+    let key = create(&store, "k");
+    store
+        .set_policy("permit(principal, action, resource);")
+        .unwrap();
+    drop(store);
+
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get("k").unwrap(), Some(key.clone()));
+        assert_eq!(store.backends().unwrap().len(), 2);
+        assert!(store.policy().unwrap().is_some());
+        drop(store);
+        assert_eq!(
+            user_version(&path),
+            i64::from(SqliteStore::schema_version())
+        );
+    }
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let newer = SqliteStore::schema_version() + 1_000;
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (newer, SqliteStore::schema_version()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Left alone.
+    assert_eq!(user_version(&path), i64::from(newer));
+}
+
+#[test]
+fn in_memory_store_is_migrated() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let version = store
+        .lock()
+        .pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
+        .unwrap();
+    assert_eq!(version, SqliteStore::schema_version());
+}
+
+#[test]
+fn debug_shows_the_path_not_the_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    add_backends(&store);
+    create(&store, "secret-key-name");
+    let shown = format!("{store:?}");
+    assert!(shown.contains("store.db"), "{shown}");
+    assert!(!shown.contains("secret-key-name"), "{shown}");
+    let memory = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(format!("{memory:?}"), "SqliteStore(in memory)");
+}
+
+#[test]
+fn backends_are_listed_by_name_and_never_registered_twice() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    assert!(store.backends().unwrap().is_empty());
+    let env_pin = BackendRecord::Hsm {
+        name: "b-hsm".into(),
+        module_path: "/opt/hsm.so".into(),
+        token_label: "t".into(),
+        user_pin_file: None,
+        user_pin_env: Some("PIN".into()),
+    };
+    store.add_backend(&tpm_backend("c-tpm")).unwrap();
+    store.add_backend(&env_pin).unwrap();
+    store.add_backend(&hsm_backend("a-hsm")).unwrap();
+    assert_eq!(
+        store.backends().unwrap(),
+        vec![hsm_backend("a-hsm"), env_pin, tpm_backend("c-tpm")]
+    );
+    // The name is taken whatever the kind.
+    for duplicate in [hsm_backend("c-tpm"), tpm_backend("a-hsm")] {
+        match store.add_backend(&duplicate) {
+            Err(StoreError::BackendExists(name)) => assert_eq!(name, duplicate.name()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(store.backends().unwrap().len(), 3);
+}
+
+#[test]
+fn hsm_backend_needs_exactly_one_pin_source() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for (file, env) in [
+        (None, None),
+        (Some("/pin".to_owned()), Some("PIN".to_owned())),
+    ] {
+        let backend = BackendRecord::Hsm {
+            name: "h".into(),
+            module_path: "/opt/hsm.so".into(),
+            token_label: "t".into(),
+            user_pin_file: file,
+            user_pin_env: env,
+        };
+        match store.add_backend(&backend) {
+            Err(StoreError::Database(m)) => assert!(m.starts_with("add_backend: "), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(store.backends().unwrap().is_empty());
+}
+
+#[test]
+fn policy_is_replaced_whole() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(store.policy().unwrap(), None);
+    store.set_policy("first").unwrap();
+    assert_eq!(store.policy().unwrap().as_deref(), Some("first"));
+    store.set_policy("").unwrap();
+    assert_eq!(store.policy().unwrap().as_deref(), Some(""));
+    store.set_policy("second").unwrap();
+    assert_eq!(store.policy().unwrap().as_deref(), Some("second"));
+}
+
+/// Runs `sql` straight on the store's connection, as a newer broker or an editor might.
+fn tamper(store: &SqliteStore, sql: &str) {
+    store.lock().execute_batch(sql).unwrap();
+}
+
+#[test]
+fn unknown_stored_values_are_errors() {
+    let cases = [
+        ("UPDATE keys SET state = 'melting'", "melting"),
+        ("UPDATE keys SET algorithm = 'ec-p521'", "ec-p521"),
+        ("UPDATE keys SET purpose = 'wrap'", "wrap"),
+        ("UPDATE key_versions SET state = 'asleep'", "asleep"),
+        ("UPDATE key_versions SET handle_kind = 'enclave'", "enclave"),
+    ];
+    for (sql, value) in cases {
+        let store = store();
+        create(&store, "k");
+        tamper(&store, sql);
+        match store.list("") {
+            Err(StoreError::Database(m)) => {
+                assert!(m.starts_with("list: "), "{m}");
+                assert!(m.contains(value), "{m}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    let backends = store();
+    tamper(&backends, "UPDATE backends SET kind = 'cloud'");
+    assert!(matches!(backends.backends(), Err(StoreError::Database(m)) if m.contains("cloud")));
+
+    let keys = store();
+    create(&keys, "k");
+    tamper(&keys, "UPDATE keys SET state = 'melting'");
+    let err = keys
+        .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(m) if m.starts_with("set_state: ")));
+}
+
+#[test]
+fn a_failed_call_changes_nothing() {
+    let store = store();
+    create(&store, "k");
+    // The tag insert fails after the key row was written: the whole call rolls back.
+    tamper(
+        &store,
+        "CREATE TRIGGER no_tags BEFORE INSERT ON key_tags \
+         BEGIN SELECT RAISE(ABORT, 'no tags today'); END;",
+    );
+    let err = store.begin_create(&new_key("j"), &hsm("j")).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Database(m) if m.contains("no tags today")),
+        "{err:?}"
+    );
+    assert!(store.pending_versions().unwrap().is_empty());
+    tamper(&store, "DROP TRIGGER no_tags");
+    create(&store, "j");
+}
