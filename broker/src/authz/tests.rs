@@ -1,0 +1,1 @@
+//! Authorization decisions against small policies; pure logic, no hardware.
