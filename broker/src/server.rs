@@ -65,7 +65,17 @@ impl Broker {
             let opened = backends::open_tpm(&tpm.name, &tpm.tcti).map_err(setup("tpm"))?;
             backends.insert(opened).map_err(setup("tpm"))?;
         }
+        // Keys reference their backend in the store: record the configured ones too.
+        for record in configured_backends(&config) {
+            match store.add_backend(&record) {
+                Ok(()) | Err(crate::store::StoreError::BackendExists(_)) => {}
+                Err(e) => return Err(setup("store")(e)),
+            }
+        }
         for record in store.backends().map_err(setup("store"))? {
+            if backends.get(record.name()).is_ok() {
+                continue;
+            }
             let opened = backends::open_record(&record).map_err(setup("registered backend"))?;
             backends.insert(opened).map_err(setup("registered backend"))?;
         }
@@ -83,6 +93,23 @@ impl Broker {
             keys,
         })
     }
+}
+
+fn configured_backends(config: &Config) -> Vec<crate::store::BackendRecord> {
+    use crate::store::BackendRecord;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let hsm = config.hsm.iter().map(|h| BackendRecord::Hsm {
+        name: h.name.clone(),
+        module_path: path(&h.module),
+        token_label: h.token_label.clone(),
+        user_pin_file: h.user_pin_file.as_deref().map(path),
+        user_pin_env: h.user_pin_env.clone(),
+    });
+    let tpm = config.tpm.iter().map(|t| BackendRecord::Tpm {
+        name: t.name.clone(),
+        tcti: t.tcti.clone(),
+    });
+    hsm.chain(tpm).collect()
 }
 
 /// Policy files from the configuration; else the policy last set through the API; else

@@ -147,8 +147,14 @@ async fn every_key_operation_works_on_both_backends() {
     let listed = keys.list_keys(pb::ListKeysRequest { prefix: "tpm-".into() }).await.unwrap().into_inner();
     assert_eq!(listed.keys.len(), 3);
     // Keys stay in hardware: every private and secret key is sensitive and not extractable.
-    let objects = broker.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
-    assert!(objects.contains("sensitive") && !objects.contains("extractable"), "{objects}");
+    for kind in ["privkey", "secrkey"] {
+        let objects = broker.pkcs11_tool(&["--list-objects", "--type", kind]);
+        let access: Vec<&str> = objects.lines().filter(|l| l.trim().starts_with("Access:")).collect();
+        assert!(!access.is_empty(), "{objects}");
+        for line in access {
+            assert!(line.contains("always sensitive") && line.contains("never extractable"), "{line}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -178,7 +178,7 @@ impl BackendRecord {
 }
 
 /// The metadata store.
-pub trait KeyStore: Send + Sync + 'static {
+pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Records the intent to create version 1 of a new key: the key in `Creating` state
     /// with one `Creating` version. Written *before* the hardware object is made.
     ///
@@ -231,7 +231,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Marks a non-primary `Active` version `Retired`.
     fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord>;
 
-    /// Keys `PendingDestruction` whose `destroy_after` is at or before `now`.
+    /// Keys `PendingDestruction` (or `Revoked` with a destruction scheduled) whose
+    /// `destroy_after` is at or before `now`.
     fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>>;
 
     /// Every HSM object id the store knows for a backend, in any state but `Destroyed`
