@@ -59,19 +59,20 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks a key name: 1 to 100 characters of `[A-Za-z0-9/_.-]`, not starting with `/`.
+/// Checks a key name: 1 to 100 characters of `[A-Za-z0-9/_.-]`, made of `/`-separated
+/// segments that are neither empty nor `.` or `..`.
 pub fn check_key_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('/')
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))
+        && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
     if ok {
         Ok(())
     } else {
         Err(BrokerError::InvalidArgument(format!(
-            "name: 1 to {MAX_NAME_LEN} characters of [A-Za-z0-9/_.-], not starting with /"
+            "name: 1 to {MAX_NAME_LEN} characters of [A-Za-z0-9/_.-], in /-separated segments that are not empty, . or .."
         )))
     }
 }
