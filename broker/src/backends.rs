@@ -147,7 +147,10 @@ pub fn open_record(record: &BackendRecord) -> Result<NamedBackend> {
             user_pin_file,
             user_pin_env,
         } => {
-            let pin = read_pin(user_pin_file.as_deref().map(Path::new), user_pin_env.as_deref())?;
+            let pin = read_pin(
+                user_pin_file.as_deref().map(Path::new),
+                user_pin_env.as_deref(),
+            )?;
             open_hsm(
                 name,
                 Path::new(module_path),

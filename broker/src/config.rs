@@ -290,7 +290,10 @@ impl Config {
         }
         if let Some(default) = &self.keys.default_backend {
             if !names.contains(default) {
-                return bad("keys.default_backend", "no [[hsm]] or [[tpm]] has this name");
+                return bad(
+                    "keys.default_backend",
+                    "no [[hsm]] or [[tpm]] has this name",
+                );
             }
         }
         if let Some(signing) = &self.attestation.signing_backend {
@@ -304,7 +307,9 @@ impl Config {
                 "must be at least keys.min_destruction_pending_days",
             );
         }
-        if self.attestation.challenge_ttl_seconds == 0 || self.attestation.challenge_ttl_seconds > 600 {
+        if self.attestation.challenge_ttl_seconds == 0
+            || self.attestation.challenge_ttl_seconds > 600
+        {
             return bad("attestation.challenge_ttl_seconds", "must be 1 to 600");
         }
         Ok(())
@@ -384,12 +389,30 @@ user_pin_env = "KEYBROKER_PIN"
     fn errors_name_the_field() {
         let cases = [
             (MINIMAL.replace("listen =", "listn ="), "server"),
-            (MINIMAL.replace("127.0.0.1:8443", "localhost"), "server.listen"),
-            (MINIMAL.replace("user_pin_env = \"KEYBROKER_PIN\"", ""), "hsm[0].user_pin_file"),
-            (format!("{MINIMAL}\n[[tpm]]\nname = \"hsm\"\ntcti = \"swtpm:\"\n"), "tpm[0].name"),
-            (format!("{MINIMAL}\n[[tpm]]\nname = \"t\"\ntcti = \"mssim:\"\n"), "tpm[0].tcti"),
-            (format!("{MINIMAL}\n[keys]\ndefault_backend = \"nope\"\n"), "keys.default_backend"),
-            (format!("{MINIMAL}\n[keys]\norphans = \"burn\"\n"), "keys.orphans"),
+            (
+                MINIMAL.replace("127.0.0.1:8443", "localhost"),
+                "server.listen",
+            ),
+            (
+                MINIMAL.replace("user_pin_env = \"KEYBROKER_PIN\"", ""),
+                "hsm[0].user_pin_file",
+            ),
+            (
+                format!("{MINIMAL}\n[[tpm]]\nname = \"hsm\"\ntcti = \"swtpm:\"\n"),
+                "tpm[0].name",
+            ),
+            (
+                format!("{MINIMAL}\n[[tpm]]\nname = \"t\"\ntcti = \"mssim:\"\n"),
+                "tpm[0].tcti",
+            ),
+            (
+                format!("{MINIMAL}\n[keys]\ndefault_backend = \"nope\"\n"),
+                "keys.default_backend",
+            ),
+            (
+                format!("{MINIMAL}\n[keys]\norphans = \"burn\"\n"),
+                "keys.orphans",
+            ),
         ];
         for (text, field) in cases {
             let (got, reason) = parse(&text).unwrap_err();

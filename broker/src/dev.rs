@@ -120,7 +120,14 @@ fn softhsm(state: &Path) -> DevResult<PathBuf> {
     write_secret(&user_pin, &random_pin())?;
     let exe = std::env::current_exe().map_err(io("locating keybroker"))?;
     let out = Command::new(exe)
-        .args(["token", "init", "--module", SOFTHSM_MODULE, "--label", TOKEN_LABEL])
+        .args([
+            "token",
+            "init",
+            "--module",
+            SOFTHSM_MODULE,
+            "--label",
+            TOKEN_LABEL,
+        ])
         .arg("--so-pin-file")
         .arg(&so_pin)
         .arg("--user-pin-file")
@@ -245,7 +252,9 @@ impl Swtpm {
             .arg(format!("dir={}", dir.display()))
             .stdout(Stdio::null())
             .spawn()
-            .map_err(io("starting swtpm (is it installed? `make run` installs it)"))?;
+            .map_err(io(
+                "starting swtpm (is it installed? `make run` installs it)",
+            ))?;
         let mut swtpm = Swtpm { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -267,7 +276,10 @@ impl Swtpm {
 fn free_port_pair() -> DevResult<u16> {
     for _ in 0..50 {
         let first = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-        let port = first.local_addr().map_err(io("finding a free port"))?.port();
+        let port = first
+            .local_addr()
+            .map_err(io("finding a free port"))?
+            .port();
         if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return Ok(port);
         }

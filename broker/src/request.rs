@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tonic::{Code, Status};
 
-use crate::authz::{Action, AuthzRequest, Authorizer, Resource};
+use crate::authz::{Action, Authorizer, AuthzRequest, Resource};
 use crate::identity::SpiffeId;
 use crate::tls::PeerInfo;
 

@@ -50,15 +50,15 @@ impl Broker {
     /// # Errors
     /// Any of them cannot be opened; the message names which.
     pub fn open(config: Config) -> Result<Broker, ServeError> {
-        let store: Arc<dyn KeyStore> = Arc::new(
-            SqliteStore::open(&config.store.path).map_err(setup("store"))?,
-        );
+        let store: Arc<dyn KeyStore> =
+            Arc::new(SqliteStore::open(&config.store.path).map_err(setup("store"))?);
         let backends = Arc::new(Backends::default());
         for hsm in &config.hsm {
             let pin = backends::read_pin(hsm.user_pin_file.as_deref(), hsm.user_pin_env.as_deref())
                 .map_err(|e| ServeError::Setup(format!("hsm {:?}: {e}", hsm.name)))?;
-            let opened = backends::open_hsm(&hsm.name, &hsm.module, &hsm.token_label, pin, hsm.sessions)
-                .map_err(setup("hsm"))?;
+            let opened =
+                backends::open_hsm(&hsm.name, &hsm.module, &hsm.token_label, pin, hsm.sessions)
+                    .map_err(setup("hsm"))?;
             backends.insert(opened).map_err(setup("hsm"))?;
         }
         for tpm in &config.tpm {
@@ -77,7 +77,9 @@ impl Broker {
                 continue;
             }
             let opened = backends::open_record(&record).map_err(setup("registered backend"))?;
-            backends.insert(opened).map_err(setup("registered backend"))?;
+            backends
+                .insert(opened)
+                .map_err(setup("registered backend"))?;
         }
         let authorizer = Arc::new(load_policy(&config, store.as_ref())?);
         let keys = Arc::new(KeyManager::new(
@@ -131,12 +133,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     crate::tls::install_crypto_provider();
-    let tls = ServerTls::from_files(&config.server.cert, &config.server.key, &config.server.client_ca)
-        .map_err(setup("tls"))?;
+    let tls = ServerTls::from_files(
+        &config.server.cert,
+        &config.server.key,
+        &config.server.client_ca,
+    )
+    .map_err(setup("tls"))?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
         .map_err(setup("start-up"))??;
-    let report = broker.keys.reconcile().await.map_err(setup("reconciliation"))?;
+    let report = broker
+        .keys
+        .reconcile()
+        .await
+        .map_err(setup("reconciliation"))?;
     tracing::info!(
         half_made_destroyed = report.half_made_destroyed,
         pending_dropped = report.pending_dropped,
@@ -147,7 +157,9 @@ pub async fn serve(
     spawn_destroyer(broker.keys.clone());
 
     let server = &broker.config.server;
-    let listener = TcpListener::bind(server.listen).await.map_err(setup("listen"))?;
+    let listener = TcpListener::bind(server.listen)
+        .await
+        .map_err(setup("listen"))?;
     let local = listener.local_addr().map_err(setup("listen"))?;
     let incoming = TlsIncoming::new(
         listener,

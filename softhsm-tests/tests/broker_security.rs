@@ -1,5 +1,10 @@
 //! End to end: who may call the broker, and how it answers bad requests and crashes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -13,7 +18,10 @@ use pb::KeyPurpose as P;
 use pb::key_service_client::KeyServiceClient;
 use tonic::Code;
 
-async fn list(broker: &BrokerProcess, channel: tonic::transport::Channel) -> Result<(), tonic::Status> {
+async fn list(
+    broker: &BrokerProcess,
+    channel: tonic::transport::Channel,
+) -> Result<(), tonic::Status> {
     let _ = broker;
     KeyServiceClient::new(channel)
         .list_keys(pb::ListKeysRequest::default())
@@ -63,14 +71,19 @@ async fn clients_without_a_valid_certificate_get_no_service() {
     };
     assert!(refused, "an expired certificate was served");
     // The broker still serves a good client.
-    list(&broker, broker.channel("admin").await.unwrap()).await.unwrap();
+    list(&broker, broker.channel("admin").await.unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_refuses_unnamed_identities_and_operations_outside_a_grant() {
     let broker = BrokerProcess::start();
     let mut admin = broker.keys("admin").await;
-    admin.create_key(create("pay", A::EcP256, P::SignVerify, "softhsm")).await.unwrap();
+    admin
+        .create_key(create("pay", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
     let mut other = create("other-team", A::EcP256, P::SignVerify, "softhsm");
     other.tags = [("team".to_string(), "billing".to_string())].into();
     admin.create_key(other).await.unwrap();
@@ -86,9 +99,18 @@ async fn policy_refuses_unnamed_identities_and_operations_outside_a_grant() {
     // ...but not with another team's, not create keys, not rotate, not list.
     for status in [
         workload.sign(sign("other-team")).await.unwrap_err(),
-        workload.create_key(create("mine", A::EcP256, P::SignVerify, "softhsm")).await.unwrap_err(),
-        workload.rotate_key(pb::KeyRef { name: "pay".into() }).await.unwrap_err(),
-        workload.list_keys(pb::ListKeysRequest::default()).await.unwrap_err(),
+        workload
+            .create_key(create("mine", A::EcP256, P::SignVerify, "softhsm"))
+            .await
+            .unwrap_err(),
+        workload
+            .rotate_key(pb::KeyRef { name: "pay".into() })
+            .await
+            .unwrap_err(),
+        workload
+            .list_keys(pb::ListKeysRequest::default())
+            .await
+            .unwrap_err(),
         // An unknown key is refused the same way: existence does not leak.
         workload.sign(sign("no-such-key")).await.unwrap_err(),
     ] {
@@ -99,7 +121,10 @@ async fn policy_refuses_unnamed_identities_and_operations_outside_a_grant() {
     let mut stranger = broker.keys("stranger").await;
     let status = stranger.sign(sign("pay")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = stranger.list_keys(pb::ListKeysRequest::default()).await.unwrap_err();
+    let status = stranger
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 }
 
@@ -107,9 +132,16 @@ async fn policy_refuses_unnamed_identities_and_operations_outside_a_grant() {
 async fn bad_requests_get_clear_statuses_and_the_broker_keeps_serving() {
     let mut broker = BrokerProcess::start();
     let mut keys = broker.keys("admin").await;
-    keys.create_key(create("k", A::EcP256, P::SignVerify, "softhsm")).await.unwrap();
+    keys.create_key(create("k", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
     // Unknown key.
-    let s = keys.get_key(pb::KeyRef { name: "missing".into() }).await.unwrap_err();
+    let s = keys
+        .get_key(pb::KeyRef {
+            name: "missing".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::NotFound, "{s:?}");
     // Malformed: unknown algorithm, bad name, wrong digest length, no input, bad purpose.
     let mut bad = create("x", A::EcP256, P::SignVerify, "softhsm");
@@ -118,18 +150,38 @@ async fn bad_requests_get_clear_statuses_and_the_broker_keeps_serving() {
     bad_purpose.tags.clear();
     for s in [
         keys.create_key(bad).await.unwrap_err(),
-        keys.create_key(create("../etc", A::EcP256, P::SignVerify, "softhsm")).await.unwrap_err(),
+        keys.create_key(create("../etc", A::EcP256, P::SignVerify, "softhsm"))
+            .await
+            .unwrap_err(),
         keys.create_key(bad_purpose).await.unwrap_err(),
-        keys.sign(pb::SignRequest { name: "k".into(), input: Some(pb::sign_request::Input::Digest(vec![0; 31])), scheme: 0 })
-            .await
-            .unwrap_err(),
-        keys.sign(pb::SignRequest { name: "k".into(), input: None, scheme: 0 }).await.unwrap_err(),
-        keys.sign(pb::SignRequest { name: "k".into(), input: Some(pb::sign_request::Input::Message(vec![1])), scheme: pb::SignatureScheme::RsaPss as i32 })
-            .await
-            .unwrap_err(),
-        keys.decrypt(pb::DecryptRequest { name: "k".into(), ciphertext: b"garbage".to_vec(), aad: vec![] })
-            .await
-            .unwrap_err(),
+        keys.sign(pb::SignRequest {
+            name: "k".into(),
+            input: Some(pb::sign_request::Input::Digest(vec![0; 31])),
+            scheme: 0,
+        })
+        .await
+        .unwrap_err(),
+        keys.sign(pb::SignRequest {
+            name: "k".into(),
+            input: None,
+            scheme: 0,
+        })
+        .await
+        .unwrap_err(),
+        keys.sign(pb::SignRequest {
+            name: "k".into(),
+            input: Some(pb::sign_request::Input::Message(vec![1])),
+            scheme: pb::SignatureScheme::RsaPss as i32,
+        })
+        .await
+        .unwrap_err(),
+        keys.decrypt(pb::DecryptRequest {
+            name: "k".into(),
+            ciphertext: b"garbage".to_vec(),
+            aad: vec![],
+        })
+        .await
+        .unwrap_err(),
     ] {
         assert!(
             matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition),
@@ -138,7 +190,10 @@ async fn bad_requests_get_clear_statuses_and_the_broker_keeps_serving() {
         assert!(!s.message().is_empty());
     }
     // A duplicate name.
-    let s = keys.create_key(create("k", A::EcP256, P::SignVerify, "softhsm")).await.unwrap_err();
+    let s = keys
+        .create_key(create("k", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::AlreadyExists);
     // Oversized: the broker takes at most 64 KiB per message here.
     let s = keys
@@ -154,9 +209,13 @@ async fn bad_requests_get_clear_statuses_and_the_broker_keeps_serving() {
         "{s:?}"
     );
     // Still serving, on the same connection.
-    keys.sign(pb::SignRequest { name: "k".into(), input: Some(pb::sign_request::Input::Message(b"ok".to_vec())), scheme: 0 })
-        .await
-        .unwrap();
+    keys.sign(pb::SignRequest {
+        name: "k".into(),
+        input: Some(pb::sign_request::Input::Message(b"ok".to_vec())),
+        scheme: 0,
+    })
+    .await
+    .unwrap();
     assert!(broker.is_running());
 }
 
@@ -169,8 +228,13 @@ async fn kill_9_during_creation_leaves_no_half_made_key_and_no_unnoticed_orphan(
     for i in 0..6 {
         let mut keys = KeyServiceClient::new(channel.clone());
         tasks.push(tokio::spawn(async move {
-            keys.create_key(create(&format!("big-{i}"), A::Rsa4096, P::SignVerify, "softhsm"))
-                .await
+            keys.create_key(create(
+                &format!("big-{i}"),
+                A::Rsa4096,
+                P::SignVerify,
+                "softhsm",
+            ))
+            .await
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -181,16 +245,31 @@ async fn kill_9_during_creation_leaves_no_half_made_key_and_no_unnoticed_orphan(
     // While the broker is down, an object with the broker's label appears that no store
     // knows (as after restoring an old database).
     broker.pkcs11_tool(&[
-        "--keypairgen", "--key-type", "EC:prime256v1", "--label", "kb:ghost:v1", "--id", "0badc0de",
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "kb:ghost:v1",
+        "--id",
+        "0badc0de",
     ]);
     broker.spawn();
     let mut keys = broker.keys("admin").await;
-    let listed = keys.list_keys(pb::ListKeysRequest::default()).await.unwrap().into_inner().keys;
+    let listed = keys
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
     // Every key the broker shows works.
     for key in &listed {
-        keys.sign(pb::SignRequest { name: key.name.clone(), input: Some(pb::sign_request::Input::Message(b"m".to_vec())), scheme: 0 })
-            .await
-            .unwrap();
+        keys.sign(pb::SignRequest {
+            name: key.name.clone(),
+            input: Some(pb::sign_request::Input::Message(b"m".to_vec())),
+            scheme: 0,
+        })
+        .await
+        .unwrap();
     }
     // The token holds exactly the listed keys' objects, plus the ghost, which is reported.
     let mut expected: Vec<String> = listed.iter().map(|k| format!("kb:{}:v1", k.name)).collect();
@@ -198,6 +277,9 @@ async fn kill_9_during_creation_leaves_no_half_made_key_and_no_unnoticed_orphan(
     expected.sort();
     assert_eq!(broker.broker_objects(), expected);
     let log = broker.log();
-    assert!(log.contains("HSM object not in the store") && log.contains("kb:ghost:v1"), "{log}");
+    assert!(
+        log.contains("HSM object not in the store") && log.contains("kb:ghost:v1"),
+        "{log}"
+    );
     assert!(log.contains("store and hardware reconciled"), "{log}");
 }

@@ -63,11 +63,13 @@ pub(super) fn compile(validator: &Validator, texts: &[Text<'_>]) -> Result<Polic
             let id = template
                 .annotation("id")
                 .map_or_else(|| format!("policy{}", offset + index), str::to_string);
-            return Err(AuthzError::Refused(origin(index).problem(
-                &id,
-                "templates (policies with ?principal or ?resource slots) are not supported"
-                    .to_string(),
-            )));
+            return Err(AuthzError::Refused(
+                origin(index).problem(
+                    &id,
+                    "templates (policies with ?principal or ?resource slots) are not supported"
+                        .to_string(),
+                ),
+            ));
         }
         let mut policies: Vec<(usize, &Policy)> = parsed
             .policies()

@@ -65,7 +65,12 @@ fn leading_id(tokens: &[Token<'_>]) -> Option<String> {
     let mut rest = tokens;
     while let [Token::Punct('@'), Token::Word(name), after @ ..] = rest {
         match after {
-            [Token::Punct('('), Token::Str(value), Token::Punct(')'), tail @ ..] => {
+            [
+                Token::Punct('('),
+                Token::Str(value),
+                Token::Punct(')'),
+                tail @ ..,
+            ] => {
                 if *name == "id" {
                     return Some(unescape(value));
                 }

@@ -54,7 +54,8 @@ impl ClientConfig {
     /// Unreadable files, or the broker cannot be reached or is not trusted.
     pub async fn connect(&self) -> Result<Channel, CliError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
         };
         let (ca, cert, key) = (read(&self.ca)?, read(&self.cert)?, read(&self.key)?);
         crate::tls::client_channel(&self.endpoint, &ca, &cert, &key)

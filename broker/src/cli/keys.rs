@@ -137,9 +137,10 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
             .schedule_key_destruction(pb::ScheduleKeyDestructionRequest { name, pending_days })
             .await?
             .into_inner(),
-        KeysCommand::CancelDestroy { name } => {
-            keys.cancel_key_destruction(key_ref(name)).await?.into_inner()
-        }
+        KeysCommand::CancelDestroy { name } => keys
+            .cancel_key_destruction(key_ref(name))
+            .await?
+            .into_inner(),
         KeysCommand::PublicKey { name, version, out } => {
             let public = keys
                 .get_public_key(pb::GetPublicKeyRequest { name, version })
@@ -160,13 +161,21 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
 
 fn state(k: &pb::Key) -> String {
     pb::KeyState::try_from(k.state)
-        .map(|s| s.as_str_name().trim_start_matches("KEY_STATE_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("KEY_STATE_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| k.state.to_string())
 }
 
 fn algorithm_name(k: &pb::Key) -> String {
     pb::KeyAlgorithm::try_from(k.algorithm)
-        .map(|s| s.as_str_name().trim_start_matches("KEY_ALGORITHM_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("KEY_ALGORITHM_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| k.algorithm.to_string())
 }
 
@@ -190,7 +199,14 @@ fn print_keys(keys: &[pb::Key], json: bool) -> Result<(), CliError> {
         return print_json(&rows);
     }
     let mut table = Table::new();
-    table.set_header(["NAME", "ALGORITHM", "BACKEND", "STATE", "PRIMARY", "VERSIONS"]);
+    table.set_header([
+        "NAME",
+        "ALGORITHM",
+        "BACKEND",
+        "STATE",
+        "PRIMARY",
+        "VERSIONS",
+    ]);
     for k in keys {
         table.add_row([
             k.name.clone(),

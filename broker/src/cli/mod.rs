@@ -44,7 +44,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The configuration file.
-    #[arg(long, value_name = "FILE", required_unless_present = "dev", conflicts_with = "dev")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "dev",
+        conflicts_with = "dev"
+    )]
     pub config: Option<PathBuf>,
     /// Development mode: a SoftHSM2 token, a swtpm, a development CA and certificates, all
     /// under --state-dir. Never for production.

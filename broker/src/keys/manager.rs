@@ -67,7 +67,9 @@ pub fn check_key_name(name: &str) -> Result<()> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))
-        && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        && name
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
     if ok {
         Ok(())
     } else {
@@ -79,12 +81,15 @@ pub fn check_key_name(name: &str) -> Result<()> {
 
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     if tags.len() > MAX_TAGS {
-        return Err(BrokerError::InvalidArgument(format!("tags: at most {MAX_TAGS}")));
+        return Err(BrokerError::InvalidArgument(format!(
+            "tags: at most {MAX_TAGS}"
+        )));
     }
     for (k, v) in tags {
         let key_ok = !k.is_empty()
             && k.len() <= 64
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !key_ok || v.len() > 256 || v.chars().any(char::is_control) {
             return Err(BrokerError::InvalidArgument(format!(
                 "tags: {k:?}: names are 1 to 64 of [A-Za-z0-9_.-], values up to 256 printable characters"
@@ -167,7 +172,9 @@ impl KeyManager {
                     .all()
                     .first()
                     .map(|b| b.name.clone())
-                    .ok_or_else(|| BrokerError::FailedPrecondition("no backend is registered".into()))?,
+                    .ok_or_else(|| {
+                        BrokerError::FailedPrecondition("no backend is registered".into())
+                    })?,
             }
         } else {
             requested.to_string()
@@ -242,7 +249,11 @@ impl KeyManager {
                 super::convert::state_name(key.state)
             )));
         }
-        let wanted = if version == 0 { key.primary_version } else { version };
+        let wanted = if version == 0 {
+            key.primary_version
+        } else {
+            version
+        };
         let v = key.version(wanted).ok_or_else(|| {
             BrokerError::FailedPrecondition(format!("key {:?} has no version {wanted}", key.name))
         })?;
@@ -279,7 +290,11 @@ impl KeyManager {
                     .set_state(name, &[S::Enabled, S::Disabled], S::Revoked, None)
             }
             StateChange::ScheduleDestruction { days } => {
-                let days = if days == 0 { self.config.destruction_pending_days } else { days };
+                let days = if days == 0 {
+                    self.config.destruction_pending_days
+                } else {
+                    days
+                };
                 if days < self.config.min_destruction_pending_days {
                     return Err(BrokerError::InvalidArgument(format!(
                         "pending_days: at least {}",
@@ -288,9 +303,17 @@ impl KeyManager {
                 }
                 let after = now().saturating_add(i64::from(days) * SECONDS_PER_DAY);
                 // A revoked key stays revoked while it waits: cancelling must not revive it.
-                let target = if key.state == S::Revoked { S::Revoked } else { S::PendingDestruction };
-                self.store
-                    .set_state(name, &[S::Enabled, S::Disabled, S::Revoked], target, Some(after))
+                let target = if key.state == S::Revoked {
+                    S::Revoked
+                } else {
+                    S::PendingDestruction
+                };
+                self.store.set_state(
+                    name,
+                    &[S::Enabled, S::Disabled, S::Revoked],
+                    target,
+                    Some(after),
+                )
             }
             StateChange::CancelDestruction => {
                 if key.destroy_after.is_none() {
@@ -298,7 +321,11 @@ impl KeyManager {
                         "key {name:?} is not scheduled for destruction"
                     )));
                 }
-                let target = if key.state == S::Revoked { S::Revoked } else { S::Disabled };
+                let target = if key.state == S::Revoked {
+                    S::Revoked
+                } else {
+                    S::Disabled
+                };
                 self.store
                     .set_state(name, &[S::PendingDestruction, S::Revoked], target, None)
             }
@@ -379,8 +406,11 @@ impl KeyManager {
             if !matches!(backend.backend, Backend::Hsm(_)) {
                 continue;
             }
-            let known: BTreeSet<Vec<u8>> =
-                self.store.known_hsm_objects(&backend.name)?.into_iter().collect();
+            let known: BTreeSet<Vec<u8>> = self
+                .store
+                .known_hsm_objects(&backend.name)?
+                .into_iter()
+                .collect();
             let b = backend.clone();
             let objects = tokio::task::spawn_blocking(move || match &b.backend {
                 Backend::Hsm(hsm) => hsm.list_keys().map_err(BrokerError::from),
@@ -392,9 +422,15 @@ impl KeyManager {
                     continue;
                 }
                 tracing::warn!(backend = %backend.name, id = %object.id, label = %object.label, "HSM object not in the store");
-                report.orphans.push((backend.name.clone(), object.id.to_string(), object.label.clone()));
+                report.orphans.push((
+                    backend.name.clone(),
+                    object.id.to_string(),
+                    object.label.clone(),
+                ));
                 if self.config.orphans == OrphanAction::Destroy {
-                    let handle = HardwareHandle::Hsm { object_id: object.id.as_bytes().to_vec() };
+                    let handle = HardwareHandle::Hsm {
+                        object_id: object.id.as_bytes().to_vec(),
+                    };
                     self.destroy_object(&backend.name, &handle).await;
                     report.orphans_destroyed += 1;
                 }
@@ -451,10 +487,12 @@ async fn make_in_hardware(
         (Backend::Hsm(_), HardwareHandle::Hsm { object_id }) => {
             let spec = hsm_spec(algorithm, purpose)?;
             let label = label(name, version)?;
-            let id = KeyId::new(object_id.clone())
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let id =
+                KeyId::new(object_id.clone()).map_err(|e| BrokerError::Internal(e.to_string()))?;
             tokio::task::spawn_blocking(move || match &backend.backend {
-                Backend::Hsm(hsm) => hsm.generate_key(&id, &label, spec).map_err(BrokerError::from),
+                Backend::Hsm(hsm) => hsm
+                    .generate_key(&id, &label, spec)
+                    .map_err(BrokerError::from),
                 Backend::Tpm(_) => Err(BrokerError::Internal("backend kind changed".into())),
             })
             .await??;

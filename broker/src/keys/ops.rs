@@ -55,7 +55,11 @@ pub fn hash_for(algorithm: Algorithm) -> HashAlgorithm {
 }
 
 /// The digest to sign or verify: the caller's, length-checked, or the hash of its message.
-pub fn digest_of(algorithm: Algorithm, message: Option<&[u8]>, digest: Option<&[u8]>) -> Result<Digest> {
+pub fn digest_of(
+    algorithm: Algorithm,
+    message: Option<&[u8]>,
+    digest: Option<&[u8]>,
+) -> Result<Digest> {
     let hash = hash_for(algorithm);
     match (message, digest) {
         (Some(m), None) => Ok(Digest::of(hash, m)),
@@ -69,7 +73,9 @@ pub fn digest_of(algorithm: Algorithm, message: Option<&[u8]>, digest: Option<&[
                 hash.output_len()
             ))
         }),
-        _ => Err(BrokerError::InvalidArgument("give a message or a digest".into())),
+        _ => Err(BrokerError::InvalidArgument(
+            "give a message or a digest".into(),
+        )),
     }
 }
 
@@ -90,9 +96,7 @@ fn tpm_blob(version: &VersionRecord) -> Result<TpmBlob> {
 }
 
 /// Runs a blocking HSM call off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -200,13 +204,11 @@ mod signature_check {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
 
     pub fn ecdsa_p256(key: &p256::ecdsa::VerifyingKey, digest: &[u8], sig: &[u8]) -> bool {
-        p256::ecdsa::Signature::from_der(sig)
-            .is_ok_and(|s| key.verify_prehash(digest, &s).is_ok())
+        p256::ecdsa::Signature::from_der(sig).is_ok_and(|s| key.verify_prehash(digest, &s).is_ok())
     }
 
     pub fn ecdsa_p384(key: &p384::ecdsa::VerifyingKey, digest: &[u8], sig: &[u8]) -> bool {
-        p384::ecdsa::Signature::from_der(sig)
-            .is_ok_and(|s| key.verify_prehash(digest, &s).is_ok())
+        p384::ecdsa::Signature::from_der(sig).is_ok_and(|s| key.verify_prehash(digest, &s).is_ok())
     }
 
     pub fn rsa_sha256(key: &rsa::RsaPublicKey, pss: bool, digest: &[u8], sig: &[u8]) -> bool {
@@ -245,7 +247,9 @@ pub async fn encrypt(
             (sealed.nonce.to_vec(), sealed.ciphertext)
         }
         (_, Algorithm::Aes256) => {
-            return Err(BrokerError::Unsupported("AES keys live in HSMs only".into()));
+            return Err(BrokerError::Unsupported(
+                "AES keys live in HSMs only".into(),
+            ));
         }
         (_, _) if !aad.is_empty() => {
             return Err(BrokerError::InvalidArgument(
@@ -331,7 +335,8 @@ pub async fn decrypt(
                 };
                 hsm.rsa_decrypt(&id, hash, &envelope.data)
                     .map_err(|e| match e {
-                        hsm_backend::HsmError::InvalidInput(_) | hsm_backend::HsmError::Pkcs11 { .. } => {
+                        hsm_backend::HsmError::InvalidInput(_)
+                        | hsm_backend::HsmError::Pkcs11 { .. } => {
                             BrokerError::IntegrityFailure("decryption failed".into())
                         }
                         other => other.into(),

@@ -8,7 +8,9 @@ use pb::key_service_server::KeyService;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
-use super::convert::{algorithm_from_wire, algorithm_name, key_to_wire, purpose_from_wire, purpose_name, state_name};
+use super::convert::{
+    algorithm_from_wire, algorithm_name, key_to_wire, purpose_from_wire, purpose_name, state_name,
+};
 use super::manager::{KeyManager, StateChange, now};
 use super::ops::{self, Scheme};
 use crate::authz::{Action, KeyResource, Resource};
@@ -79,7 +81,12 @@ impl KeyServiceImpl {
         }
     }
 
-    async fn change_state(&self, request: Request<pb::KeyRef>, action: Action, change: StateChange) -> Reply<pb::Key> {
+    async fn change_state(
+        &self,
+        request: Request<pb::KeyRef>,
+        action: Action,
+        change: StateChange,
+    ) -> Reply<pb::Key> {
         let name = request.get_ref().name.clone();
         self.authorized_key(&request, &name, action)?;
         let key = self.manager.transition(&name, change)?;
@@ -132,19 +139,32 @@ impl KeyService for KeyServiceImpl {
         Ok(Response::new(key_to_wire(&key)))
     }
 
-    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Reply<pb::ListKeysResponse> {
-        self.gate.authorize(&request, Action::ListKeys, Resource::Broker)?;
-        let keys = self.manager.store().list(&request.get_ref().prefix).map_err(BrokerError::from)?;
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Reply<pb::ListKeysResponse> {
+        self.gate
+            .authorize(&request, Action::ListKeys, Resource::Broker)?;
+        let keys = self
+            .manager
+            .store()
+            .list(&request.get_ref().prefix)
+            .map_err(BrokerError::from)?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.iter().map(key_to_wire).collect(),
         }))
     }
 
-    async fn get_public_key(&self, request: Request<pb::GetPublicKeyRequest>) -> Reply<pb::PublicKey> {
+    async fn get_public_key(
+        &self,
+        request: Request<pb::GetPublicKeyRequest>,
+    ) -> Reply<pb::PublicKey> {
         let r = request.get_ref();
         let (key, _) = self.authorized_key(&request, &r.name, Action::GetPublicKey)?;
         if key.algorithm == crate::store::Algorithm::Aes256 {
-            return Err(BrokerError::FailedPrecondition("AES keys have no public key".into()).into());
+            return Err(
+                BrokerError::FailedPrecondition("AES keys have no public key".into()).into(),
+            );
         }
         let version = self.manager.usable(&key, r.version)?;
         let backend = self.manager.backends().get(&key.backend)?;
@@ -168,14 +188,19 @@ impl KeyService for KeyServiceImpl {
         let version = self.manager.usable(&key, 0)?;
         let backend = self.manager.backends().get(&key.backend)?;
         let mut signatures = ops::sign(backend, &key, &version, scheme, vec![digest]).await?;
-        let signature = signatures.pop().ok_or_else(|| BrokerError::Internal("no signature".into()))?;
+        let signature = signatures
+            .pop()
+            .ok_or_else(|| BrokerError::Internal("no signature".into()))?;
         Ok(Response::new(pb::SignResponse {
             signature,
             key_version: version.version,
         }))
     }
 
-    async fn sign_batch(&self, request: Request<pb::SignBatchRequest>) -> Reply<pb::SignBatchResponse> {
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignBatchRequest>,
+    ) -> Reply<pb::SignBatchResponse> {
         let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Sign)?;
         let r = request.into_inner();
         KeyManager::require_purpose(&key, Purpose::SignVerify)?;
@@ -252,8 +277,12 @@ impl KeyService for KeyServiceImpl {
         }))
     }
 
-    async fn generate_data_key(&self, request: Request<pb::GenerateDataKeyRequest>) -> Reply<pb::GenerateDataKeyResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::GenerateDataKey)?;
+    async fn generate_data_key(
+        &self,
+        request: Request<pb::GenerateDataKeyRequest>,
+    ) -> Reply<pb::GenerateDataKeyResponse> {
+        let (key, _) =
+            self.authorized_key(&request, &request.get_ref().name, Action::GenerateDataKey)?;
         let r = request.into_inner();
         KeyManager::require_purpose(&key, Purpose::EncryptDecrypt)?;
         let version = self.manager.usable(&key, 0)?;
@@ -277,15 +306,18 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn disable_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::DisableKey, StateChange::Disable).await
+        self.change_state(request, Action::DisableKey, StateChange::Disable)
+            .await
     }
 
     async fn enable_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::EnableKey, StateChange::Enable).await
+        self.change_state(request, Action::EnableKey, StateChange::Enable)
+            .await
     }
 
     async fn revoke_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::RevokeKey, StateChange::Revoke).await
+        self.change_state(request, Action::RevokeKey, StateChange::Revoke)
+            .await
     }
 
     async fn retire_key_version(&self, request: Request<pb::KeyVersionRef>) -> Reply<pb::Key> {
@@ -295,18 +327,28 @@ impl KeyService for KeyServiceImpl {
         Ok(Response::new(key_to_wire(&key)))
     }
 
-    async fn schedule_key_destruction(&self, request: Request<pb::ScheduleKeyDestructionRequest>) -> Reply<pb::Key> {
+    async fn schedule_key_destruction(
+        &self,
+        request: Request<pb::ScheduleKeyDestructionRequest>,
+    ) -> Reply<pb::Key> {
         let r = request.get_ref().clone();
         self.authorized_key(&request, &r.name, Action::ScheduleKeyDestruction)?;
-        let key = self
-            .manager
-            .transition(&r.name, StateChange::ScheduleDestruction { days: r.pending_days })?;
+        let key = self.manager.transition(
+            &r.name,
+            StateChange::ScheduleDestruction {
+                days: r.pending_days,
+            },
+        )?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
     async fn cancel_key_destruction(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::CancelKeyDestruction, StateChange::CancelDestruction)
-            .await
+        self.change_state(
+            request,
+            Action::CancelKeyDestruction,
+            StateChange::CancelDestruction,
+        )
+        .await
     }
 }
 

@@ -42,7 +42,15 @@ pub fn keybroker_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--locked", "-p", "broker", "--bin", "keybroker"])
+            .args([
+                "build",
+                "--quiet",
+                "--locked",
+                "-p",
+                "broker",
+                "--bin",
+                "keybroker",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo build");
@@ -88,7 +96,11 @@ impl BrokerProcess {
             .env("SOFTHSM2_CONF", hsm.conf_path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         let pki = DevPki::generate(TRUST_DOMAIN, &["localhost".to_string()]).unwrap();
         pki.write_to(&d.join("pki")).unwrap();
@@ -167,12 +179,22 @@ tcti = "{}"
         let out = Command::new("pkcs11-tool")
             .arg("--module")
             .arg(self.hsm.module_path())
-            .args(["--token-label", TOKEN_LABEL, "--login", "--pin", "user-pin-1234"])
+            .args([
+                "--token-label",
+                TOKEN_LABEL,
+                "--login",
+                "--pin",
+                "user-pin-1234",
+            ])
             .args(args)
             .env("SOFTHSM2_CONF", self.hsm.conf_path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -180,7 +202,10 @@ tcti = "{}"
     pub fn broker_objects(&self) -> Vec<String> {
         let mut labels = Vec::new();
         for kind in ["privkey", "secrkey"] {
-            for line in self.pkcs11_tool(&["--list-objects", "--type", kind]).lines() {
+            for line in self
+                .pkcs11_tool(&["--list-objects", "--type", kind])
+                .lines()
+            {
                 if let Some(label) = line.trim().strip_prefix("label:") {
                     let label = label.trim();
                     if label.starts_with("kb:") {
@@ -272,7 +297,10 @@ tcti = "{}"
 
     /// A channel authenticated as `who` (a certificate stem under pki/).
     pub async fn channel(&self, who: &str) -> Result<Channel, String> {
-        let endpoint = format!("https://localhost:{}", self.addr.rsplit(':').next().unwrap());
+        let endpoint = format!(
+            "https://localhost:{}",
+            self.addr.rsplit(':').next().unwrap()
+        );
         broker::tls::client_channel(
             &endpoint,
             &self.pem("ca.pem"),
@@ -299,7 +327,12 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-pub fn create(name: &str, algorithm: pb::KeyAlgorithm, purpose: pb::KeyPurpose, backend: &str) -> pb::CreateKeyRequest {
+pub fn create(
+    name: &str,
+    algorithm: pb::KeyAlgorithm,
+    purpose: pb::KeyPurpose,
+    backend: &str,
+) -> pb::CreateKeyRequest {
     pb::CreateKeyRequest {
         name: name.into(),
         algorithm: algorithm as i32,

@@ -274,8 +274,7 @@ impl KeyStore for SqliteStore {
 
     fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>> {
         self.read("due_for_destruction", |tx| {
-            let filter =
-                "state IN (?1, ?2) AND destroy_after IS NOT NULL AND destroy_after <= ?3";
+            let filter = "state IN (?1, ?2) AND destroy_after IS NOT NULL AND destroy_after <= ?3";
             select_keys(
                 tx,
                 filter,
