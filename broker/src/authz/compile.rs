@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{ParseErrors, Policy, PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy::{
+    ParseErrors, Policy, PolicyId, PolicySet, ValidationMode, ValidationWarning, Validator,
+};
 
 use super::error::{AuthzError, PolicyProblem};
 use super::source::statements;
@@ -110,6 +112,9 @@ pub(super) fn compile(validator: &Validator, texts: &[Text<'_>]) -> Result<Polic
     Ok(set)
 }
 
+/// Strict validation. Besides Cedar's errors, refuses policies Cedar only warns about
+/// that can never apply (a typo in a `forbid` must not pass silently) or that hide text
+/// with bidirectional control characters. Other warnings are logged.
 fn validate(
     validator: &Validator,
     set: &PolicySet,
@@ -117,33 +122,78 @@ fn validate(
     ordered: &[String],
 ) -> Result<(), AuthzError> {
     let result = validator.validate(set, ValidationMode::Strict);
-    for warning in result.validation_warnings() {
-        tracing::warn!(policy = %warning.policy_id(), "authorization policy: {warning}");
-    }
-    let mut problems: Vec<(usize, PolicyProblem)> = result
+    let mut found: Vec<(String, String)> = result
         .validation_errors()
-        .map(|error| {
-            let id = error.policy_id().to_string();
-            let rank = ordered.iter().position(|o| *o == id).unwrap_or(usize::MAX);
-            let problem = match origins.get(&id) {
-                Some(origin) => origin.problem(&id, error.to_string()),
-                None => PolicyProblem {
-                    policy: Some(id),
-                    file: None,
-                    line: None,
-                    message: error.to_string(),
-                },
-            };
-            (rank, problem)
-        })
+        .map(|error| (error.policy_id().to_string(), error.to_string()))
         .collect();
-    if problems.is_empty() {
+    for warning in result.validation_warnings() {
+        let id = warning.policy_id().to_string();
+        if found.iter().any(|(known, _)| *known == id) {
+            continue; // its errors say more
+        }
+        match warning {
+            ValidationWarning::ImpossiblePolicy(_)
+            | ValidationWarning::InvalidActionApplication(_)
+            | ValidationWarning::BidiCharsInString(_)
+            | ValidationWarning::BidiCharsInIdentifier(_) => {
+                found.push((id, warning.to_string()));
+            }
+            _ => tracing::warn!(policy = %id, "authorization policy: {warning}"),
+        }
+    }
+    if found.is_empty() {
         return Ok(());
     }
-    problems.sort_by_key(|(rank, _)| *rank);
-    Err(AuthzError::Invalid(
-        problems.into_iter().map(|(_, problem)| problem).collect(),
-    ))
+    // One problem per policy, in text order; Cedar repeats a message per action.
+    let mut by_policy: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (id, message) in found {
+        let message = strip_policy_prefix(&id, &message);
+        match by_policy.iter_mut().find(|(_, known, _)| *known == id) {
+            Some((_, _, messages)) => messages.push(message),
+            None => {
+                let rank = ordered.iter().position(|o| *o == id).unwrap_or(usize::MAX);
+                by_policy.push((rank, id, vec![message]));
+            }
+        }
+    }
+    by_policy.sort_by_key(|(rank, _, _)| *rank);
+    let problems = by_policy
+        .into_iter()
+        .map(|(_, id, mut messages)| {
+            messages.sort();
+            messages.dedup();
+            let origin = origins.get(&id).cloned().unwrap_or(Origin {
+                file: None,
+                line: None,
+            });
+            origin.problem(&id, summarize(&messages))
+        })
+        .collect();
+    Err(AuthzError::Invalid(problems))
+}
+
+/// Cedar's messages start with "for policy `id`, " which the problem already says.
+fn strip_policy_prefix(id: &str, message: &str) -> String {
+    let prefix = format!("for policy `{id}`");
+    match message.strip_prefix(&prefix) {
+        Some(rest) => rest.trim_start_matches([',', ':', ' ']).to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// At most three messages, and how many more there were.
+fn summarize(messages: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = messages
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if messages.len() > SHOWN {
+        text.push_str(&format!("; and {} more like these", messages.len() - SHOWN));
+    }
+    text
 }
 
 /// N in Cedar's default id `policyN`.

@@ -172,7 +172,7 @@ fn context(claims: Option<&Claims>) -> Result<Context, String> {
 }
 
 /// The name policies compare `context.claims.tee` with.
-pub(super) fn tee_name(tee: TeeKind) -> &'static str {
+fn tee_name(tee: TeeKind) -> &'static str {
     match tee {
         TeeKind::SevSnp => "sev-snp",
         TeeKind::Tpm => "tpm",

@@ -171,10 +171,10 @@ mod tests {
         assert!(found[0].text.starts_with("@id("));
         assert!(found[0].text.ends_with("};"));
         assert_eq!(found[1].id, None);
-        assert_eq!(found[1].line, 5);
+        assert_eq!(found[1].line, 6);
         assert_eq!(found[1].text, "forbid(principal, action, resource);");
         assert_eq!(found[2].id.as_deref(), Some("unterminated\"q"));
-        assert_eq!(found[2].line, 6);
+        assert_eq!(found[2].line, 7);
     }
 
     #[test]
