@@ -31,8 +31,10 @@ lint: deps
 test: lint
 	cargo nextest run --workspace --locked --no-fail-fast
 
-## Start Keybroker in dev mode. Until the broker lands, this runs the HSM tour.
-run: demo
+## Start Keybroker in dev mode (SoftHSM2 token, swtpm, development CA) in the foreground.
+run: deps
+	cargo build --locked -q -p broker --bin keybroker
+	./target/debug/keybroker serve --dev --state-dir $(DEV_DIR)/broker
 
 ## The HSM tour: a token in ./.dev, keys made inside it, and their use.
 demo: deps

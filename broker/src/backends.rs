@@ -14,6 +14,7 @@ use crate::store::BackendRecord;
 
 /// One opened backend.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a handful of these live for the whole process
 pub enum Backend {
     Hsm(HsmBackend),
     Tpm(TpmBackend),
