@@ -1,5 +1,5 @@
 //! Real evidence shipped inside crates.io packages, read in place from the package the
-//! build already downloaded (found with `cargo metadata --offline`), never copied.
+//! build already downloaded (found with `cargo metadata`), never copied.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -21,7 +21,6 @@ pub fn package_dir(name: &str) -> PathBuf {
             "metadata",
             "--format-version",
             "1",
-            "--offline",
             "--manifest-path",
         ])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
