@@ -388,7 +388,7 @@ user_pin_env = "KEYBROKER_PIN"
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (MINIMAL.replace("listen =", "listn ="), "server"),
+            (MINIMAL.replace("listen =", "listn ="), "server.listn"),
             (
                 MINIMAL.replace("127.0.0.1:8443", "localhost"),
                 "server.listen",

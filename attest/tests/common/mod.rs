@@ -17,12 +17,7 @@ use attest::clock::FixedClock;
 /// The source directory of a dependency package, by name.
 pub fn package_dir(name: &str) -> PathBuf {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .output()
         .expect("run cargo metadata");
