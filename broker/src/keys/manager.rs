@@ -9,7 +9,7 @@
 //! was made) and dropping the record. HSM objects with the broker's label prefix that
 //! the store does not know at all are orphans, reported or destroyed by configuration.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,11 +17,11 @@ use hsm_backend::{EcCurve, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage};
 use tpm_backend::TpmKeyKind;
 
 use crate::backends::{Backend, Backends, NamedBackend};
-use crate::config::{KeysConfig, OrphanAction};
+use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
 use crate::store::{
-    Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, StoreError,
-    VersionRecord, VersionState,
+    Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, VersionRecord,
+    VersionState,
 };
 
 /// Label prefix of every HSM object the broker makes: `kb:<key name>:v<version>`.
@@ -47,9 +47,9 @@ pub struct Reconciliation {
 /// The key service's logic, independent of gRPC.
 #[derive(Debug)]
 pub struct KeyManager {
-    store: Arc<dyn KeyStore>,
-    backends: Arc<Backends>,
-    config: KeysConfig,
+    pub(super) store: Arc<dyn KeyStore>,
+    pub(super) backends: Arc<Backends>,
+    pub(super) config: KeysConfig,
 }
 
 pub fn now() -> i64 {
@@ -343,7 +343,7 @@ impl KeyManager {
         Ok(retired)
     }
 
-    async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
+    pub(super) async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
         let HardwareHandle::Hsm { object_id } = handle else {
             return;
         };
@@ -365,93 +365,6 @@ impl KeyManager {
         if let Ok(Err(e)) | Err(e) = result.map_err(|e| e.to_string()) {
             tracing::error!(error = %e, "cannot destroy an HSM object; the orphan scan will find it");
         }
-    }
-
-    /// Destroys keys whose waiting period is over. Returns their names.
-    pub async fn destroy_due(&self) -> Result<Vec<String>> {
-        let mut destroyed = Vec::new();
-        for key in self.store.due_for_destruction(now())? {
-            match self.store.set_state(
-                &key.name,
-                &[KeyState::PendingDestruction, KeyState::Revoked],
-                KeyState::Destroyed,
-                None,
-            ) {
-                Ok(_) => {}
-                Err(StoreError::StateConflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            for v in &key.versions {
-                self.destroy_object(&key.backend, &v.handle).await;
-            }
-            destroyed.push(key.name);
-        }
-        Ok(destroyed)
-    }
-
-    /// Resolves interrupted creations and finds HSM objects the store does not know.
-    pub async fn reconcile(&self) -> Result<Reconciliation> {
-        let mut report = Reconciliation::default();
-        for pending in self.store.pending_versions()? {
-            if let HardwareHandle::Hsm { object_id } = &pending.handle {
-                if self.hsm_object_exists(&pending.backend, object_id).await? {
-                    self.destroy_object(&pending.backend, &pending.handle).await;
-                    report.half_made_destroyed += 1;
-                }
-            }
-            self.store.abandon_version(&pending.name, pending.version)?;
-            report.pending_dropped += 1;
-        }
-        for backend in self.backends.all() {
-            if !matches!(backend.backend, Backend::Hsm(_)) {
-                continue;
-            }
-            let known: BTreeSet<Vec<u8>> = self
-                .store
-                .known_hsm_objects(&backend.name)?
-                .into_iter()
-                .collect();
-            let b = backend.clone();
-            let objects = tokio::task::spawn_blocking(move || match &b.backend {
-                Backend::Hsm(hsm) => hsm.list_keys().map_err(BrokerError::from),
-                Backend::Tpm(_) => Ok(Vec::new()),
-            })
-            .await??;
-            for object in objects {
-                if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.id.as_bytes()) {
-                    continue;
-                }
-                tracing::warn!(backend = %backend.name, id = %object.id, label = %object.label, "HSM object not in the store");
-                report.orphans.push((
-                    backend.name.clone(),
-                    object.id.to_string(),
-                    object.label.clone(),
-                ));
-                if self.config.orphans == OrphanAction::Destroy {
-                    let handle = HardwareHandle::Hsm {
-                        object_id: object.id.as_bytes().to_vec(),
-                    };
-                    self.destroy_object(&backend.name, &handle).await;
-                    report.orphans_destroyed += 1;
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    async fn hsm_object_exists(&self, backend: &str, object_id: &[u8]) -> Result<bool> {
-        let backend = self.backends.get(backend)?;
-        let id = KeyId::new(object_id.to_vec())
-            .map_err(|e| BrokerError::Internal(format!("stored HSM id: {e}")))?;
-        tokio::task::spawn_blocking(move || match &backend.backend {
-            Backend::Hsm(hsm) => match hsm.describe_key(&id) {
-                Ok(_) => Ok(true),
-                Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(false),
-                Err(e) => Err(BrokerError::from(e)),
-            },
-            Backend::Tpm(_) => Ok(false),
-        })
-        .await?
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod manager;
 pub mod ops;
+mod reconcile;
 mod service;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
