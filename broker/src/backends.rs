@@ -180,3 +180,21 @@ pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
     };
     pin.map_err(|e| BrokerError::FailedPrecondition(e.to_string()))
 }
+
+/// Runs a blocking PKCS#11 call on tokio's blocking pool.
+///
+/// # Errors
+/// `f`'s error, or [`BrokerError::Internal`] if the backend is not an HSM.
+pub async fn on_hsm<T: Send + 'static>(
+    backend: Arc<NamedBackend>,
+    f: impl FnOnce(&HsmBackend) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || match &backend.backend {
+        Backend::Hsm(hsm) => f(hsm),
+        Backend::Tpm(_) => Err(BrokerError::Internal(format!(
+            "backend {:?} is not an HSM",
+            backend.name
+        ))),
+    })
+    .await?
+}

@@ -71,9 +71,7 @@ impl Gate {
     /// # Errors
     /// `UNAUTHENTICATED` when the client certificate carries no SPIFFE ID.
     pub fn caller<T>(request: &tonic::Request<T>) -> Result<SpiffeId, Status> {
-        request
-            .extensions()
-            .get::<PeerInfo>()
+        crate::tls::peer(request)
             .and_then(|p| p.identity.clone())
             .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))
     }

@@ -9,14 +9,15 @@
 //! was made) and dropping the record. HSM objects with the broker's label prefix that
 //! the store does not know at all are orphans, reported or destroyed by configuration.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsm_backend::{EcCurve, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage};
-use tpm_backend::TpmKeyKind;
+use hsm_backend::KeyId;
 
-use crate::backends::{Backend, Backends, NamedBackend};
+pub use super::spec::check_key_name;
+use super::spec::{check_tags, hsm_spec, label, tpm_kind};
+
+use crate::backends::{Backend, Backends, NamedBackend, on_hsm};
 use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
 use crate::store::{
@@ -28,7 +29,6 @@ use crate::store::{
 pub const LABEL_PREFIX: &str = "kb:";
 /// Longest key name (the HSM label must fit in 128 bytes).
 pub const MAX_NAME_LEN: usize = 100;
-const MAX_TAGS: usize = 32;
 const SECONDS_PER_DAY: i64 = 86_400;
 
 /// What start-up reconciliation found and did.
@@ -57,85 +57,6 @@ pub fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Checks a key name: 1 to 100 characters of `[A-Za-z0-9/_.-]`, made of `/`-separated
-/// segments that are neither empty nor `.` or `..`.
-pub fn check_key_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))
-        && name
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(BrokerError::InvalidArgument(format!(
-            "name: 1 to {MAX_NAME_LEN} characters of [A-Za-z0-9/_.-], in /-separated segments that are not empty, . or .."
-        )))
-    }
-}
-
-fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(BrokerError::InvalidArgument(format!(
-            "tags: at most {MAX_TAGS}"
-        )));
-    }
-    for (k, v) in tags {
-        let key_ok = !k.is_empty()
-            && k.len() <= 64
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !key_ok || v.len() > 256 || v.chars().any(char::is_control) {
-            return Err(BrokerError::InvalidArgument(format!(
-                "tags: {k:?}: names are 1 to 64 of [A-Za-z0-9_.-], values up to 256 printable characters"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn hsm_spec(algorithm: Algorithm, purpose: Purpose) -> Result<KeySpec> {
-    let alg = match algorithm {
-        Algorithm::EcP256 => KeyAlgorithm::Ec(EcCurve::P256),
-        Algorithm::EcP384 => KeyAlgorithm::Ec(EcCurve::P384),
-        Algorithm::Rsa2048 => KeyAlgorithm::Rsa(2048),
-        Algorithm::Rsa3072 => KeyAlgorithm::Rsa(3072),
-        Algorithm::Rsa4096 => KeyAlgorithm::Rsa(4096),
-        Algorithm::Aes256 => KeyAlgorithm::Aes256,
-    };
-    let usage = match purpose {
-        Purpose::SignVerify => KeyUsage::SignVerify,
-        Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
-    };
-    KeySpec::new(alg, usage).map_err(|_| {
-        BrokerError::InvalidArgument(format!(
-            "purpose: {} keys cannot be used for {}",
-            super::convert::algorithm_name(algorithm),
-            super::convert::purpose_name(purpose)
-        ))
-    })
-}
-
-fn tpm_kind(algorithm: Algorithm, purpose: Purpose) -> Result<TpmKeyKind> {
-    match (algorithm, purpose) {
-        (Algorithm::EcP256, Purpose::SignVerify) => Ok(TpmKeyKind::EcP256Sign),
-        (Algorithm::Rsa2048, Purpose::SignVerify) => Ok(TpmKeyKind::Rsa2048Sign),
-        (Algorithm::Rsa2048, Purpose::EncryptDecrypt) => Ok(TpmKeyKind::Rsa2048Decrypt),
-        _ => Err(BrokerError::Unsupported(
-            "TPM backends hold EC P-256 signing keys and RSA-2048 signing or decryption keys"
-                .into(),
-        )),
-    }
-}
-
-fn label(name: &str, version: u32) -> Result<KeyLabel> {
-    KeyLabel::new(format!("{LABEL_PREFIX}{name}:v{version}"))
-        .map_err(|e| BrokerError::InvalidArgument(e.to_string()))
 }
 
 fn fresh_object_id() -> Vec<u8> {
@@ -351,18 +272,15 @@ impl KeyManager {
             return;
         };
         let id = object_id.clone();
-        let result = tokio::task::spawn_blocking(move || match &backend.backend {
-            Backend::Hsm(hsm) => match KeyId::new(id) {
-                Ok(id) => match hsm.destroy_key(&id) {
-                    Ok(()) | Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            },
-            Backend::Tpm(_) => Ok(()),
+        let result = on_hsm(backend, move |hsm| {
+            let id = KeyId::new(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            match hsm.destroy_key(&id) {
+                Ok(()) | Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         })
         .await;
-        if let Ok(Err(e)) | Err(e) = result.map_err(|e| e.to_string()) {
+        if let Err(e) = result {
             tracing::error!(error = %e, "cannot destroy an HSM object; the orphan scan will find it");
         }
     }
@@ -402,13 +320,7 @@ async fn make_in_hardware(
             let label = label(name, version)?;
             let id =
                 KeyId::new(object_id.clone()).map_err(|e| BrokerError::Internal(e.to_string()))?;
-            tokio::task::spawn_blocking(move || match &backend.backend {
-                Backend::Hsm(hsm) => hsm
-                    .generate_key(&id, &label, spec)
-                    .map_err(BrokerError::from),
-                Backend::Tpm(_) => Err(BrokerError::Internal("backend kind changed".into())),
-            })
-            .await??;
+            on_hsm(backend, move |hsm| Ok(hsm.generate_key(&id, &label, spec)?)).await?;
             Ok(HardwareHandle::Hsm { object_id })
         }
         (Backend::Tpm(tpm), _) => {

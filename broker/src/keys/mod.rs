@@ -5,6 +5,7 @@ pub mod manager;
 pub mod ops;
 mod reconcile;
 mod service;
+pub mod spec;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
 pub use service::KeyServiceImpl;

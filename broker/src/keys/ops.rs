@@ -14,7 +14,7 @@ use prost::Message;
 use secrecy::{ExposeSecret, SecretSlice};
 use tpm_backend::{TpmBlob, TpmSignScheme};
 
-use crate::backends::{Backend, NamedBackend};
+use crate::backends::{Backend, NamedBackend, on_hsm};
 use crate::error::{BrokerError, Result};
 use crate::store::{Algorithm, HardwareHandle, KeyRecord, VersionRecord};
 
@@ -95,11 +95,6 @@ fn tpm_blob(version: &VersionRecord) -> Result<TpmBlob> {
     }
 }
 
-/// Runs a blocking HSM call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await?
-}
-
 /// Signs digests with one version. One HSM session checkout per digest; the batch runs
 /// in one blocking task so it pays the thread hand-off once.
 pub async fn sign(
@@ -118,10 +113,7 @@ pub async fn sign(
                 (_, Scheme::RsaPss) => SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256),
                 _ => SignatureAlgorithm::RsaPkcs1v15(HashAlgorithm::Sha256),
             };
-            blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            on_hsm(backend, move |hsm| {
                 digests
                     .iter()
                     .map(|d| hsm.sign(&id, alg, d).map_err(BrokerError::from))
@@ -153,10 +145,7 @@ pub async fn public_key(backend: Arc<NamedBackend>, version: &VersionRecord) -> 
     match &backend.backend {
         Backend::Hsm(_) => {
             let id = hsm_id(version)?;
-            blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            on_hsm(backend, move |hsm| {
                 Ok(hsm.public_key(&id)?.as_der().to_vec())
             })
             .await
@@ -237,10 +226,7 @@ pub async fn encrypt(
                 )));
             }
             let id = hsm_id(version)?;
-            let sealed = blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            let sealed = on_hsm(backend, move |hsm| {
                 Ok(hsm.aes_gcm_encrypt(&id, plaintext.expose_secret(), &aad)?)
             })
             .await?;
@@ -259,10 +245,7 @@ pub async fn encrypt(
         (Backend::Hsm(hsm), _) => {
             let hash = oaep_hash(hsm);
             let id = hsm_id(version)?;
-            let data = blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            let data = on_hsm(backend, move |hsm| {
                 Ok(hsm.rsa_encrypt(&id, hash, plaintext.expose_secret())?)
             })
             .await?;
@@ -314,10 +297,7 @@ pub async fn decrypt(
                 BrokerError::IntegrityFailure("ciphertext: the nonce is malformed".into())
             })?;
             let id = hsm_id(version)?;
-            blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            on_hsm(backend, move |hsm| {
                 let sealed = AeadCiphertext {
                     nonce,
                     ciphertext: envelope.data,
@@ -329,10 +309,7 @@ pub async fn decrypt(
         (Backend::Hsm(hsm), _) => {
             let hash = oaep_hash(hsm);
             let id = hsm_id(version)?;
-            blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
+            on_hsm(backend, move |hsm| {
                 hsm.rsa_decrypt(&id, hash, &envelope.data)
                     .map_err(|e| match e {
                         hsm_backend::HsmError::InvalidInput(_)
@@ -370,15 +347,7 @@ fn oaep_hash(hsm: &hsm_backend::HsmBackend) -> OaepHash {
 /// 32 random bytes from the hardware (the HSM's generator; the OS for TPM-held keys).
 pub async fn random_data_key(backend: Arc<NamedBackend>) -> Result<SecretSlice<u8>> {
     match &backend.backend {
-        Backend::Hsm(_) => {
-            blocking(move || {
-                let Backend::Hsm(hsm) = &backend.backend else {
-                    return Err(BrokerError::Internal("backend kind changed".into()));
-                };
-                Ok(hsm.random(DATA_KEY_LEN)?)
-            })
-            .await
-        }
+        Backend::Hsm(_) => on_hsm(backend, move |hsm| Ok(hsm.random(DATA_KEY_LEN)?)).await,
         Backend::Tpm(_) => {
             use rand::RngCore;
             let mut bytes = zeroize::Zeroizing::new(vec![0u8; DATA_KEY_LEN]);

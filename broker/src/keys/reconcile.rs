@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use hsm_backend::KeyId;
 
 use super::manager::{KeyManager, LABEL_PREFIX, Reconciliation, now};
-use crate::backends::Backend;
+use crate::backends::{Backend, on_hsm};
 use crate::config::OrphanAction;
 use crate::error::{BrokerError, Result};
 use crate::store::{HardwareHandle, KeyState, StoreError};
@@ -57,11 +57,7 @@ impl KeyManager {
                 .into_iter()
                 .collect();
             let b = backend.clone();
-            let objects = tokio::task::spawn_blocking(move || match &b.backend {
-                Backend::Hsm(hsm) => hsm.list_keys().map_err(BrokerError::from),
-                Backend::Tpm(_) => Ok(Vec::new()),
-            })
-            .await??;
+            let objects = on_hsm(b, |hsm| Ok(hsm.list_keys()?)).await?;
             for object in objects {
                 if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.id.as_bytes()) {
                     continue;
@@ -88,14 +84,11 @@ impl KeyManager {
         let backend = self.backends.get(backend)?;
         let id = KeyId::new(object_id.to_vec())
             .map_err(|e| BrokerError::Internal(format!("stored HSM id: {e}")))?;
-        tokio::task::spawn_blocking(move || match &backend.backend {
-            Backend::Hsm(hsm) => match hsm.describe_key(&id) {
-                Ok(_) => Ok(true),
-                Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(false),
-                Err(e) => Err(BrokerError::from(e)),
-            },
-            Backend::Tpm(_) => Ok(false),
+        on_hsm(backend, move |hsm| match hsm.describe_key(&id) {
+            Ok(_) => Ok(true),
+            Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         })
-        .await?
+        .await
     }
 }
