@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::AppraisalPolicy;
 
 /// The kind of evidence the claims came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TeeKind {
     /// An AMD SEV-SNP guest.
@@ -20,7 +20,7 @@ pub enum TeeKind {
 }
 
 /// TCB SVNs as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcbClaims {
     /// PSP bootloader.
     pub bootloader: u8,
@@ -36,7 +36,8 @@ pub struct TcbClaims {
 }
 
 /// Appraised claims about a workload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Claims {
     /// Evidence kind.
     pub tee: TeeKind,
@@ -58,7 +59,7 @@ pub struct Claims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
     /// PCR values (hex) by index (TPM).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pcrs: BTreeMap<u8, String>,
 }
 

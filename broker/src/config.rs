@@ -39,6 +39,26 @@ pub struct Config {
     pub tpm: Vec<TpmBackendConfig>,
     #[serde(default)]
     pub attestation: AttestationConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: what the admin API may do at run time.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// PKCS#11 modules that `RegisterHsmBackend` may load, besides those of `[[hsm]]`.
+    /// Loading a module runs its code inside the broker, so the API cannot name any other.
+    #[serde(default)]
+    pub pkcs11_modules: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Whether the admin API may load this PKCS#11 module.
+    pub fn module_allowed(&self, module: &Path) -> bool {
+        self.hsm.iter().any(|h| h.module == module)
+            || self.admin.pkcs11_modules.iter().any(|m| m == module)
+    }
 }
 
 /// `[server]`: where and how to listen.
@@ -173,6 +193,10 @@ pub struct AttestationConfig {
     /// Challenge lifetime.
     #[serde(default = "defaults::challenge_ttl_seconds")]
     pub challenge_ttl_seconds: u64,
+    /// A directory of VCEK/VLEK certificates (DER or PEM), for SEV-SNP evidence that comes
+    /// without one.
+    #[serde(default)]
+    pub certificate_cache: Option<PathBuf>,
 }
 
 impl Default for AttestationConfig {
@@ -182,6 +206,7 @@ impl Default for AttestationConfig {
             issuer: defaults::issuer(),
             signing_backend: None,
             challenge_ttl_seconds: defaults::challenge_ttl_seconds(),
+            certificate_cache: None,
         }
     }
 }
@@ -332,6 +357,9 @@ impl Config {
             }
         }
         if let Some(p) = self.attestation.policy.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self.attestation.certificate_cache.as_mut() {
             abs(p);
         }
     }

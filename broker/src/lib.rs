@@ -2,6 +2,8 @@
 //! attestation, storage, authorization and transport together (see DESIGN.md).
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod attestation;
 pub mod authz;
 pub mod backends;
 pub mod cli;

@@ -46,8 +46,11 @@ impl CallSlot {
 
 /// Verifies attestation tokens presented by callers, for the authorization context.
 pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
-    /// The verified claims of `token` if it is valid and was issued to `caller`.
-    fn claims(&self, token: &str, caller: &SpiffeId) -> Option<attest::claims::Claims>;
+    /// The verified claims of `token`.
+    ///
+    /// # Errors
+    /// Why the token is not valid, or was not issued to `caller` (for the log only).
+    fn claims(&self, token: &str, caller: &SpiffeId) -> Result<attest::claims::Claims, String>;
 }
 
 /// Authentication and authorization for handlers.
@@ -79,8 +82,9 @@ impl Gate {
     /// Decides whether the caller may do `action` on `resource`; deny by default.
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` without an identity; `PERMISSION_DENIED` (with no detail) when
-    /// the policy does not permit it.
+    /// `UNAUTHENTICATED` without an identity, or with an attestation token that is not
+    /// valid for this caller; `PERMISSION_DENIED` (with no detail) when the policy does
+    /// not permit it.
     pub fn authorize<T>(
         &self,
         request: &tonic::Request<T>,
@@ -88,7 +92,7 @@ impl Gate {
         resource: Resource<'_>,
     ) -> Result<SpiffeId, Status> {
         let caller = Self::caller(request)?;
-        let claims = self.presented_claims(request, &caller);
+        let claims = self.presented_claims(request, &caller)?;
         let resource_name = match &resource {
             Resource::Key(k) => Some(k.name.to_string()),
             Resource::Broker => None,
@@ -114,13 +118,29 @@ impl Gate {
         }
     }
 
+    /// The claims of the attestation token the caller presents, if it presents one. A
+    /// token that is present but not valid is refused rather than ignored, so that a
+    /// workload learns at once that it must attest again.
     fn presented_claims<T>(
         &self,
         request: &tonic::Request<T>,
         caller: &SpiffeId,
-    ) -> Option<attest::claims::Claims> {
-        let token = request.metadata().get(ATTESTATION_HEADER)?.to_str().ok()?;
-        self.claims.as_ref()?.claims(token, caller)
+    ) -> Result<Option<attest::claims::Claims>, Status> {
+        let Some(value) = request.metadata().get(ATTESTATION_HEADER) else {
+            return Ok(None);
+        };
+        let refused = |why: String| {
+            tracing::warn!(caller = %caller, reason = %why, "attestation token refused");
+            Status::unauthenticated("the attestation token is not valid; attest again")
+        };
+        let token = value
+            .to_str()
+            .map_err(|_| refused("the header is not ASCII".into()))?;
+        let source = self
+            .claims
+            .as_ref()
+            .ok_or_else(|| refused("attestation is not configured".into()))?;
+        source.claims(token, caller).map(Some).map_err(refused)
     }
 }
 

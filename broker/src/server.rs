@@ -5,15 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keybroker_api::v1::admin_service_server::AdminServiceServer;
+use keybroker_api::v1::attestation_service_server::AttestationServiceServer;
 use keybroker_api::v1::key_service_server::KeyServiceServer;
 use tokio::net::TcpListener;
 
+use crate::admin::AdminServiceImpl;
+use crate::attestation::{Attestation, AttestationServiceImpl};
 use crate::authz::Authorizer;
 use crate::backends::{self, Backends};
 use crate::config::Config;
 use crate::error::BrokerError;
 use crate::keys::{KeyManager, KeyServiceImpl};
-use crate::request::{CallLayer, Gate};
+use crate::request::{CallLayer, ClaimsSource, Gate};
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{ConnectionLimits, ServerTls, TlsIncoming};
@@ -42,6 +46,8 @@ pub struct Broker {
     pub backends: Arc<Backends>,
     pub authorizer: Arc<Authorizer>,
     pub keys: Arc<KeyManager>,
+    /// `None` without an HSM to hold the token key.
+    pub attestation: Option<Arc<Attestation>>,
 }
 
 impl Broker {
@@ -87,12 +93,16 @@ impl Broker {
             backends.clone(),
             config.keys.clone(),
         ));
+        let attestation = Attestation::open(&config.attestation, &backends)
+            .map_err(setup("attestation"))?
+            .map(Arc::new);
         Ok(Broker {
             config,
             store,
             backends,
             authorizer,
             keys,
+            attestation,
         })
     }
 }
@@ -169,14 +179,38 @@ pub async fn serve(
             handshake_timeout: server.handshake_timeout(),
         },
     );
-    let gate = Gate::new(broker.authorizer.clone(), None);
+    let claims = broker
+        .attestation
+        .clone()
+        .map(|a| a as Arc<dyn ClaimsSource>);
+    let gate = Gate::new(broker.authorizer.clone(), claims);
     let max = server.max_message_bytes;
     let keys = KeyServiceServer::new(KeyServiceImpl::new(broker.keys.clone(), gate.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let attestation = AttestationServiceServer::new(AttestationServiceImpl::new(
+        broker.attestation.clone(),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let admin = AdminServiceServer::new(AdminServiceImpl::new(
+        Arc::new(broker.config.clone()),
+        broker.keys.clone(),
+        broker.authorizer.clone(),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<KeyServiceServer<KeyServiceImpl>>()
+        .await;
+    health
+        .set_serving::<AttestationServiceServer<AttestationServiceImpl>>()
+        .await;
+    health
+        .set_serving::<AdminServiceServer<AdminServiceImpl>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keybroker_api::FILE_DESCRIPTOR_SET)
@@ -193,6 +227,8 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(keys)
+        .add_service(attestation)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))

@@ -9,3 +9,4 @@ pub mod spec;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
 pub use service::KeyServiceImpl;
+pub(crate) use service::{absent_resource, resource as key_resource};

@@ -31,7 +31,8 @@ pub struct KeyServiceImpl {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn resource(key: &KeyRecord) -> Resource<'_> {
+/// A key as an authorization resource.
+pub(crate) fn resource(key: &KeyRecord) -> Resource<'_> {
     Resource::Key(KeyResource {
         name: &key.name,
         algorithm: algorithm_name(key.algorithm),
@@ -39,6 +40,21 @@ fn resource(key: &KeyRecord) -> Resource<'_> {
         backend: &key.backend,
         state: state_name(key.state),
         tags: &key.tags,
+    })
+}
+
+/// A key that does not exist, as an authorization resource: no attributes, no tags.
+pub(crate) fn absent_resource<'a>(
+    name: &'a str,
+    no_tags: &'a BTreeMap<String, String>,
+) -> Resource<'a> {
+    Resource::Key(KeyResource {
+        name,
+        algorithm: "",
+        purpose: "",
+        backend: "",
+        state: "absent",
+        tags: no_tags,
     })
 }
 
@@ -63,18 +79,8 @@ impl KeyServiceImpl {
             }
             Err(BrokerError::KeyNotFound(_)) => {
                 let empty = BTreeMap::new();
-                self.gate.authorize(
-                    request,
-                    action,
-                    Resource::Key(KeyResource {
-                        name,
-                        algorithm: "",
-                        purpose: "",
-                        backend: "",
-                        state: "absent",
-                        tags: &empty,
-                    }),
-                )?;
+                self.gate
+                    .authorize(request, action, absent_resource(name, &empty))?;
                 Err(BrokerError::KeyNotFound(name.to_string()).into())
             }
             Err(e) => Err(e.into()),

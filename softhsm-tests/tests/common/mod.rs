@@ -23,8 +23,27 @@ use tonic::transport::Channel;
 pub const TRUST_DOMAIN: &str = "test.keybroker";
 pub const TOKEN_LABEL: &str = "e2e";
 
+/// The measurement that the test policy trusts in development evidence.
+pub const TRUSTED_MEASUREMENT: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// The token issuer the test broker is configured with.
+pub const ISSUER: &str = "https://broker.test.keybroker";
+
+/// The appraisal policy: development evidence, and TPM quotes whose PCR 16 (the debug
+/// PCR) is still zero, as on a fresh swtpm.
+pub const APPRAISAL_POLICY: &str = r#"result_validity_seconds = 120
+
+[tpm.pcrs]
+16 = ["0000000000000000000000000000000000000000000000000000000000000000"]
+
+[dev]
+allow_insecure = true
+"#;
+
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
-/// public keys of keys tagged team=payments.
+/// public keys of keys tagged team=payments, attest, and encrypt and decrypt with keys
+/// tagged team=vault only while presenting a token whose claims carry the trusted
+/// measurement.
 pub const POLICY: &str = r#"
 @id("admin")
 permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
@@ -35,6 +54,24 @@ permit (
   action in [Keybroker::Action::"Sign", Keybroker::Action::"Verify", Keybroker::Action::"GetPublicKey"],
   resource is Keybroker::Key
 ) when { resource.hasTag("team") && resource.getTag("team") == "payments" };
+
+@id("workload-attests")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action in Keybroker::Action::"Attestation",
+  resource == Keybroker::Broker::"broker"
+);
+
+@id("vault-needs-measurement")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action in [Keybroker::Action::"Encrypt", Keybroker::Action::"Decrypt"],
+  resource is Keybroker::Key
+) when {
+  resource.hasTag("team") && resource.getTag("team") == "vault" &&
+  context.attested && context has claims && context.claims has measurement &&
+  context.claims.measurement == "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+};
 "#;
 
 /// Builds the `keybroker` binary once per test process and returns its path.
@@ -117,6 +154,7 @@ impl BrokerProcess {
             .write_to(&d.join("pki"), "expired")
             .unwrap();
         std::fs::write(d.join("policy.cedar"), POLICY).unwrap();
+        std::fs::write(d.join("attestation.toml"), APPRAISAL_POLICY).unwrap();
         std::fs::write(
             d.join("config.toml"),
             format!(
@@ -147,6 +185,10 @@ sessions = 2
 [[tpm]]
 name = "swtpm"
 tcti = "{}"
+
+[attestation]
+policy = "attestation.toml"
+issuer = "{ISSUER}"
 "#,
                 hsm.module_path().display(),
                 tpm.tcti()

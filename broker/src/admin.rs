@@ -1,0 +1,267 @@
+//! `AdminService`: backends and the authorization policy, for operators.
+//!
+//! Registering a backend opens it first (so a wrong PIN or module fails the call and
+//! changes nothing), then records it, then puts it in service. Setting the policy validates
+//! it first, then stores it, then swaps it in atomically.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keybroker_api::v1 as pb;
+use pb::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use crate::authz::{Action, Authorizer, AuthzRequest, PolicyInfo, Resource, ResourceKind};
+use crate::backends::{self, NamedBackend};
+use crate::config::{Config, check_name};
+use crate::error::BrokerError;
+use crate::identity::SpiffeId;
+use crate::keys::{KeyManager, absent_resource, key_resource};
+use crate::request::Gate;
+use crate::store::BackendRecord;
+
+/// Serves `AdminService`.
+#[derive(Debug, Clone)]
+pub struct AdminServiceImpl {
+    config: Arc<Config>,
+    keys: Arc<KeyManager>,
+    authorizer: Arc<Authorizer>,
+    gate: Gate,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+fn policy_to_wire(info: &PolicyInfo) -> pb::Policy {
+    pb::Policy {
+        text: info.text.clone(),
+        digest: info.digest_hex.clone(),
+        policies: u32::try_from(info.policies).unwrap_or(u32::MAX),
+    }
+}
+
+fn policy_error(e: crate::authz::AuthzError) -> Status {
+    invalid(e.to_string())
+}
+
+impl AdminServiceImpl {
+    pub fn new(
+        config: Arc<Config>,
+        keys: Arc<KeyManager>,
+        authorizer: Arc<Authorizer>,
+        gate: Gate,
+    ) -> Self {
+        AdminServiceImpl {
+            config,
+            keys,
+            authorizer,
+            gate,
+        }
+    }
+
+    /// Opens, records and serves a new backend.
+    async fn register(&self, record: BackendRecord) -> Result<pb::Backend, Status> {
+        check_name(record.name()).map_err(|r| invalid(format!("name: {r}")))?;
+        if self.keys.backends().get(record.name()).is_ok() {
+            return Err(Status::already_exists(format!(
+                "backend {:?} is already registered",
+                record.name()
+            )));
+        }
+        let to_open = record.clone();
+        let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open))
+            .await
+            .map_err(BrokerError::from)??;
+        self.keys
+            .store()
+            .add_backend(&record)
+            .map_err(BrokerError::from)?;
+        let opened = self.keys.backends().insert(opened)?;
+        tracing::info!(backend = %opened.name, kind = opened.backend.kind(), "backend registered");
+        Ok(self.backend_to_wire(&opened, 0))
+    }
+
+    fn backend_to_wire(&self, backend: &NamedBackend, keys: u32) -> pb::Backend {
+        pb::Backend {
+            name: backend.name.clone(),
+            kind: backend.backend.kind().to_string(),
+            description: backend.description.clone(),
+            available: true,
+            keys,
+        }
+    }
+}
+
+/// The non-empty string field, or `None`.
+fn given(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminServiceImpl {
+    async fn register_hsm_backend(
+        &self,
+        request: Request<pb::RegisterHsmBackendRequest>,
+    ) -> Reply<pb::Backend> {
+        self.gate
+            .authorize(&request, Action::RegisterHsmBackend, Resource::Broker)?;
+        let r = request.into_inner();
+        let module = PathBuf::from(&r.module_path);
+        if !self.config.module_allowed(&module) {
+            return Err(Status::failed_precondition(
+                "module_path: not a PKCS#11 module this broker may load (see admin.pkcs11_modules)",
+            ));
+        }
+        if r.token_label.is_empty() {
+            return Err(invalid("token_label: required"));
+        }
+        let (pin_file, pin_env) = (given(&r.user_pin_file), given(&r.user_pin_env));
+        if pin_file.is_some() == pin_env.is_some() {
+            return Err(invalid(
+                "give exactly one of user_pin_file and user_pin_env",
+            ));
+        }
+        if pin_file
+            .as_deref()
+            .is_some_and(|f| Path::new(f).is_relative())
+        {
+            return Err(invalid("user_pin_file: must be an absolute path"));
+        }
+        let backend = self
+            .register(BackendRecord::Hsm {
+                name: r.name,
+                module_path: r.module_path,
+                token_label: r.token_label,
+                user_pin_file: pin_file,
+                user_pin_env: pin_env,
+            })
+            .await?;
+        Ok(Response::new(backend))
+    }
+
+    async fn register_tpm_backend(
+        &self,
+        request: Request<pb::RegisterTpmBackendRequest>,
+    ) -> Reply<pb::Backend> {
+        self.gate
+            .authorize(&request, Action::RegisterTpmBackend, Resource::Broker)?;
+        let r = request.into_inner();
+        let backend = self
+            .register(BackendRecord::Tpm {
+                name: r.name,
+                tcti: r.tcti,
+            })
+            .await?;
+        Ok(Response::new(backend))
+    }
+
+    async fn list_backends(
+        &self,
+        request: Request<pb::ListBackendsRequest>,
+    ) -> Reply<pb::ListBackendsResponse> {
+        self.gate
+            .authorize(&request, Action::ListBackends, Resource::Broker)?;
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for key in self.keys.store().list("").map_err(BrokerError::from)? {
+            *counts.entry(key.backend).or_default() += 1;
+        }
+        let backends = self
+            .keys
+            .backends()
+            .all()
+            .iter()
+            .map(|b| self.backend_to_wire(b, counts.get(&b.name).copied().unwrap_or(0)))
+            .collect();
+        Ok(Response::new(pb::ListBackendsResponse { backends }))
+    }
+
+    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Reply<pb::Policy> {
+        self.gate
+            .authorize(&request, Action::GetPolicy, Resource::Broker)?;
+        Ok(Response::new(policy_to_wire(&self.authorizer.policy())))
+    }
+
+    async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Reply<pb::Policy> {
+        let caller = self
+            .gate
+            .authorize(&request, Action::SetPolicy, Resource::Broker)?;
+        if !self.authorizer.files().is_empty() {
+            return Err(Status::failed_precondition(
+                "the policy is loaded from files (policy.files): edit them and reload",
+            ));
+        }
+        let text = request.into_inner().text;
+        // Validate before storing, store before swapping: what is in force is what a
+        // restart loads.
+        Authorizer::from_text(&text).map_err(policy_error)?;
+        self.keys
+            .store()
+            .set_policy(&text)
+            .map_err(BrokerError::from)?;
+        let info = self.authorizer.set_policy(&text).map_err(policy_error)?;
+        tracing::info!(caller = %caller, digest = %info.digest_hex, policies = info.policies, "policy set");
+        Ok(Response::new(policy_to_wire(&info)))
+    }
+
+    async fn reload_policy(&self, request: Request<pb::ReloadPolicyRequest>) -> Reply<pb::Policy> {
+        let caller = self
+            .gate
+            .authorize(&request, Action::ReloadPolicy, Resource::Broker)?;
+        if self.authorizer.files().is_empty() {
+            return Err(Status::failed_precondition(
+                "the policy is not loaded from files: set it with SetPolicy",
+            ));
+        }
+        let info = self
+            .authorizer
+            .reload()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        tracing::info!(caller = %caller, digest = %info.digest_hex, policies = info.policies, "policy reloaded");
+        Ok(Response::new(policy_to_wire(&info)))
+    }
+
+    async fn explain_decision(
+        &self,
+        request: Request<pb::ExplainDecisionRequest>,
+    ) -> Reply<pb::Decision> {
+        self.gate
+            .authorize(&request, Action::ExplainDecision, Resource::Broker)?;
+        let r = request.into_inner();
+        let principal =
+            SpiffeId::parse(&r.principal).map_err(|e| invalid(format!("principal: {e}")))?;
+        let action = Action::from_method(&r.action)
+            .ok_or_else(|| invalid(format!("action: {:?} is not an action", r.action)))?;
+        let no_tags = BTreeMap::new();
+        let key = match action.resource_kind() {
+            ResourceKind::Broker => None,
+            ResourceKind::Key if r.key.is_empty() => {
+                return Err(invalid("key: required for this action"));
+            }
+            ResourceKind::Key => match self.keys.get(&r.key) {
+                Ok(key) => Some(key),
+                Err(BrokerError::KeyNotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let resource = match (action.resource_kind(), &key) {
+            (ResourceKind::Broker, _) => Resource::Broker,
+            (_, Some(key)) => key_resource(key),
+            (_, None) => absent_resource(&r.key, &no_tags),
+        };
+        let decision = self.authorizer.authorize(&AuthzRequest {
+            principal: &principal,
+            action,
+            resource,
+            claims: None,
+        });
+        Ok(Response::new(pb::Decision {
+            allowed: decision.allowed,
+            policies: decision.policies,
+            errors: decision.errors,
+        }))
+    }
+}

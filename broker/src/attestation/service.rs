@@ -1,0 +1,194 @@
+//! `AttestationService`: challenges, appraisal and tokens, over gRPC.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use attest::Evidence;
+use attest::challenge::Nonce;
+use attest::dev::InsecureDevEvidence;
+use attest::snp::SnpEvidence;
+use attest::tpm::TpmEvidence;
+use keybroker_api::v1 as pb;
+use pb::attestation_service_server::AttestationService;
+use tonic::{Request, Response, Status};
+
+use super::{Attestation, status};
+use crate::authz::{Action, Resource};
+use crate::request::Gate;
+
+/// Longest ephemeral public key accepted (an RSA-4096 SPKI is 550 bytes).
+const MAX_SPKI_LEN: usize = 1024;
+/// Most PCRs a quote can select.
+const MAX_PCRS: usize = 24;
+
+/// Serves `AttestationService`.
+#[derive(Debug, Clone)]
+pub struct AttestationServiceImpl {
+    attestation: Option<Arc<Attestation>>,
+    gate: Gate,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl AttestationServiceImpl {
+    /// `attestation` is `None` on a broker without an HSM: every call is refused.
+    pub fn new(attestation: Option<Arc<Attestation>>, gate: Gate) -> Self {
+        AttestationServiceImpl { attestation, gate }
+    }
+
+    fn attestation(&self) -> Result<&Arc<Attestation>, Status> {
+        self.attestation.as_ref().ok_or_else(|| {
+            Status::failed_precondition("attestation is not configured on this broker")
+        })
+    }
+}
+
+fn unix(time: std::time::SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+fn fixed<const N: usize>(field: &str, bytes: &[u8]) -> Result<[u8; N], Status> {
+    <[u8; N]>::try_from(bytes).map_err(|_| invalid(format!("{field}: expected {N} bytes")))
+}
+
+/// The wire evidence as the appraiser's.
+fn evidence(wire: Option<pb::attest_request::Evidence>) -> Result<Evidence, Status> {
+    use pb::attest_request::Evidence as Wire;
+    match wire.ok_or_else(|| invalid("evidence: required"))? {
+        Wire::Snp(snp) => Ok(Evidence::Snp(SnpEvidence {
+            report: snp.report,
+            vek_der: (!snp.vek_der.is_empty()).then_some(snp.vek_der),
+        })),
+        Wire::Tpm(tpm) => {
+            if tpm.pcr_indices.len() != tpm.pcr_values.len() {
+                return Err(invalid(
+                    "tpm.pcr_values: one value is needed for each of pcr_indices",
+                ));
+            }
+            if tpm.pcr_indices.len() > MAX_PCRS {
+                return Err(invalid(format!("tpm.pcr_indices: at most {MAX_PCRS}")));
+            }
+            let mut pcr_values = BTreeMap::new();
+            for (index, value) in tpm.pcr_indices.iter().zip(&tpm.pcr_values) {
+                let index = u8::try_from(*index)
+                    .ok()
+                    .filter(|i| usize::from(*i) < MAX_PCRS)
+                    .ok_or_else(|| invalid(format!("tpm.pcr_indices: {index} is not a PCR")))?;
+                let value = fixed::<32>("tpm.pcr_values", value)?;
+                if pcr_values.insert(index, value).is_some() {
+                    return Err(invalid(format!("tpm.pcr_indices: {index} is repeated")));
+                }
+            }
+            Ok(Evidence::Tpm {
+                quote: TpmEvidence {
+                    attest: tpm.attest,
+                    signature: tpm.signature,
+                    pcr_values,
+                },
+                ak_spki_der: tpm.ak_spki_der,
+            })
+        }
+        Wire::Dev(dev) => {
+            let measurement = hex::decode(&dev.measurement)
+                .map_err(|_| invalid("dev.measurement: expected 96 hex characters"))?;
+            Ok(Evidence::InsecureDev(InsecureDevEvidence {
+                report_data: fixed::<64>("dev.report_data", &dev.report_data)?,
+                measurement: fixed::<48>("dev.measurement", &measurement)?,
+            }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AttestationService for AttestationServiceImpl {
+    async fn get_challenge(
+        &self,
+        request: Request<pb::GetChallengeRequest>,
+    ) -> Reply<pb::Challenge> {
+        self.gate
+            .authorize(&request, Action::GetChallenge, Resource::Broker)?;
+        let challenge = self
+            .attestation()?
+            .appraiser()?
+            .challenges
+            .issue()
+            .map_err(status)?;
+        Ok(Response::new(pb::Challenge {
+            nonce: challenge.nonce.as_bytes().to_vec(),
+            expires_at: unix(challenge.expires_at),
+        }))
+    }
+
+    async fn attest(&self, request: Request<pb::AttestRequest>) -> Reply<pb::AttestResponse> {
+        let caller = self
+            .gate
+            .authorize(&request, Action::Attest, Resource::Broker)?;
+        let attestation = self.attestation()?.clone();
+        attestation.appraiser()?;
+        let request = request.into_inner();
+        let nonce =
+            Nonce::from_slice(&request.nonce).map_err(|_| invalid("nonce: expected 32 bytes"))?;
+        if request.ephemeral_public_key.is_empty()
+            || request.ephemeral_public_key.len() > MAX_SPKI_LEN
+        {
+            return Err(invalid(format!(
+                "ephemeral_public_key: a SubjectPublicKeyInfo of 1 to {MAX_SPKI_LEN} bytes"
+            )));
+        }
+        let evidence = evidence(request.evidence)?;
+        let spki = request.ephemeral_public_key;
+        let subject = caller.clone();
+        // Verification and the HSM signature block: keep them off the async workers.
+        let (token, appraisal) = tokio::task::spawn_blocking(move || {
+            let appraiser = attestation.appraiser()?;
+            let appraisal = appraiser
+                .appraise(&evidence, &nonce, &spki)
+                .map_err(status)?;
+            let token = attest::token::issue(
+                &appraisal,
+                attestation.issuer(),
+                subject.as_str(),
+                &spki,
+                &attestation.signer,
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing an attestation token failed");
+                Status::unavailable("the attestation token could not be signed")
+            })?;
+            Ok::<_, Status>((token, appraisal))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "attestation task failed");
+            Status::internal("internal error")
+        })??;
+        let claims_json = serde_json::to_string(&appraisal.claims)
+            .map_err(|_| Status::internal("internal error"))?;
+        tracing::info!(
+            caller = %caller,
+            tee = ?appraisal.claims.tee,
+            expires_at = appraisal.expires_at,
+            "attestation token issued"
+        );
+        Ok(Response::new(pb::AttestResponse {
+            token,
+            expires_at: i64::try_from(appraisal.expires_at).unwrap_or(i64::MAX),
+            claims_json,
+        }))
+    }
+
+    async fn get_jwks(&self, request: Request<pb::GetJwksRequest>) -> Reply<pb::Jwks> {
+        self.gate
+            .authorize(&request, Action::GetJwks, Resource::Broker)?;
+        Ok(Response::new(pb::Jwks {
+            json: self.attestation()?.jwks().to_string(),
+        }))
+    }
+}

@@ -1,0 +1,337 @@
+//! End to end: a workload attests to the real `keybroker` process over mTLS, receives an
+//! HSM-signed attestation token, and presents it to use keys the policy gates on
+//! attestation claims. Every refusal keeps the broker serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use attest::binding::{snp_report_data, tpm_extra_data};
+use attest::challenge::Nonce;
+use common::{BrokerProcess, ISSUER, TRUSTED_MEASUREMENT};
+use keybroker_api::v1 as pb;
+use p256::pkcs8::EncodePublicKey;
+use pb::attestation_service_client::AttestationServiceClient;
+use pb::key_service_client::KeyServiceClient;
+use softhsm_tests::Swtpm;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmConfig};
+
+const HEADER: &str = "x-keybroker-attestation";
+
+/// The workload's ephemeral key (it would live inside its TEE), SPKI DER.
+fn ephemeral_spki(seed: u8) -> Vec<u8> {
+    let secret = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
+    secret
+        .public_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+async fn attestation(broker: &BrokerProcess, who: &str) -> AttestationServiceClient<Channel> {
+    AttestationServiceClient::new(broker.channel(who).await.unwrap())
+}
+
+async fn challenge(client: &mut AttestationServiceClient<Channel>) -> Nonce {
+    let c = client
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    Nonce::from_slice(&c.nonce).unwrap()
+}
+
+fn dev_request(
+    nonce: &Nonce,
+    spki: &[u8],
+    bound_to: &[u8],
+    measurement: &str,
+) -> pb::AttestRequest {
+    pb::AttestRequest {
+        nonce: nonce.as_bytes().to_vec(),
+        ephemeral_public_key: spki.to_vec(),
+        evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
+            report_data: snp_report_data(nonce, bound_to).to_vec(),
+            measurement: measurement.into(),
+        })),
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(HEADER, token.parse().unwrap());
+    request
+}
+
+fn encrypt(name: &str) -> pb::EncryptRequest {
+    pb::EncryptRequest {
+        name: name.into(),
+        plaintext: b"attested secret".to_vec(),
+        aad: Vec::new(),
+    }
+}
+
+async fn vault_key(broker: &BrokerProcess) {
+    let mut admin = broker.keys("admin").await;
+    let mut create = common::create(
+        "vault",
+        pb::KeyAlgorithm::Aes256,
+        pb::KeyPurpose::EncryptDecrypt,
+        "softhsm",
+    );
+    create.tags = [("team".to_string(), "vault".to_string())].into();
+    admin.create_key(create).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
+    let broker = BrokerProcess::start();
+    vault_key(&broker).await;
+    let mut keys: KeyServiceClient<Channel> = broker.keys("workload").await;
+    let mut att = attestation(&broker, "workload").await;
+
+    // Without a token the gated key refuses, and says nothing more.
+    let denied = keys.encrypt(encrypt("vault")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.message(), "permission denied");
+
+    let spki = ephemeral_spki(1);
+    let nonce = challenge(&mut att).await;
+    let answer = att
+        .attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap()
+        .into_inner();
+    let claims: serde_json::Value = serde_json::from_str(&answer.claims_json).unwrap();
+    assert_eq!(claims["tee"], "insecure-dev");
+    assert_eq!(claims["insecure"], true);
+    assert_eq!(claims["measurement"], TRUSTED_MEASUREMENT);
+
+    // The token verifies offline against the published JWK set, names the caller and
+    // binds the ephemeral key.
+    let jwks = att
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let verified = attest::token::verify(&answer.token, &jwks, ISSUER).unwrap();
+    assert_eq!(verified.sub, "spiffe://test.keybroker/workload");
+    assert_eq!(verified.exp, u64::try_from(answer.expires_at).unwrap());
+    use base64ct::Encoding as _;
+    use sha2::Digest as _;
+    assert_eq!(
+        verified.cnf.spki_sha256,
+        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(&spki))
+    );
+
+    // With the token, the gated key works.
+    let ciphertext = keys
+        .encrypt(with_token(encrypt("vault"), &answer.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let plaintext = keys
+        .decrypt(with_token(
+            pb::DecryptRequest {
+                name: "vault".into(),
+                ciphertext,
+                aad: Vec::new(),
+            },
+            &answer.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plaintext;
+    assert_eq!(plaintext, b"attested secret");
+
+    // The call log (written as each call completes) names the attested calls.
+    let logged = |log: &str| log.contains("KeyService/Decrypt") && log.contains("attested=true");
+    for _ in 0..50 {
+        if logged(&broker.log()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logged(&broker.log()), "{}", broker.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_evidence_replays_and_foreign_or_tampered_tokens_are_refused() {
+    let broker = BrokerProcess::start();
+    vault_key(&broker).await;
+    let mut att = attestation(&broker, "workload").await;
+    let spki = ephemeral_spki(2);
+
+    // Evidence bound to another key.
+    let nonce = challenge(&mut att).await;
+    let err = att
+        .attest(dev_request(
+            &nonce,
+            &spki,
+            &ephemeral_spki(3),
+            TRUSTED_MEASUREMENT,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not bound"), "{err:?}");
+    // The failed attempt burnt the nonce: a replay is refused.
+    let err = att
+        .attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("already used"), "{err:?}");
+    // A nonce the broker never issued.
+    let forged = Nonce::from_bytes([9; 32]);
+    let err = att
+        .attest(dev_request(&forged, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // Malformed requests.
+    let nonce = challenge(&mut att).await;
+    let mut no_evidence = dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT);
+    no_evidence.evidence = None;
+    assert_eq!(
+        att.attest(no_evidence).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let mut short = dev_request(&nonce, &spki, &spki, "abcd");
+    short.nonce.truncate(31);
+    assert_eq!(
+        att.attest(short).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let tpm = pb::AttestRequest {
+        nonce: nonce.as_bytes().to_vec(),
+        ephemeral_public_key: spki.clone(),
+        evidence: Some(pb::attest_request::Evidence::Tpm(pb::TpmEvidence {
+            attest: vec![0xff; 10],
+            signature: vec![0; 10],
+            pcr_indices: vec![16, 99],
+            pcr_values: vec![vec![0; 32], vec![0; 32]],
+            ak_spki_der: spki.clone(),
+        })),
+    };
+    assert_eq!(
+        att.attest(tpm).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // A stranger the policy does not name may not attest at all.
+    let mut stranger = attestation(&broker, "stranger").await;
+    let err = stranger
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A valid token with an untrusted measurement: attested, but the policy refuses.
+    let nonce = challenge(&mut att).await;
+    let untrusted = att
+        .attest(dev_request(&nonce, &spki, &spki, &"11".repeat(48)))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut keys = broker.keys("workload").await;
+    let err = keys
+        .encrypt(with_token(encrypt("vault"), &untrusted))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A trusted token...
+    let nonce = challenge(&mut att).await;
+    let token = att
+        .attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    // ...presented by another identity is refused as unauthenticated,
+    let mut admin = broker.keys("admin").await;
+    let err = admin
+        .encrypt(with_token(encrypt("vault"), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // ...and so is the same token with one payload character changed, or garbage.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut payload = parts[1].clone().into_bytes();
+    payload[10] = if payload[10] == b'A' { b'B' } else { b'A' };
+    parts[1] = String::from_utf8(payload).unwrap();
+    let tampered = parts.join(".");
+    for bad in [tampered.as_str(), "not-a-token"] {
+        let err = keys
+            .encrypt(with_token(encrypt("vault"), bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert!(
+            !err.message().contains("signature"),
+            "no detail for callers: {err:?}"
+        );
+    }
+    // The untampered token still works: nothing above changed the broker's state.
+    keys.encrypt(with_token(encrypt("vault"), &token))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tpm_quote_from_the_workloads_own_tpm_earns_tpm_claims() {
+    let broker = BrokerProcess::start();
+    // The workload's TPM: a second swtpm, with an attestation key made inside it.
+    let workload_tpm = Swtpm::start();
+    let tpm =
+        TpmBackend::connect(TpmConfig::new(Tcti::new(&workload_tpm.tcti()).unwrap())).unwrap();
+    let ak = tpm.create_attestation_key().wait().unwrap();
+    let mut att = attestation(&broker, "workload").await;
+    let spki = ephemeral_spki(4);
+
+    let quote_for = |nonce: &Nonce| {
+        let extra = tpm_extra_data(nonce, &spki);
+        let quote = tpm
+            .quote(&ak, &extra, &PcrSelection::sha256(&[16]).unwrap())
+            .wait()
+            .unwrap();
+        pb::AttestRequest {
+            nonce: nonce.as_bytes().to_vec(),
+            ephemeral_public_key: spki.clone(),
+            evidence: Some(pb::attest_request::Evidence::Tpm(pb::TpmEvidence {
+                pcr_indices: quote.pcrs.indices().iter().map(|i| u32::from(*i)).collect(),
+                pcr_values: quote.pcr_values.iter().map(|v| v.to_vec()).collect(),
+                attest: quote.attest,
+                signature: quote.signature,
+                ak_spki_der: ak.public_key_der().unwrap(),
+            })),
+        }
+    };
+    let nonce = challenge(&mut att).await;
+    let answer = att.attest(quote_for(&nonce)).await.unwrap().into_inner();
+    let claims: serde_json::Value = serde_json::from_str(&answer.claims_json).unwrap();
+    assert_eq!(claims["tee"], "tpm");
+    assert_eq!(claims["insecure"], false);
+    assert_eq!(claims["pcrs"]["16"], "00".repeat(32));
+
+    // A quote over another challenge's nonce is not bound to this one.
+    let nonce = challenge(&mut att).await;
+    let other = challenge(&mut att).await;
+    let mut wrong = quote_for(&other);
+    wrong.nonce = nonce.as_bytes().to_vec();
+    let err = att.attest(wrong).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+}
