@@ -72,6 +72,31 @@ impl AdminServiceImpl {
                 record.name()
             )));
         }
+        // The same token or TPM under two names would make each name's keys look like
+        // orphans to the other's reconciliation.
+        let same_hardware = |known: &BackendRecord| match (known, &record) {
+            (
+                BackendRecord::Hsm {
+                    module_path: m1,
+                    token_label: t1,
+                    ..
+                },
+                BackendRecord::Hsm {
+                    module_path: m2,
+                    token_label: t2,
+                    ..
+                },
+            ) => Path::new(m1) == Path::new(m2) && t1 == t2,
+            (BackendRecord::Tpm { tcti: t1, .. }, BackendRecord::Tpm { tcti: t2, .. }) => t1 == t2,
+            _ => false,
+        };
+        let known = self.keys.store().backends().map_err(BrokerError::from)?;
+        if let Some(existing) = known.iter().find(|k| same_hardware(k)) {
+            return Err(Status::already_exists(format!(
+                "this hardware is already registered as {:?}",
+                existing.name()
+            )));
+        }
         let to_open = record.clone();
         let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open))
             .await

@@ -102,12 +102,17 @@ pub struct StoreConfig {
     pub path: PathBuf,
 }
 
-/// `[policy]`: Cedar authorization policy files, concatenated.
+/// `[policy]`: where the Cedar authorization policy comes from. Either `files`
+/// (concatenated; changed by editing them and reloading), or the store (changed through
+/// `SetPolicy`), seeded once from `bootstrap` when the store holds none.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// The first policy of a store-managed broker, so that someone may call `SetPolicy`.
+    #[serde(default)]
+    pub bootstrap: Option<PathBuf>,
 }
 
 /// What to do with HSM objects that carry the broker's label but that the store does not
@@ -326,6 +331,12 @@ impl Config {
                 return bad("attestation.signing_backend", "no [[hsm]] has this name");
             }
         }
+        if !self.policy.files.is_empty() && self.policy.bootstrap.is_some() {
+            return bad(
+                "policy.bootstrap",
+                "only for a store-managed policy: remove it or policy.files",
+            );
+        }
         if self.keys.destruction_pending_days < self.keys.min_destruction_pending_days {
             return bad(
                 "keys.destruction_pending_days",
@@ -351,6 +362,9 @@ impl Config {
         self.server.client_ca.iter_mut().for_each(abs);
         abs(&mut self.store.path);
         self.policy.files.iter_mut().for_each(abs);
+        if let Some(p) = self.policy.bootstrap.as_mut() {
+            abs(p);
+        }
         for hsm in &mut self.hsm {
             if let Some(p) = hsm.user_pin_file.as_mut() {
                 abs(p);

@@ -125,13 +125,25 @@ fn configured_backends(config: &Config) -> Vec<crate::store::BackendRecord> {
 }
 
 /// Policy files from the configuration; else the policy last set through the API; else
-/// an empty policy, which denies everything.
+/// the bootstrap policy, which is stored; else an empty policy, which denies everything.
 fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, ServeError> {
     if !config.policy.files.is_empty() {
         return Authorizer::from_files(&config.policy.files).map_err(setup("policy"));
     }
-    let text = store.policy().map_err(setup("store"))?.unwrap_or_default();
-    Authorizer::from_text(&text).map_err(setup("stored policy"))
+    if let Some(text) = store.policy().map_err(setup("store"))? {
+        return Authorizer::from_text(&text).map_err(setup("stored policy"));
+    }
+    let Some(bootstrap) = &config.policy.bootstrap else {
+        tracing::warn!("no policy: every call is denied until one is configured");
+        return Authorizer::from_text("").map_err(setup("policy"));
+    };
+    let authorizer = Authorizer::from_files(std::slice::from_ref(bootstrap))
+        .map_err(setup("policy.bootstrap"))?;
+    // Stored as text, so that it is a store-managed policy from now on.
+    let text = authorizer.policy().text;
+    store.set_policy(&text).map_err(setup("store"))?;
+    tracing::info!(file = %bootstrap.display(), "bootstrap policy stored");
+    Authorizer::from_text(&text).map_err(setup("policy.bootstrap"))
 }
 
 /// Serves until `shutdown` completes.

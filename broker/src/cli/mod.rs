@@ -1,6 +1,7 @@
 //! Command-line interface. Tables for people by default, `--json` for scripts. PINs are
 //! read from files or environment variables, never from arguments.
 
+mod admin;
 mod client;
 mod keys;
 mod token;
@@ -37,6 +38,26 @@ pub enum Command {
         client: ClientArg,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Check policy files offline, and inspect, change or explain a broker's policy.
+    Policy {
+        /// Client configuration; not needed for `check`.
+        #[arg(
+            long,
+            env = "KEYBROKER_CLIENT_CONFIG",
+            value_name = "FILE",
+            global = true
+        )]
+        client_config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: admin::PolicyCommand,
+    },
+    /// List and register a broker's HSM tokens and TPMs.
+    Backends {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(subcommand)]
+        command: admin::BackendsCommand,
     },
 }
 
@@ -165,6 +186,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys { client, command } => {
             let config = ClientConfig::load(&client.client_config)?;
             runtime()?.block_on(keys::run(command, &config, cli.json))
+        }
+        Command::Policy {
+            client_config,
+            command,
+        } => runtime()?.block_on(admin::run_policy(
+            command,
+            client_config.as_deref(),
+            cli.json,
+        )),
+        Command::Backends { client, command } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(admin::run_backends(command, &config, cli.json))
         }
     }
 }
