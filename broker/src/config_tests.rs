@@ -59,9 +59,56 @@ fn errors_name_the_field() {
             format!("{MINIMAL}\n[keys]\norphans = \"burn\"\n"),
             "keys.orphans",
         ),
+        (
+            format!("{MINIMAL}\n[policy]\nfiles = [\"a.cedar\"]\nbootstrap = \"b.cedar\"\n"),
+            "policy.bootstrap",
+        ),
+        (
+            format!("{MINIMAL}\n[admin]\npkcs11_module = [\"/x.so\"]\n"),
+            "admin.pkcs11_module",
+        ),
+        (
+            format!("{MINIMAL}\n[attestation]\nsigning_backend = \"tpm\"\n"),
+            "attestation.signing_backend",
+        ),
+        (
+            format!("{MINIMAL}\n[attestation]\ncertificate_cach = \"vceks\"\n"),
+            "attestation.certificate_cach",
+        ),
     ];
     for (text, field) in cases {
         let (got, reason) = parse(&text).unwrap_err();
         assert_eq!(got, field, "{reason}");
     }
+}
+
+#[test]
+fn the_admin_api_may_load_only_configured_modules() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[admin]\npkcs11_modules = [\"/opt/vendor/libpkcs11.so\"]\n"
+    ))
+    .unwrap();
+    assert!(c.module_allowed(Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+    assert!(c.module_allowed(Path::new("/opt/vendor/libpkcs11.so")));
+    assert!(!c.module_allowed(Path::new("/tmp/evil.so")));
+}
+
+#[test]
+fn attestation_and_bootstrap_paths_are_taken_from_the_config_directory() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[policy]\nbootstrap = \"first.cedar\"\n[attestation]\npolicy = \"appraisal.toml\"\ncertificate_cache = \"vceks\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.policy.bootstrap,
+        Some(PathBuf::from("/etc/keybroker/first.cedar"))
+    );
+    assert_eq!(
+        c.attestation.policy,
+        Some(PathBuf::from("/etc/keybroker/appraisal.toml"))
+    );
+    assert_eq!(
+        c.attestation.certificate_cache,
+        Some(PathBuf::from("/etc/keybroker/vceks"))
+    );
 }
