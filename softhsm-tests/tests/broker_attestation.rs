@@ -335,3 +335,49 @@ async fn a_tpm_quote_from_the_workloads_own_tpm_earns_tpm_claims() {
     let err = att.attest(wrong).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_genoa_report_reaches_the_snp_verifier_and_is_refused_for_its_binding() {
+    // A real report signed by a real VCEK (attest/tests/data/snp/PROVENANCE.md). Its
+    // REPORT_DATA was made for someone else's challenge, so it must fail on the binding,
+    // after its VCEK chain and signature verified; a flipped byte fails on the signature.
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/data/snp/");
+    let report = std::fs::read(format!("{data}genoa_report.bin")).unwrap();
+    let vcek = std::fs::read(format!("{data}genoa_vcek.der")).unwrap();
+    let broker = BrokerProcess::start();
+    let mut att = attestation(&broker, "workload").await;
+    let spki = ephemeral_spki(5);
+    let snp = |nonce: &Nonce, report: Vec<u8>, vek_der: Vec<u8>| pb::AttestRequest {
+        nonce: nonce.as_bytes().to_vec(),
+        ephemeral_public_key: spki.clone(),
+        evidence: Some(pb::attest_request::Evidence::Snp(pb::SnpEvidence {
+            report,
+            vek_der,
+        })),
+    };
+
+    let nonce = challenge(&mut att).await;
+    let err = att
+        .attest(snp(&nonce, report.clone(), vcek.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not bound"), "{err:?}");
+
+    let mut flipped = report.clone();
+    flipped[0x300] ^= 1;
+    let nonce = challenge(&mut att).await;
+    let err = att
+        .attest(snp(&nonce, flipped, vcek.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("signature"), "{err:?}");
+
+    let nonce = challenge(&mut att).await;
+    let err = att
+        .attest(snp(&nonce, report[..100].to_vec(), vcek))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}

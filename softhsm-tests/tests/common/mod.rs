@@ -29,9 +29,12 @@ pub const TRUSTED_MEASUREMENT: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5
 /// The token issuer the test broker is configured with.
 pub const ISSUER: &str = "https://broker.test.keybroker";
 
-/// The appraisal policy: development evidence, and TPM quotes whose PCR 16 (the debug
-/// PCR) is still zero, as on a fresh swtpm.
+/// The appraisal policy: development evidence, TPM quotes whose PCR 16 (the debug PCR)
+/// is still zero, as on a fresh swtpm, and SEV-SNP reports with one measurement.
 pub const APPRAISAL_POLICY: &str = r#"result_validity_seconds = 120
+
+[snp]
+allowed_measurements = ["5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"]
 
 [tpm.pcrs]
 16 = ["0000000000000000000000000000000000000000000000000000000000000000"]
