@@ -177,6 +177,7 @@ pub async fn serve(
         "store and hardware reconciled"
     );
     spawn_destroyer(broker.keys.clone());
+    spawn_policy_reloader(broker.authorizer.clone());
 
     let server = &broker.config.server;
     let listener = TcpListener::bind(server.listen)
@@ -244,6 +245,37 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))
+}
+
+/// Re-reads the policy files on SIGHUP, as `ReloadPolicy` does. A policy that does not
+/// validate is logged and the one in force stays.
+fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: reload the policy through the API");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if authorizer.files().is_empty() {
+                tracing::warn!("SIGHUP: the policy is not loaded from files; nothing to reload");
+                continue;
+            }
+            match authorizer.reload() {
+                Ok(info) => tracing::info!(
+                    digest = %info.digest_hex,
+                    policies = info.policies,
+                    "SIGHUP: policy reloaded"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: policy not reloaded; the old one stays")
+                }
+            }
+        }
+    });
 }
 
 fn spawn_destroyer(keys: Arc<KeyManager>) {

@@ -157,6 +157,29 @@ async fn a_policy_from_files_is_explained_and_reloaded_without_a_restart() {
         .into_inner();
     assert_eq!(kept.digest, after.digest);
     assert_eq!(stranger_lists(&broker).await, Code::Ok);
+
+    // SIGHUP reloads too: back to the original policy, and the stranger is refused again.
+    std::fs::write(&file, POLICY).unwrap();
+    broker.signal("HUP");
+    let mut reloaded = false;
+    for _ in 0..50 {
+        let now = ops
+            .get_policy(pb::GetPolicyRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if now.digest == before.digest {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reloaded,
+        "SIGHUP did not reload the policy: {}",
+        broker.log()
+    );
+    assert_eq!(stranger_lists(&broker).await, Code::PermissionDenied);
 }
 
 #[tokio::test(flavor = "multi_thread")]

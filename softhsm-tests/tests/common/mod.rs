@@ -263,6 +263,16 @@ issuer = "{ISSUER}"
         labels
     }
 
+    /// Sends a signal (`kill -s NAME`) to the broker process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {name} {pid}");
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")
     }
