@@ -1,4 +1,5 @@
-//! `keybroker keys ...`: key management over the admin's mTLS connection.
+//! `keybroker keys ...`: key management over the admin's mTLS connection; the commands
+//! that use a key are in [`super::crypto`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ pub enum KeysCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sign, verify, encrypt, decrypt, data-key: using a key.
+    #[command(flatten)]
+    Use(super::crypto::CryptoCommand),
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
@@ -102,6 +106,7 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
     let mut keys = KeyServiceClient::new(client.connect().await?);
     let key_ref = |name: String| pb::KeyRef { name };
     let key = match cmd {
+        KeysCommand::Use(cmd) => return super::crypto::run(cmd, &mut keys, json).await,
         KeysCommand::Create {
             name,
             algorithm: a,
