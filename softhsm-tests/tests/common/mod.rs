@@ -24,7 +24,7 @@ pub const TRUST_DOMAIN: &str = "test.keybroker";
 pub const TOKEN_LABEL: &str = "e2e";
 
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
-/// public keys of keys tagged team=payments.
+/// keys and their public keys, for keys tagged team=payments.
 pub const POLICY: &str = r#"
 @id("admin")
 permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
@@ -32,7 +32,10 @@ permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", actio
 @id("payments-sign")
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
-  action in [Keybroker::Action::"Sign", Keybroker::Action::"Verify", Keybroker::Action::"GetPublicKey"],
+  action in [
+    Keybroker::Action::"Sign", Keybroker::Action::"Verify",
+    Keybroker::Action::"GetKey", Keybroker::Action::"GetPublicKey"
+  ],
   resource is Keybroker::Key
 ) when { resource.hasTag("team") && resource.getTag("team") == "payments" };
 "#;
