@@ -7,7 +7,7 @@ PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config opensc 
 DEV_DIR := $(CURDIR)/.dev
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps test lint run demo bench fuzz
+.PHONY: deps test lint run demo hsm-tour bench fuzz
 
 ## Install missing system packages (apt-get, with sudo when not root) and cargo-nextest.
 deps:
@@ -36,8 +36,13 @@ run: deps
 	cargo build --locked -q -p broker --bin keybroker
 	./target/debug/keybroker serve --dev --state-dir $(DEV_DIR)/broker
 
-## The HSM tour: a token in ./.dev, keys made inside it, and their use.
+## The end-to-end demo: a development broker in a temporary directory; an admin makes
+## keys, a workload signs, encrypts and decrypts, and the policy refuses what it must.
 demo: deps
+	./scripts/demo.sh
+
+## The HSM tour: a token in ./.dev, keys made inside it, and their use.
+hsm-tour: deps
 	@mkdir -p $(DEV_DIR)/tokens && chmod 700 $(DEV_DIR)
 	@printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
 	  "$(DEV_DIR)/tokens" > $(DEV_DIR)/softhsm2.conf

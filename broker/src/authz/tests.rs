@@ -7,6 +7,7 @@ use attest::claims::{Claims, TcbClaims, TeeKind};
 use super::*;
 use crate::identity::SpiffeId;
 
+mod docs;
 mod loading;
 mod model;
 

@@ -1,4 +1,5 @@
-//! `keybroker keys ...`: key management over the admin's mTLS connection.
+//! `keybroker keys ...`: key management over the admin's mTLS connection; the commands
+//! that use a key are in [`super::crypto`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,14 +12,18 @@ use pb::key_service_client::KeyServiceClient;
 use super::client::ClientConfig;
 use super::{CliError, print_json};
 
-/// Key algorithms, as the CLI spells them.
+/// Key algorithms, as the CLI spells them: the names policies and tables use.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AlgorithmArg {
     EcP256,
     EcP384,
+    #[value(name = "rsa-2048", alias = "rsa2048")]
     Rsa2048,
+    #[value(name = "rsa-3072", alias = "rsa3072")]
     Rsa3072,
+    #[value(name = "rsa-4096", alias = "rsa4096")]
     Rsa4096,
+    #[value(name = "aes-256", alias = "aes256")]
     Aes256,
 }
 
@@ -78,6 +83,9 @@ pub enum KeysCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sign, verify, encrypt, decrypt, data-key: using a key.
+    #[command(flatten)]
+    Use(super::crypto::CryptoCommand),
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
@@ -102,6 +110,7 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
     let mut keys = KeyServiceClient::new(client.connect().await?);
     let key_ref = |name: String| pb::KeyRef { name };
     let key = match cmd {
+        KeysCommand::Use(cmd) => return super::crypto::run(cmd, &mut keys, json).await,
         KeysCommand::Create {
             name,
             algorithm: a,
@@ -169,12 +178,14 @@ fn state(k: &pb::Key) -> String {
         .unwrap_or_else(|_| k.state.to_string())
 }
 
+/// The policy's name for the algorithm (`ec-p256`, `aes-256`), as `--algorithm` takes it.
 fn algorithm_name(k: &pb::Key) -> String {
     pb::KeyAlgorithm::try_from(k.algorithm)
         .map(|s| {
             s.as_str_name()
                 .trim_start_matches("KEY_ALGORITHM_")
                 .to_lowercase()
+                .replace('_', "-")
         })
         .unwrap_or_else(|_| k.algorithm.to_string())
 }

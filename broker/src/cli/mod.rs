@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod crypto;
 mod keys;
 mod token;
 
@@ -126,6 +127,8 @@ pub enum CliError {
     Rpc(tonic::Status),
     /// The server failed to start or stopped with an error (exit 1).
     Serve(String),
+    /// A check came out negative, such as a signature that does not verify (exit 1).
+    Check(String),
 }
 
 impl CliError {
@@ -153,7 +156,9 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Output(m) | CliError::Serve(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Output(m) | CliError::Serve(m) | CliError::Check(m) => {
+                f.write_str(m)
+            }
             CliError::Connect(m) => write!(f, "cannot reach the broker: {m}"),
             CliError::Rpc(s) => write!(f, "{:?}: {}", s.code(), s.message()),
             CliError::Hsm(e) => write!(f, "{e}"),

@@ -44,9 +44,9 @@ allow_insecure = true
 "#;
 
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
-/// public keys of keys tagged team=payments, attest, and encrypt and decrypt with keys
-/// tagged team=vault only while presenting a token whose claims carry the trusted
-/// measurement.
+/// keys and their public keys, for keys tagged team=payments; attest; and encrypt and
+/// decrypt with keys tagged team=vault only while presenting a token whose claims carry
+/// the trusted measurement.
 pub const POLICY: &str = r#"
 @id("admin")
 permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
@@ -54,7 +54,10 @@ permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", actio
 @id("payments-sign")
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
-  action in [Keybroker::Action::"Sign", Keybroker::Action::"Verify", Keybroker::Action::"GetPublicKey"],
+  action in [
+    Keybroker::Action::"Sign", Keybroker::Action::"Verify",
+    Keybroker::Action::"GetKey", Keybroker::Action::"GetPublicKey"
+  ],
   resource is Keybroker::Key
 ) when { resource.hasTag("team") && resource.getTag("team") == "payments" };
 

@@ -1,0 +1,168 @@
+//! End to end: the real `keybroker keys sign` CLI, as the workload, and OpenSSL checking
+//! its signatures with the public key the CLI exported.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{BrokerProcess, create, keybroker_binary};
+use keybroker_api::v1 as pb;
+
+/// A client configuration for `who` (a certificate stem under pki/), as the CLI reads it.
+fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
+    let port = broker.addr.rsplit(':').next().unwrap();
+    let path = broker.dir.path().join(format!("{who}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn keys_cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(keybroker_binary())
+        .arg("keys")
+        .arg("--client-config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn openssl_verify(hash: &str, public: &Path, signature: &Path, file: &Path) -> Output {
+    Command::new("openssl")
+        .args(["dgst", hash, "-verify"])
+        .arg(public)
+        .arg("-signature")
+        .arg(signature)
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_signatures_verify_with_openssl() {
+    let broker = BrokerProcess::start();
+    let mut admin = broker.keys("admin").await;
+    use pb::KeyAlgorithm as A;
+    let keys = [
+        ("cli-ec256", A::EcP256, "-sha256"),
+        ("cli-ec384", A::EcP384, "-sha384"),
+        ("cli-rsa", A::Rsa2048, "-sha256"),
+    ];
+    for (name, algorithm, _) in keys {
+        admin
+            .create_key(create(
+                name,
+                algorithm,
+                pb::KeyPurpose::SignVerify,
+                "softhsm",
+            ))
+            .await
+            .unwrap();
+    }
+    let workload = client_config(&broker, "workload");
+    let dir = broker.dir.path();
+    // Larger than any message limit: only the digest travels.
+    let file = dir.join("release.tar");
+    std::fs::write(&file, vec![0x5a; 5 << 20]).unwrap();
+    let tampered = dir.join("tampered.tar");
+    std::fs::write(&tampered, vec![0x5b; 5 << 20]).unwrap();
+
+    for (name, _, hash) in keys {
+        let signature = dir.join(format!("{name}.sig"));
+        let public = dir.join(format!("{name}.pem"));
+        let (file_arg, sig_arg) = (file.to_str().unwrap(), signature.to_str().unwrap());
+        let out = keys_cli(
+            &workload,
+            &["sign", name, "--in", file_arg, "--out", sig_arg],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("signed with {name} version 1")),
+            "{}",
+            text(&out.stdout)
+        );
+        let out = keys_cli(
+            &workload,
+            &["public-key", name, "--out", public.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+
+        let out = openssl_verify(hash, &public, &signature, &file);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "Verified OK");
+        assert!(
+            !openssl_verify(hash, &public, &signature, &tampered)
+                .status
+                .success()
+        );
+
+        // The CLI's own verify agrees, and says no with exit code 1.
+        let out = keys_cli(
+            &workload,
+            &["verify", name, "--in", file_arg, "--signature", sig_arg],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = keys_cli(
+            &workload,
+            &[
+                "verify",
+                name,
+                "--in",
+                tampered.to_str().unwrap(),
+                "--signature",
+                sig_arg,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    }
+
+    // Without --out: base64 on stdout, the version on stderr.
+    let out = keys_cli(
+        &workload,
+        &["sign", "cli-ec256", "--in", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let encoded = text(&out.stdout);
+    let base64 = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
+    assert!(
+        encoded.trim().len() >= 64 && encoded.trim().chars().all(base64),
+        "{encoded}"
+    );
+    assert!(text(&out.stderr).contains("version 1"));
+
+    // Another team's key is refused by policy: exit code 5.
+    let mut other = create(
+        "cli-other",
+        A::EcP256,
+        pb::KeyPurpose::SignVerify,
+        "softhsm",
+    );
+    other.tags = [("team".to_string(), "other".to_string())].into();
+    admin.create_key(other).await.unwrap();
+    let out = keys_cli(
+        &workload,
+        &["sign", "cli-other", "--in", file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("PermissionDenied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
