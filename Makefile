@@ -48,9 +48,11 @@ hsm-tour: deps
 	  "$(DEV_DIR)/tokens" > $(DEV_DIR)/softhsm2.conf
 	SOFTHSM2_CONF=$(DEV_DIR)/softhsm2.conf cargo run --locked -q -p hsm-backend --example tour -- $(DEV_DIR)
 
-## Throughput of direct backend operations: HSM (1 and 2 threads) and TPM.
+## Throughput of direct backend operations: HSM (1 and 2 threads) and TPM; then signing
+## through the broker (gRPC + mTLS) beside the same token used directly.
 bench: deps
 	cargo bench --locked -p hsm-backend --bench throughput
+	cargo bench --locked -p softhsm-tests --bench broker
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
 

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hsm_backend::{HsmBackend, HsmConfig, Pin, PoolConfig, TokenSelector};
+use tokio::sync::Semaphore;
+
+use hsm_backend::{HsmBackend, HsmConfig, HsmError, Pin, PoolConfig, TokenSelector};
 use tpm_backend::{Tcti, TpmBackend, TpmConfig};
 
 use crate::error::{BrokerError, Result};
@@ -35,6 +37,9 @@ pub struct NamedBackend {
     pub name: String,
     pub description: String,
     pub backend: Backend,
+    /// HSMs: one permit per PKCS#11 session. Calls beyond the pool wait here as tasks,
+    /// not as blocking-pool threads parked in the session pool.
+    sessions: Option<Arc<Semaphore>>,
 }
 
 /// All backends, by name.
@@ -45,6 +50,8 @@ pub struct Backends {
 
 /// How many PKCS#11 sessions a backend registered through the API gets.
 const REGISTERED_SESSIONS: usize = 4;
+/// How long an HSM call waits for a free session before the HSM counts as busy.
+const SESSION_WAIT: Duration = Duration::from_secs(5);
 
 impl Backends {
     /// A backend by name.
@@ -106,7 +113,7 @@ pub fn open_hsm(
         user_pin: pin,
         pool: PoolConfig {
             size: sessions,
-            checkout_timeout: Duration::from_secs(5),
+            checkout_timeout: SESSION_WAIT,
         },
     };
     let backend = HsmBackend::open(config).map_err(|e| {
@@ -116,6 +123,7 @@ pub fn open_hsm(
         name: name.to_string(),
         description: format!("{} token {token_label:?}", module.display()),
         backend: Backend::Hsm(backend),
+        sessions: Some(Arc::new(Semaphore::new(sessions))),
     })
 }
 
@@ -132,6 +140,7 @@ pub fn open_tpm(name: &str, tcti: &str) -> Result<NamedBackend> {
         name: name.to_string(),
         description: format!("TPM {tcti}"),
         backend: Backend::Tpm(backend),
+        sessions: None,
     })
 }
 
@@ -181,20 +190,39 @@ pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
     pin.map_err(|e| BrokerError::FailedPrecondition(e.to_string()))
 }
 
-/// Runs a blocking PKCS#11 call on tokio's blocking pool.
+/// Runs a blocking PKCS#11 call on tokio's blocking pool, once one of the backend's
+/// sessions is free: no more blocking threads than sessions work on one token.
 ///
 /// # Errors
-/// `f`'s error, or [`BrokerError::Internal`] if the backend is not an HSM.
+/// `f`'s error; [`BrokerError::ResourceExhausted`] (via `PoolExhausted`) when no session
+/// frees up in time; [`BrokerError::Internal`] if the backend is not an HSM.
 pub async fn on_hsm<T: Send + 'static>(
     backend: Arc<NamedBackend>,
     f: impl FnOnce(&HsmBackend) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(move || match &backend.backend {
-        Backend::Hsm(hsm) => f(hsm),
-        Backend::Tpm(_) => Err(BrokerError::Internal(format!(
-            "backend {:?} is not an HSM",
-            backend.name
-        ))),
+    let permit = match &backend.sessions {
+        Some(sessions) => {
+            let turn = tokio::time::timeout(SESSION_WAIT, sessions.clone().acquire_owned());
+            match turn.await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_closed)) => {
+                    return Err(BrokerError::Internal("HSM session gate closed".into()));
+                }
+                Err(_elapsed) => return Err(HsmError::PoolExhausted(SESSION_WAIT).into()),
+            }
+        }
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        // Held until the call ends, even if the caller stopped waiting.
+        let _permit = permit;
+        match &backend.backend {
+            Backend::Hsm(hsm) => f(hsm),
+            Backend::Tpm(_) => Err(BrokerError::Internal(format!(
+                "backend {:?} is not an HSM",
+                backend.name
+            ))),
+        }
     })
     .await?
 }

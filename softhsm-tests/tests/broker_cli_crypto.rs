@@ -30,7 +30,7 @@ fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
 }
 
 fn keys_cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(keybroker_binary())
+    Command::new(keybroker_binary(false))
         .arg("keys")
         .arg("--client-config")
         .arg(config)

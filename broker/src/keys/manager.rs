@@ -20,6 +20,7 @@ use super::spec::{check_tags, hsm_spec, label, tpm_kind};
 use crate::backends::{Backend, Backends, NamedBackend, on_hsm};
 use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
+use crate::store::cache::CachedKeyStore;
 use crate::store::{
     Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, VersionRecord,
     VersionState,
@@ -67,9 +68,11 @@ fn fresh_object_id() -> Vec<u8> {
 }
 
 impl KeyManager {
+    /// Reads of key records on the request path are cached in front of `store`
+    /// ([`CachedKeyStore`]); every change goes through the manager and clears it.
     pub fn new(store: Arc<dyn KeyStore>, backends: Arc<Backends>, config: KeysConfig) -> Self {
         KeyManager {
-            store,
+            store: Arc::new(CachedKeyStore::new(store)),
             backends,
             config,
         }

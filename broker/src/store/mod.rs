@@ -5,6 +5,7 @@
 //! several broker replicas can later share one PostgreSQL database behind this trait.
 //! [`sqlite::SqliteStore`] is the embedded default.
 
+pub mod cache;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -80,27 +80,53 @@ permit (
 };
 "#;
 
-/// Builds the `keybroker` binary once per test process and returns its path.
-pub fn keybroker_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// The user PIN of the broker's token.
+pub const USER_PIN: &str = "user-pin-1234";
+
+/// How [`BrokerProcess::start_with`] builds and configures the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerOptions {
+    /// Build and run the release profile (benchmarks) rather than debug (tests).
+    pub release: bool,
+    /// `hsm[].sessions`: PKCS#11 sessions the broker opens on its token.
+    pub hsm_sessions: usize,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            release: false,
+            hsm_sessions: 2,
+        }
+    }
+}
+
+/// Builds the `keybroker` binary (debug or release) once per process and returns its
+/// path, `target/<profile>/keybroker`.
+pub fn keybroker_binary(release: bool) -> &'static Path {
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, profile) = if release {
+        (&RELEASE, "release")
+    } else {
+        (&DEBUG, "debug")
+    };
+    cell.get_or_init(|| {
+        let mut args = vec!["build", "--quiet", "--locked"];
+        if release {
+            args.push("--release");
+        }
+        args.extend(["-p", "broker", "--bin", "keybroker"]);
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--locked",
-                "-p",
-                "broker",
-                "--bin",
-                "keybroker",
-            ])
+            .args(&args)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building keybroker failed");
-        // target/<profile>/deps/<test binary> -> target/<profile>/keybroker
+        // target/<profile>/deps/<test or bench binary> -> target/<profile>/keybroker
         let exe = std::env::current_exe().unwrap();
-        let bin = exe.parent().unwrap().parent().unwrap().join("keybroker");
+        let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+        let bin = target.join(profile).join("keybroker");
         assert!(bin.exists(), "{} missing", bin.display());
         bin
     })
@@ -114,22 +140,29 @@ pub struct BrokerProcess {
     pub pki: DevPki,
     child: Option<Child>,
     pub addr: String,
+    binary: &'static Path,
 }
 
 impl BrokerProcess {
     /// A token, a swtpm, certificates for `admin`, `workload`, `stranger` (not in the
     /// policy) and `expired`, the test policy, and a running broker.
     pub fn start() -> BrokerProcess {
+        BrokerProcess::start_with(BrokerOptions::default())
+    }
+
+    /// As [`BrokerProcess::start`], built and configured as `options` say.
+    pub fn start_with(options: BrokerOptions) -> BrokerProcess {
+        let binary = keybroker_binary(options.release);
         let hsm = SoftHsm::new();
         let tpm = Swtpm::start();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("so-pin"), "so-pin-1234").unwrap();
-        std::fs::write(d.join("user-pin"), "user-pin-1234").unwrap();
+        std::fs::write(d.join("user-pin"), USER_PIN).unwrap();
         for f in ["so-pin", "user-pin"] {
             set_mode(&d.join(f), 0o600);
         }
-        let out = Command::new(keybroker_binary())
+        let out = Command::new(binary)
             .args(["token", "init", "--label", TOKEN_LABEL, "--module"])
             .arg(hsm.module_path())
             .arg("--so-pin-file")
@@ -186,7 +219,7 @@ name = "softhsm"
 module = "{}"
 token_label = "{TOKEN_LABEL}"
 user_pin_file = "user-pin"
-sessions = 2
+sessions = {}
 
 [[tpm]]
 name = "swtpm"
@@ -197,6 +230,7 @@ policy = "attestation.toml"
 issuer = "{ISSUER}"
 "#,
                 hsm.module_path().display(),
+                options.hsm_sessions,
                 tpm.tcti()
             ),
         )
@@ -208,6 +242,7 @@ issuer = "{ISSUER}"
             pki,
             child: None,
             addr: String::new(),
+            binary,
         };
         broker.spawn();
         broker
@@ -227,13 +262,7 @@ issuer = "{ISSUER}"
         let out = Command::new("pkcs11-tool")
             .arg("--module")
             .arg(self.hsm.module_path())
-            .args([
-                "--token-label",
-                TOKEN_LABEL,
-                "--login",
-                "--pin",
-                "user-pin-1234",
-            ])
+            .args(["--token-label", TOKEN_LABEL, "--login", "--pin", USER_PIN])
             .args(args)
             .env("SOFTHSM2_CONF", self.hsm.conf_path())
             .output()
@@ -282,7 +311,7 @@ issuer = "{ISSUER}"
 
     /// Starts the process and waits for "listening on".
     pub fn spawn(&mut self) {
-        let mut child = Command::new(keybroker_binary())
+        let mut child = Command::new(self.binary)
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env("SOFTHSM2_CONF", self.hsm.conf_path())
@@ -316,6 +345,11 @@ issuer = "{ISSUER}"
         std::thread::spawn(move || for _ in lines {});
         self.addr = addr;
         self.child = Some(child);
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL, then wait.
