@@ -283,3 +283,40 @@ async fn kill_9_during_creation_leaves_no_half_made_key_and_no_unnoticed_orphan(
     );
     assert!(log.contains("store and hardware reconciled"), "{log}");
 }
+
+/// What `grpcurl list` shows (docs/api.md), through the same reflection API.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_reflection_lists_every_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let broker = BrokerProcess::start();
+    let mut client = ServerReflectionClient::new(broker.channel("workload").await.unwrap());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "keybroker.v1.AdminService",
+            "keybroker.v1.AttestationService",
+            "keybroker.v1.KeyService",
+        ]
+    );
+}
