@@ -9,7 +9,8 @@
 //! was made) and dropping the record. HSM objects with the broker's label prefix that
 //! the store does not know at all are orphans, reported or destroyed by configuration.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsm_backend::KeyId;
@@ -51,7 +52,17 @@ pub struct KeyManager {
     pub(super) store: Arc<dyn KeyStore>,
     pub(super) backends: Arc<Backends>,
     pub(super) config: KeysConfig,
+    /// Public keys (SPKI DER) by key name and version. A version's key pair never
+    /// changes and names are never reused, so entries never go stale; whether a version
+    /// may still be used is checked from the store on every call, not here.
+    public_keys: Mutex<HashMap<VersionName, Arc<[u8]>>>,
 }
+
+/// A key version: the key's name and the version number.
+type VersionName = (String, u32);
+
+/// Most public keys cached; past it the cache starts over.
+const MAX_CACHED_PUBLIC_KEYS: usize = 10_000;
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -75,6 +86,7 @@ impl KeyManager {
             store: Arc::new(CachedKeyStore::new(store)),
             backends,
             config,
+            public_keys: Mutex::default(),
         }
     }
 
@@ -157,6 +169,31 @@ impl KeyManager {
     }
 
     /// A key visible to callers.
+    /// The public key of a usable version, SPKI DER: read from the hardware once, then
+    /// from memory (`Verify` needs it on every call).
+    ///
+    /// # Errors
+    /// The backend is gone or the hardware cannot read the key.
+    pub async fn public_key(&self, key: &KeyRecord, version: &VersionRecord) -> Result<Arc<[u8]>> {
+        let id = (key.name.clone(), version.version);
+        let cache = || {
+            self.public_keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(spki) = cache().get(&id) {
+            return Ok(spki.clone());
+        }
+        let backend = self.backends.get(&key.backend)?;
+        let spki: Arc<[u8]> = super::ops::public_key(backend, version).await?.into();
+        let mut cached = cache();
+        if cached.len() >= MAX_CACHED_PUBLIC_KEYS {
+            cached.clear();
+        }
+        cached.insert(id, spki.clone());
+        Ok(spki)
+    }
+
     pub fn get(&self, name: &str) -> Result<KeyRecord> {
         check_key_name(name)?;
         self.store

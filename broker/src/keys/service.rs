@@ -173,13 +173,12 @@ impl KeyService for KeyServiceImpl {
             );
         }
         let version = self.manager.usable(&key, r.version)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let spki = ops::public_key(backend, &version).await?;
+        let spki = self.manager.public_key(&key, &version).await?;
         let pem = spki_pem(&spki)?;
         Ok(Response::new(pb::PublicKey {
             name: key.name,
             version: version.version,
-            spki_der: spki,
+            spki_der: spki.to_vec(),
             pem,
         }))
     }
@@ -240,8 +239,7 @@ impl KeyService for KeyServiceImpl {
         };
         let digest = ops::digest_of(key.algorithm, message.as_deref(), digest.as_deref())?;
         let version = self.manager.usable(&key, r.key_version)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let spki = ops::public_key(backend, &version).await?;
+        let spki = self.manager.public_key(&key, &version).await?;
         let valid = ops::verify(key.algorithm, &spki, scheme, &digest, &r.signature)?;
         Ok(Response::new(pb::VerifyResponse { valid }))
     }
