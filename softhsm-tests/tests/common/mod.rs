@@ -59,13 +59,25 @@ pub fn keybroker_binary(release: bool) -> &'static Path {
         (&DEBUG, "debug")
     };
     cell.get_or_init(|| {
-        let mut args = vec!["build", "--quiet", "--locked"];
-        if release {
-            args.push("--release");
-        }
-        args.extend(["-p", "broker", "--bin", "keybroker"]);
+        // Debug: the same selection as `cargo nextest run --workspace` builds (every test
+        // target, so the same dependency features), which is a no-op after it; building
+        // `-p broker` alone would resolve other features and rebuild dozens of crates.
+        let args: &[&str] = if release {
+            &[
+                "build",
+                "--quiet",
+                "--locked",
+                "--release",
+                "-p",
+                "broker",
+                "--bin",
+                "keybroker",
+            ]
+        } else {
+            &["build", "--quiet", "--locked", "--workspace", "--tests"]
+        };
         let status = Command::new(env!("CARGO"))
-            .args(&args)
+            .args(args)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo build");
