@@ -237,10 +237,21 @@ fn wait_or_forward_signal(child: &mut Child) -> DevResult<std::process::ExitStat
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).map_err(io("signals"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(io("signals"))?;
+        // A hangup (the terminal closed) stops development mode too. The broker itself
+        // takes SIGHUP as "reload the policy", so without this it would outlive the
+        // terminal; in development mode, reload with `keybroker policy reload`.
+        let mut hup = signal(SignalKind::hangup()).map_err(io("signals"))?;
+        let stop = || {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        };
         loop {
             tokio::select! {
-                _ = term.recv() => { let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status(); }
-                _ = int.recv() => { let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status(); }
+                _ = term.recv() => stop(),
+                _ = int.recv() => stop(),
+                _ = hup.recv() => stop(),
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             if let Some(status) = child.try_wait().map_err(io("waiting for the broker"))? {
