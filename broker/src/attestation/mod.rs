@@ -17,7 +17,7 @@ use attest::claims::Claims;
 use attest::clock::SystemClock;
 use attest::policy::AppraisalPolicy;
 use attest::snp::SnpVerifier;
-use attest::token::TokenSigner;
+use attest::token::{TokenSigner, TokenVerifier};
 use tonic::Status;
 
 use crate::backends::Backends;
@@ -38,6 +38,8 @@ pub struct Attestation {
     signer: HsmTokenSigner,
     issuer: String,
     jwks: String,
+    /// The JWK set parsed once, for the tokens callers present on every call.
+    verifier: TokenVerifier,
 }
 
 impl Attestation {
@@ -71,11 +73,14 @@ impl Attestation {
         let signer = HsmTokenSigner::open(signing)?;
         let jwks = attest::token::jwks(&[&signer as &dyn TokenSigner])
             .map_err(|e| BrokerError::Internal(format!("JWK set: {e}")))?;
+        let verifier = TokenVerifier::new(&jwks, &config.issuer)
+            .map_err(|e| BrokerError::Internal(format!("JWK set: {e}")))?;
         Ok(Some(Attestation {
             appraiser,
             signer,
             issuer: config.issuer.clone(),
             jwks,
+            verifier,
         }))
     }
 
@@ -120,8 +125,7 @@ fn appraiser(config: &AttestationConfig, path: &std::path::Path) -> Result<Appra
 
 impl ClaimsSource for Attestation {
     fn claims(&self, token: &str, caller: &SpiffeId) -> std::result::Result<Claims, String> {
-        let verified =
-            attest::token::verify(token, &self.jwks, &self.issuer).map_err(|e| e.to_string())?;
+        let verified = self.verifier.verify(token).map_err(|e| e.to_string())?;
         if verified.sub != caller.as_str() {
             return Err(format!(
                 "the token was issued to {}, not to the caller",
