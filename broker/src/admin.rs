@@ -107,17 +107,18 @@ impl AdminServiceImpl {
             .map_err(BrokerError::from)?;
         let opened = self.keys.backends().insert(opened)?;
         tracing::info!(backend = %opened.name, kind = opened.backend.kind(), "backend registered");
-        Ok(self.backend_to_wire(&opened, 0))
+        Ok(backend_to_wire(&opened, 0))
     }
+}
 
-    fn backend_to_wire(&self, backend: &NamedBackend, keys: u32) -> pb::Backend {
-        pb::Backend {
-            name: backend.name.clone(),
-            kind: backend.backend.kind().to_string(),
-            description: backend.description.clone(),
-            available: true,
-            keys,
-        }
+/// A backend as the API shows it.
+fn backend_to_wire(backend: &NamedBackend, keys: u32) -> pb::Backend {
+    pb::Backend {
+        name: backend.name.clone(),
+        kind: backend.backend.kind().to_string(),
+        description: backend.description.clone(),
+        available: true,
+        keys,
     }
 }
 
@@ -199,7 +200,7 @@ impl AdminService for AdminServiceImpl {
             .backends()
             .all()
             .iter()
-            .map(|b| self.backend_to_wire(b, counts.get(&b.name).copied().unwrap_or(0)))
+            .map(|b| backend_to_wire(b, counts.get(&b.name).copied().unwrap_or(0)))
             .collect();
         Ok(Response::new(pb::ListBackendsResponse { backends }))
     }

@@ -95,10 +95,13 @@ impl Attestation {
     }
 
     fn appraiser(&self) -> Result<&Appraiser, Status> {
-        self.appraiser.as_ref().ok_or_else(|| {
-            Status::failed_precondition("attestation is not configured on this broker")
-        })
+        self.appraiser.as_ref().ok_or_else(not_configured)
     }
+}
+
+/// The refusal of every attestation call on a broker without attestation.
+fn not_configured() -> Status {
+    Status::failed_precondition("attestation is not configured on this broker")
 }
 
 fn appraiser(config: &AttestationConfig, path: &std::path::Path) -> Result<Appraiser> {

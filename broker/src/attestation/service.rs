@@ -13,7 +13,7 @@ use keybroker_api::v1 as pb;
 use pb::attestation_service_server::AttestationService;
 use tonic::{Request, Response, Status};
 
-use super::{Attestation, status};
+use super::{Attestation, not_configured, status};
 use crate::authz::{Action, Resource};
 use crate::request::Gate;
 
@@ -38,9 +38,7 @@ impl AttestationServiceImpl {
     }
 
     fn attestation(&self) -> Result<&Arc<Attestation>, Status> {
-        self.attestation.as_ref().ok_or_else(|| {
-            Status::failed_precondition("attestation is not configured on this broker")
-        })
+        self.attestation.as_ref().ok_or_else(not_configured)
     }
 }
 
