@@ -13,7 +13,7 @@ use pb::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Action, Authorizer, AuthzRequest, PolicyInfo, Resource, ResourceKind};
-use crate::backends::{self, NamedBackend};
+use crate::backends::NamedBackend;
 use crate::config::{Config, check_name};
 use crate::error::BrokerError;
 use crate::identity::SpiffeId;
@@ -45,7 +45,10 @@ fn policy_to_wire(info: &PolicyInfo) -> pb::Policy {
 }
 
 fn policy_error(e: crate::authz::AuthzError) -> Status {
-    invalid(e.to_string())
+    match e {
+        crate::authz::AuthzError::NotAuthorized(_) => Status::internal("internal error"),
+        other => invalid(other.to_string()),
+    }
 }
 
 impl AdminServiceImpl {
@@ -61,53 +64,6 @@ impl AdminServiceImpl {
             authorizer,
             gate,
         }
-    }
-
-    /// Opens, records and serves a new backend.
-    async fn register(&self, record: BackendRecord) -> Result<pb::Backend, Status> {
-        check_name(record.name()).map_err(|r| invalid(format!("name: {r}")))?;
-        if self.keys.backends().get(record.name()).is_ok() {
-            return Err(Status::already_exists(format!(
-                "backend {:?} is already registered",
-                record.name()
-            )));
-        }
-        // The same token or TPM under two names would make each name's keys look like
-        // orphans to the other's reconciliation.
-        let same_hardware = |known: &BackendRecord| match (known, &record) {
-            (
-                BackendRecord::Hsm {
-                    module_path: m1,
-                    token_label: t1,
-                    ..
-                },
-                BackendRecord::Hsm {
-                    module_path: m2,
-                    token_label: t2,
-                    ..
-                },
-            ) => Path::new(m1) == Path::new(m2) && t1 == t2,
-            (BackendRecord::Tpm { tcti: t1, .. }, BackendRecord::Tpm { tcti: t2, .. }) => t1 == t2,
-            _ => false,
-        };
-        let known = self.keys.store().backends().map_err(BrokerError::from)?;
-        if let Some(existing) = known.iter().find(|k| same_hardware(k)) {
-            return Err(Status::already_exists(format!(
-                "this hardware is already registered as {:?}",
-                existing.name()
-            )));
-        }
-        let to_open = record.clone();
-        let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open))
-            .await
-            .map_err(BrokerError::from)??;
-        self.keys
-            .store()
-            .add_backend(&record)
-            .map_err(BrokerError::from)?;
-        let opened = self.keys.backends().insert(opened)?;
-        tracing::info!(backend = %opened.name, kind = opened.backend.kind(), "backend registered");
-        Ok(backend_to_wire(&opened, 0))
     }
 }
 
@@ -133,9 +89,9 @@ impl AdminService for AdminServiceImpl {
         &self,
         request: Request<pb::RegisterHsmBackendRequest>,
     ) -> Reply<pb::Backend> {
-        self.gate
-            .authorize(&request, Action::RegisterHsmBackend, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         let r = request.into_inner();
+        check_name(&r.name).map_err(|reason| invalid(format!("name: {reason}")))?;
         let module = PathBuf::from(&r.module_path);
         if !self.config.module_allowed(&module) {
             return Err(Status::failed_precondition(
@@ -157,44 +113,38 @@ impl AdminService for AdminServiceImpl {
         {
             return Err(invalid("user_pin_file: must be an absolute path"));
         }
-        let backend = self
-            .register(BackendRecord::Hsm {
-                name: r.name,
-                module_path: r.module_path,
-                token_label: r.token_label,
-                user_pin_file: pin_file,
-                user_pin_env: pin_env,
-            })
-            .await?;
-        Ok(Response::new(backend))
+        let record = BackendRecord::Hsm {
+            name: r.name,
+            module_path: r.module_path,
+            token_label: r.token_label,
+            user_pin_file: pin_file,
+            user_pin_env: pin_env,
+        };
+        let opened = self.keys.register_backend(&auth, record).await?;
+        Ok(Response::new(backend_to_wire(&opened, 0)))
     }
 
     async fn register_tpm_backend(
         &self,
         request: Request<pb::RegisterTpmBackendRequest>,
     ) -> Reply<pb::Backend> {
-        self.gate
-            .authorize(&request, Action::RegisterTpmBackend, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         let r = request.into_inner();
-        let backend = self
-            .register(BackendRecord::Tpm {
-                name: r.name,
-                tcti: r.tcti,
-            })
-            .await?;
-        Ok(Response::new(backend))
+        check_name(&r.name).map_err(|reason| invalid(format!("name: {reason}")))?;
+        let record = BackendRecord::Tpm {
+            name: r.name,
+            tcti: r.tcti,
+        };
+        let opened = self.keys.register_backend(&auth, record).await?;
+        Ok(Response::new(backend_to_wire(&opened, 0)))
     }
 
     async fn list_backends(
         &self,
         request: Request<pb::ListBackendsRequest>,
     ) -> Reply<pb::ListBackendsResponse> {
-        self.gate
-            .authorize(&request, Action::ListBackends, Resource::Broker)?;
-        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-        for key in self.keys.store().list("").map_err(BrokerError::from)? {
-            *counts.entry(key.backend).or_default() += 1;
-        }
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
+        let counts = self.keys.key_counts(&auth)?;
         let backends = self
             .keys
             .backends()
@@ -206,15 +156,13 @@ impl AdminService for AdminServiceImpl {
     }
 
     async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Reply<pb::Policy> {
-        self.gate
-            .authorize(&request, Action::GetPolicy, Resource::Broker)?;
-        Ok(Response::new(policy_to_wire(&self.authorizer.policy())))
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
+        let info = self.authorizer.policy_for(&auth).map_err(policy_error)?;
+        Ok(Response::new(policy_to_wire(&info)))
     }
 
     async fn set_policy(&self, request: Request<pb::SetPolicyRequest>) -> Reply<pb::Policy> {
-        let caller = self
-            .gate
-            .authorize(&request, Action::SetPolicy, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         if !self.authorizer.files().is_empty() {
             return Err(Status::failed_precondition(
                 "the policy is loaded from files (policy.files): edit them and reload",
@@ -224,19 +172,17 @@ impl AdminService for AdminServiceImpl {
         // Validate before storing, store before swapping: what is in force is what a
         // restart loads.
         Authorizer::from_text(&text).map_err(policy_error)?;
-        self.keys
-            .store()
-            .set_policy(&text)
-            .map_err(BrokerError::from)?;
-        let info = self.authorizer.set_policy(&text).map_err(policy_error)?;
-        tracing::info!(caller = %caller, digest = %info.digest_hex, policies = info.policies, "policy set");
+        self.keys.store_policy(&auth, &text)?;
+        let info = self
+            .authorizer
+            .set_policy(&auth, &text)
+            .map_err(policy_error)?;
+        tracing::info!(caller = %auth.caller(), digest = %info.digest_hex, policies = info.policies, "policy set");
         Ok(Response::new(policy_to_wire(&info)))
     }
 
     async fn reload_policy(&self, request: Request<pb::ReloadPolicyRequest>) -> Reply<pb::Policy> {
-        let caller = self
-            .gate
-            .authorize(&request, Action::ReloadPolicy, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         if self.authorizer.files().is_empty() {
             return Err(Status::failed_precondition(
                 "the policy is not loaded from files: set it with SetPolicy",
@@ -244,9 +190,9 @@ impl AdminService for AdminServiceImpl {
         }
         let info = self
             .authorizer
-            .reload()
+            .reload(&auth)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        tracing::info!(caller = %caller, digest = %info.digest_hex, policies = info.policies, "policy reloaded");
+        tracing::info!(caller = %auth.caller(), digest = %info.digest_hex, policies = info.policies, "policy reloaded");
         Ok(Response::new(policy_to_wire(&info)))
     }
 
@@ -254,8 +200,7 @@ impl AdminService for AdminServiceImpl {
         &self,
         request: Request<pb::ExplainDecisionRequest>,
     ) -> Reply<pb::Decision> {
-        self.gate
-            .authorize(&request, Action::ExplainDecision, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         let r = request.into_inner();
         let principal =
             SpiffeId::parse(&r.principal).map_err(|e| invalid(format!("principal: {e}")))?;
@@ -278,12 +223,18 @@ impl AdminService for AdminServiceImpl {
             (_, Some(key)) => key_resource(key),
             (_, None) => absent_resource(&r.key, &no_tags),
         };
-        let decision = self.authorizer.authorize(&AuthzRequest {
-            principal: &principal,
-            action,
-            resource,
-            claims: None,
-        });
+        let decision = self
+            .authorizer
+            .explain(
+                &auth,
+                &AuthzRequest {
+                    principal: &principal,
+                    action,
+                    resource,
+                    claims: None,
+                },
+            )
+            .map_err(policy_error)?;
         Ok(Response::new(pb::Decision {
             allowed: decision.allowed,
             policies: decision.policies,

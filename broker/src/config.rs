@@ -74,8 +74,12 @@ pub struct ServerConfig {
     pub client_ca: Vec<PathBuf>,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Authorized calls in flight across the broker; past it, `RESOURCE_EXHAUSTED`.
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Calls in flight for one identity, across all its connections.
+    #[serde(default = "defaults::max_calls_per_identity")]
+    pub max_calls_per_identity: usize,
     /// Largest request message, bytes.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
@@ -223,6 +227,9 @@ mod defaults {
     pub fn max_concurrent_requests() -> usize {
         512
     }
+    pub fn max_calls_per_identity() -> usize {
+        64
+    }
     pub fn max_message_bytes() -> usize {
         4 << 20
     }
@@ -292,6 +299,9 @@ impl Config {
         }
         if self.server.max_connections == 0 || self.server.max_concurrent_requests == 0 {
             return bad("server", "connection and request limits must be at least 1");
+        }
+        if self.server.max_calls_per_identity == 0 {
+            return bad("server.max_calls_per_identity", "must be at least 1");
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, hsm) in self.hsm.iter().enumerate() {

@@ -21,6 +21,9 @@ pub enum BrokerError {
     /// version.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A backend name or hardware that is already registered.
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("backend {0:?} is not registered")]
     UnknownBackend(String),
     #[error("{0}")]
@@ -46,7 +49,7 @@ impl From<BrokerError> for Status {
         let code = match &err {
             BrokerError::InvalidArgument(_) => Code::InvalidArgument,
             BrokerError::KeyNotFound(_) | BrokerError::UnknownBackend(_) => Code::NotFound,
-            BrokerError::KeyExists(_) => Code::AlreadyExists,
+            BrokerError::KeyExists(_) | BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
             BrokerError::Unsupported(_) => Code::Unimplemented,
             BrokerError::IntegrityFailure(_) => Code::InvalidArgument,

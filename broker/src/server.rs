@@ -17,7 +17,7 @@ use crate::backends::{self, Backends};
 use crate::config::Config;
 use crate::error::BrokerError;
 use crate::keys::{KeyManager, KeyServiceImpl};
-use crate::request::{CallLayer, ClaimsSource, Gate};
+use crate::request::{ClaimsSource, Gate};
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{ConnectionLimits, ServerTls, TlsIncoming};
@@ -196,7 +196,11 @@ pub async fn serve(
         .attestation
         .clone()
         .map(|a| a as Arc<dyn ClaimsSource>);
-    let gate = Gate::new(broker.authorizer.clone(), claims);
+    let gate = Gate::new(
+        broker.authorizer.clone(),
+        claims,
+        server.max_concurrent_requests,
+    );
     let max = server.max_message_bytes;
     let keys = KeyServiceServer::new(KeyServiceImpl::new(broker.keys.clone(), gate.clone()))
         .max_decoding_message_size(max)
@@ -236,7 +240,7 @@ pub async fn serve(
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
         .timeout(server.request_timeout())
-        .layer(CallLayer::new(server.max_concurrent_requests))
+        .layer(crate::request::stack(server.max_calls_per_identity))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(keys)
@@ -264,7 +268,7 @@ fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
                 tracing::warn!("SIGHUP: the policy is not loaded from files; nothing to reload");
                 continue;
             }
-            match authorizer.reload() {
+            match authorizer.reload_on_hangup() {
                 Ok(info) => tracing::info!(
                     digest = %info.digest_hex,
                     policies = info.policies,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attest::Appraiser;
-use attest::challenge::ChallengeStore;
+use attest::challenge::{Challenge, ChallengeStore};
 use attest::claims::Claims;
 use attest::clock::SystemClock;
 use attest::policy::AppraisalPolicy;
@@ -20,11 +20,12 @@ use attest::snp::SnpVerifier;
 use attest::token::{TokenSigner, TokenVerifier};
 use tonic::Status;
 
+use crate::authz::Action;
 use crate::backends::Backends;
 use crate::config::AttestationConfig;
 use crate::error::{BrokerError, Result};
 use crate::identity::SpiffeId;
-use crate::request::ClaimsSource;
+use crate::request::{Authorized, ClaimsSource};
 
 /// Most challenges outstanding at once (used ones are remembered until they expire, to
 /// name replays).
@@ -84,9 +85,31 @@ impl Attestation {
         }))
     }
 
-    /// The JWK set that verifies this broker's tokens, JSON.
-    pub fn jwks(&self) -> &str {
-        &self.jwks
+    /// The JWK set that verifies this broker's tokens, JSON (`GetJwks`).
+    ///
+    /// # Errors
+    /// `INTERNAL` for another call's authorization.
+    pub fn jwks(&self, auth: &Authorized) -> Result<&str, Status> {
+        auth.require_broker(Action::GetJwks)?;
+        Ok(&self.jwks)
+    }
+
+    /// A fresh challenge (`GetChallenge`).
+    ///
+    /// # Errors
+    /// Attestation is not configured; too many challenges are outstanding.
+    pub fn issue_challenge(&self, auth: &Authorized) -> Result<Challenge, Status> {
+        auth.require_broker(Action::GetChallenge)?;
+        self.appraiser()?.challenges.issue().map_err(status)
+    }
+
+    /// The appraiser, for a caller allowed `Attest`.
+    ///
+    /// # Errors
+    /// Attestation is not configured, or another call's authorization.
+    pub fn appraiser_for(&self, auth: &Authorized) -> Result<&Appraiser, Status> {
+        auth.require_broker(Action::Attest)?;
+        self.appraiser()
     }
 
     /// The `iss` of this broker's tokens.

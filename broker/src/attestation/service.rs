@@ -14,7 +14,7 @@ use pb::attestation_service_server::AttestationService;
 use tonic::{Request, Response, Status};
 
 use super::{Attestation, not_configured, status};
-use crate::authz::{Action, Resource};
+use crate::authz::Resource;
 use crate::request::Gate;
 
 /// Longest ephemeral public key accepted (an RSA-4096 SPKI is 550 bytes).
@@ -110,14 +110,8 @@ impl AttestationService for AttestationServiceImpl {
         &self,
         request: Request<pb::GetChallengeRequest>,
     ) -> Reply<pb::Challenge> {
-        self.gate
-            .authorize(&request, Action::GetChallenge, Resource::Broker)?;
-        let challenge = self
-            .attestation()?
-            .appraiser()?
-            .challenges
-            .issue()
-            .map_err(status)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
+        let challenge = self.attestation()?.issue_challenge(&auth)?;
         Ok(Response::new(pb::Challenge {
             nonce: challenge.nonce.as_bytes().to_vec(),
             expires_at: unix(challenge.expires_at),
@@ -125,11 +119,10 @@ impl AttestationService for AttestationServiceImpl {
     }
 
     async fn attest(&self, request: Request<pb::AttestRequest>) -> Reply<pb::AttestResponse> {
-        let caller = self
-            .gate
-            .authorize(&request, Action::Attest, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
+        let caller = auth.caller().clone();
         let attestation = self.attestation()?.clone();
-        attestation.appraiser()?;
+        attestation.appraiser_for(&auth)?;
         let request = request.into_inner();
         let nonce =
             Nonce::from_slice(&request.nonce).map_err(|_| invalid("nonce: expected 32 bytes"))?;
@@ -145,7 +138,7 @@ impl AttestationService for AttestationServiceImpl {
         let subject = caller.clone();
         // Verification and the HSM signature block: keep them off the async workers.
         let (token, appraisal) = tokio::task::spawn_blocking(move || {
-            let appraiser = attestation.appraiser()?;
+            let appraiser = attestation.appraiser_for(&auth)?;
             let appraisal = appraiser
                 .appraise(&evidence, &nonce, &spki)
                 .map_err(status)?;
@@ -183,10 +176,9 @@ impl AttestationService for AttestationServiceImpl {
     }
 
     async fn get_jwks(&self, request: Request<pb::GetJwksRequest>) -> Reply<pb::Jwks> {
-        self.gate
-            .authorize(&request, Action::GetJwks, Resource::Broker)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
         Ok(Response::new(pb::Jwks {
-            json: self.attestation()?.jwks().to_string(),
+            json: self.attestation()?.jwks(&auth)?.to_string(),
         }))
     }
 }

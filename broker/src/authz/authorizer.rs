@@ -10,7 +10,13 @@ use sha2::{Digest, Sha256};
 use super::compile::{Text, compile};
 use super::error::AuthzError;
 use super::request::Engine;
-use super::{AuthzRequest, Decision, PolicyInfo};
+use super::{Action, AuthzRequest, Decision, PolicyInfo};
+use crate::request::Authorized;
+
+fn require(auth: &Authorized, action: Action) -> Result<(), AuthzError> {
+    auth.require_broker(action)
+        .map_err(|_| AuthzError::NotAuthorized(action))
+}
 
 /// A validated policy set and what it was made from.
 struct Loaded {
@@ -67,7 +73,8 @@ impl Authorizer {
     ///
     /// # Errors
     /// A parse or validation error naming the policy; the old policy stays in force.
-    pub fn set_policy(&self, text: &str) -> Result<PolicyInfo, AuthzError> {
+    pub fn set_policy(&self, auth: &Authorized, text: &str) -> Result<PolicyInfo, AuthzError> {
+        require(auth, Action::SetPolicy)?;
         let loaded = load_text(&self.engine, text)?;
         Ok(self.swap(loaded))
     }
@@ -78,14 +85,51 @@ impl Authorizer {
     /// # Errors
     /// [`AuthzError::NoPolicyFiles`] if the policy did not come from files; otherwise
     /// as [`from_files`](Authorizer::from_files). The old policy stays in force.
-    pub fn reload(&self) -> Result<PolicyInfo, AuthzError> {
+    pub fn reload(&self, auth: &Authorized) -> Result<PolicyInfo, AuthzError> {
+        require(auth, Action::ReloadPolicy)?;
+        self.reload_files()
+    }
+
+    /// As [`reload`](Authorizer::reload), on the operator's SIGHUP: the signal comes from
+    /// the host, not from a caller, so there is no call to authorize.
+    ///
+    /// # Errors
+    /// As [`reload`](Authorizer::reload).
+    pub fn reload_on_hangup(&self) -> Result<PolicyInfo, AuthzError> {
+        self.reload_files()
+    }
+
+    fn reload_files(&self) -> Result<PolicyInfo, AuthzError> {
         let loaded = load_files(&self.engine, &self.files)?;
         Ok(self.swap(loaded))
     }
 
-    /// The policy in force.
+    /// The policy in force, for start-up and for the CLI's offline checks.
     pub fn policy(&self) -> PolicyInfo {
         self.current().info.clone()
+    }
+
+    /// The policy in force, for a caller allowed `GetPolicy`.
+    ///
+    /// # Errors
+    /// [`AuthzError::NotAuthorized`] for another call's authorization.
+    pub fn policy_for(&self, auth: &Authorized) -> Result<PolicyInfo, AuthzError> {
+        require(auth, Action::GetPolicy)?;
+        Ok(self.policy())
+    }
+
+    /// The decision the policy in force makes for `request`, for a caller allowed
+    /// `ExplainDecision`.
+    ///
+    /// # Errors
+    /// [`AuthzError::NotAuthorized`] for another call's authorization.
+    pub fn explain(
+        &self,
+        auth: &Authorized,
+        request: &AuthzRequest<'_>,
+    ) -> Result<Decision, AuthzError> {
+        require(auth, Action::ExplainDecision)?;
+        Ok(self.authorize(request))
     }
 
     /// The files the policy is loaded from; empty if it came from text.

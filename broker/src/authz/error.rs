@@ -55,6 +55,9 @@ pub enum AuthzError {
     /// A policy the broker refuses: a template, a duplicate or empty id.
     #[error("policy refused: {0}")]
     Refused(PolicyProblem),
+    /// An operation was handed an authorization for another action (a bug).
+    #[error("the authorization does not cover {0}")]
+    NotAuthorized(super::Action),
     /// The built-in schema did not load (a build defect; tests catch it).
     #[error("the built-in Cedar schema is invalid: {0}")]
     Schema(String),

@@ -18,9 +18,11 @@ use hsm_backend::KeyId;
 pub use super::spec::check_key_name;
 use super::spec::{check_tags, hsm_spec, label, tpm_kind};
 
+use crate::authz::Action;
 use crate::backends::{Backend, Backends, NamedBackend, on_hsm};
 use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
+use crate::request::Authorized;
 use crate::store::cache::CachedKeyStore;
 use crate::store::{
     Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, VersionRecord,
@@ -90,31 +92,54 @@ impl KeyManager {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn KeyStore> {
-        &self.store
-    }
-
+    /// Every registered backend.
     pub fn backends(&self) -> &Arc<Backends> {
         &self.backends
     }
 
+    /// The key a call names, for the gate to decide on: `None` when there is no such key
+    /// (or the name is not a valid key name), so that the caller is authorized against an
+    /// attribute-less resource before it learns anything.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn find_for_authorization(&self, name: &str) -> Result<Option<KeyRecord>> {
+        if check_key_name(name).is_err() {
+            return Ok(None);
+        }
+        Ok(self.store.get(name)?)
+    }
+
+    /// Keys whose names start with `prefix` (`ListKeys`).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn list(&self, auth: &Authorized, prefix: &str) -> Result<Vec<KeyRecord>> {
+        auth.require_broker(Action::ListKeys)?;
+        Ok(self.store.list(prefix)?)
+    }
+
+    /// The name of the backend a new key goes to: the requested one, else the configured
+    /// default, else the first registered. `None` when there is none. Reveals nothing the
+    /// configuration does not say: it does not check that the backend exists.
+    pub fn backend_name_for_new_key(&self, requested: &str) -> Option<String> {
+        if !requested.is_empty() {
+            return Some(requested.to_string());
+        }
+        self.config
+            .default_backend
+            .clone()
+            .or_else(|| self.backends.all().first().map(|b| b.name.clone()))
+    }
+
     /// The backend a new key goes to.
+    ///
+    /// # Errors
+    /// No backend is registered, or the named one is not.
     pub fn backend_for_new_key(&self, requested: &str) -> Result<Arc<NamedBackend>> {
-        let name = if requested.is_empty() {
-            match &self.config.default_backend {
-                Some(name) => name.clone(),
-                None => self
-                    .backends
-                    .all()
-                    .first()
-                    .map(|b| b.name.clone())
-                    .ok_or_else(|| {
-                        BrokerError::FailedPrecondition("no backend is registered".into())
-                    })?,
-            }
-        } else {
-            requested.to_string()
-        };
+        let name = self
+            .backend_name_for_new_key(requested)
+            .ok_or_else(|| BrokerError::FailedPrecondition("no backend is registered".into()))?;
         self.backends.get(&name)
     }
 
@@ -129,7 +154,13 @@ impl KeyManager {
     }
 
     /// Creates a key (version 1).
-    pub async fn create(&self, key: NewKey, backend: Arc<NamedBackend>) -> Result<KeyRecord> {
+    pub async fn create(
+        &self,
+        auth: &Authorized,
+        key: NewKey,
+        backend: Arc<NamedBackend>,
+    ) -> Result<KeyRecord> {
+        auth.require_key(&[Action::CreateKey], &key.name)?;
         self.check_new_key(&key, &backend)?;
         let intent = intent_handle(&backend);
         self.store.begin_create(&key, &intent)?;
@@ -138,7 +169,8 @@ impl KeyManager {
     }
 
     /// Adds a version and makes it primary.
-    pub async fn rotate(&self, name: &str) -> Result<KeyRecord> {
+    pub async fn rotate(&self, auth: &Authorized, name: &str) -> Result<KeyRecord> {
+        auth.require_key(&[Action::RotateKey], name)?;
         let key = self.get(name)?;
         let backend = self.backends.get(&key.backend)?;
         let intent = intent_handle(&backend);
@@ -168,13 +200,16 @@ impl KeyManager {
         }
     }
 
-    /// A key visible to callers.
     /// The public key of a usable version, SPKI DER: read from the hardware once, then
     /// from memory (`Verify` needs it on every call).
     ///
     /// # Errors
     /// The backend is gone or the hardware cannot read the key.
-    pub async fn public_key(&self, key: &KeyRecord, version: &VersionRecord) -> Result<Arc<[u8]>> {
+    pub(super) async fn cached_public_key(
+        &self,
+        key: &KeyRecord,
+        version: &VersionRecord,
+    ) -> Result<Arc<[u8]>> {
         let id = (key.name.clone(), version.version);
         let cache = || {
             self.public_keys
@@ -194,6 +229,10 @@ impl KeyManager {
         Ok(spki)
     }
 
+    /// A key by name.
+    ///
+    /// # Errors
+    /// An invalid name, an unknown key, or the store cannot be read.
     pub fn get(&self, name: &str) -> Result<KeyRecord> {
         check_key_name(name)?;
         self.store
@@ -240,7 +279,13 @@ impl KeyManager {
     }
 
     /// Moves a key between states.
-    pub fn transition(&self, name: &str, change: StateChange) -> Result<KeyRecord> {
+    pub fn transition(
+        &self,
+        auth: &Authorized,
+        name: &str,
+        change: StateChange,
+    ) -> Result<KeyRecord> {
+        auth.require_key(&[change.action()], name)?;
         let key = self.get(name)?;
         use KeyState as S;
         let result = match change {
@@ -295,7 +340,13 @@ impl KeyManager {
     }
 
     /// Retires an older version: it refuses every use, and its HSM object is destroyed.
-    pub async fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord> {
+    pub async fn retire_version(
+        &self,
+        auth: &Authorized,
+        name: &str,
+        version: u32,
+    ) -> Result<KeyRecord> {
+        auth.require_key(&[Action::RetireKeyVersion], name)?;
         let key = self.get(name)?;
         let retired = self.store.retire_version(name, version)?;
         if let Some(v) = key.version(version) {
@@ -334,6 +385,19 @@ pub enum StateChange {
     Revoke,
     ScheduleDestruction { days: u32 },
     CancelDestruction,
+}
+
+impl StateChange {
+    /// The action that authorizes this change.
+    pub fn action(self) -> Action {
+        match self {
+            StateChange::Disable => Action::DisableKey,
+            StateChange::Enable => Action::EnableKey,
+            StateChange::Revoke => Action::RevokeKey,
+            StateChange::ScheduleDestruction { .. } => Action::ScheduleKeyDestruction,
+            StateChange::CancelDestruction => Action::CancelKeyDestruction,
+        }
+    }
 }
 
 /// The handle recorded before the hardware object exists.

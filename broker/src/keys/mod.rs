@@ -4,9 +4,12 @@ pub mod convert;
 pub mod manager;
 pub mod ops;
 mod reconcile;
+mod registry;
 mod service;
 pub mod spec;
+mod usage;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
 pub use service::KeyServiceImpl;
 pub(crate) use service::{absent_resource, resource as key_resource};
+pub use usage::{DataKey, Decrypted, Encrypted, Signed};

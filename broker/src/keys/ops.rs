@@ -306,6 +306,11 @@ pub async fn decrypt(
             })
             .await
         }
+        // As `encrypt` refuses it: associated data that is silently ignored would let a
+        // caller believe the ciphertext is bound to it.
+        (_, _) if !aad.is_empty() => Err(BrokerError::InvalidArgument(
+            "aad: RSA-OAEP takes no associated data".into(),
+        )),
         (Backend::Hsm(hsm), _) => {
             let hash = oaep_hash(hsm);
             let id = hsm_id(version)?;

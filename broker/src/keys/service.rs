@@ -1,4 +1,5 @@
-//! The gRPC face of [`KeyManager`]: decode, authorize, operate, encode.
+//! The gRPC face of [`KeyManager`]: authorize, decode, operate, encode. The gate comes
+//! first in every handler, and its [`Authorized`] capability is what the operation takes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,11 +14,10 @@ use super::convert::{
 };
 use super::manager::{KeyManager, StateChange, now};
 use super::ops::{self, Scheme};
-use crate::authz::{Action, KeyResource, Resource};
+use crate::authz::{KeyResource, Resource};
 use crate::error::BrokerError;
-use crate::identity::SpiffeId;
-use crate::request::Gate;
-use crate::store::{KeyRecord, NewKey, Purpose};
+use crate::request::{Authorized, Gate};
+use crate::store::{KeyRecord, NewKey};
 
 /// Most digests in one `SignBatch`.
 pub const MAX_BATCH: usize = 1024;
@@ -63,39 +63,43 @@ impl KeyServiceImpl {
         KeyServiceImpl { manager, gate }
     }
 
-    /// Loads a key and authorizes the action on it. An unknown key is authorized as an
-    /// attribute-less resource first, so that a caller without a grant cannot learn which
-    /// names exist.
+    /// Authorizes the call on the key it names, before any other check. An unknown key (or
+    /// a name that is not a key name) is authorized as an attribute-less resource first, so
+    /// that a caller without a grant cannot learn which names exist or are valid.
     fn authorized_key<T>(
         &self,
         request: &Request<T>,
         name: &str,
-        action: Action,
-    ) -> Result<(KeyRecord, SpiffeId), Status> {
-        match self.manager.get(name) {
-            Ok(key) => {
-                let caller = self.gate.authorize(request, action, resource(&key))?;
-                Ok((key, caller))
+    ) -> Result<(Authorized, KeyRecord), Status> {
+        match self.manager.find_for_authorization(name)? {
+            Some(key) => {
+                let auth = self.gate.authorize(request, resource(&key))?;
+                Ok((auth, key))
             }
-            Err(BrokerError::KeyNotFound(_)) => {
+            None => {
                 let empty = BTreeMap::new();
-                self.gate
-                    .authorize(request, action, absent_resource(name, &empty))?;
-                Err(BrokerError::KeyNotFound(name.to_string()).into())
+                let _auth = self
+                    .gate
+                    .authorize(request, absent_resource(name, &empty))?;
+                // Allowed to know: say precisely why there is no such key.
+                Err(self
+                    .manager
+                    .get(name)
+                    .err()
+                    .unwrap_or_else(|| BrokerError::KeyNotFound(name.to_string()))
+                    .into())
             }
-            Err(e) => Err(e.into()),
         }
     }
 
     async fn change_state(
         &self,
         request: Request<pb::KeyRef>,
-        action: Action,
         change: StateChange,
     ) -> Reply<pb::Key> {
         let name = request.get_ref().name.clone();
-        self.authorized_key(&request, &name, action)?;
-        let key = self.manager.transition(&name, change)?;
+        let (auth, _) = self.authorized_key(&request, &name)?;
+        let key = self.manager.transition(&auth, &name, change)?;
         tracing::info!(key = %name, state = state_name(key.state), "key state changed");
         Ok(Response::new(key_to_wire(&key)))
     }
@@ -112,36 +116,38 @@ fn sign_input(input: Option<pb::sign_request::Input>) -> (Option<Vec<u8>>, Optio
 #[tonic::async_trait]
 impl KeyService for KeyServiceImpl {
     async fn create_key(&self, request: Request<pb::CreateKeyRequest>) -> Reply<pb::Key> {
+        // Authorize on what the request asks for, before checking any of it: a refusal
+        // must not tell a stranger which backends exist or which names are taken.
         let r = request.get_ref();
+        let tags: BTreeMap<String, String> = r.tags.clone().into_iter().collect();
+        let backend_name = self.manager.backend_name_for_new_key(&r.backend);
+        let auth = self.gate.authorize(
+            &request,
+            Resource::Key(KeyResource {
+                name: &r.name,
+                algorithm: algorithm_from_wire(r.algorithm).map_or("", algorithm_name),
+                purpose: purpose_from_wire(r.purpose).map_or("", purpose_name),
+                backend: backend_name.as_deref().unwrap_or(""),
+                state: "creating",
+                tags: &tags,
+            }),
+        )?;
         let backend = self.manager.backend_for_new_key(&r.backend)?;
         let new = NewKey {
             name: r.name.clone(),
             algorithm: algorithm_from_wire(r.algorithm)?,
             purpose: purpose_from_wire(r.purpose)?,
             backend: backend.name.clone(),
-            tags: r.tags.clone().into_iter().collect(),
+            tags,
             created_at: now(),
         };
-        self.manager.check_new_key(&new, &backend)?;
-        self.gate.authorize(
-            &request,
-            Action::CreateKey,
-            Resource::Key(KeyResource {
-                name: &new.name,
-                algorithm: algorithm_name(new.algorithm),
-                purpose: purpose_name(new.purpose),
-                backend: &new.backend,
-                state: "creating",
-                tags: &new.tags,
-            }),
-        )?;
-        let key = self.manager.create(new, backend).await?;
+        let key = self.manager.create(&auth, new, backend).await?;
         tracing::info!(key = %key.name, backend = %key.backend, "key created");
         Ok(Response::new(key_to_wire(&key)))
     }
 
     async fn get_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::GetKey)?;
+        let (_auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
@@ -149,13 +155,8 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Reply<pb::ListKeysResponse> {
-        self.gate
-            .authorize(&request, Action::ListKeys, Resource::Broker)?;
-        let keys = self
-            .manager
-            .store()
-            .list(&request.get_ref().prefix)
-            .map_err(BrokerError::from)?;
+        let auth = self.gate.authorize(&request, Resource::Broker)?;
+        let keys = self.manager.list(&auth, &request.get_ref().prefix)?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.iter().map(key_to_wire).collect(),
         }))
@@ -165,40 +166,34 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Reply<pb::PublicKey> {
-        let r = request.get_ref();
-        let (key, _) = self.authorized_key(&request, &r.name, Action::GetPublicKey)?;
-        if key.algorithm == crate::store::Algorithm::Aes256 {
-            return Err(
-                BrokerError::FailedPrecondition("AES keys have no public key".into()).into(),
-            );
-        }
-        let version = self.manager.usable(&key, r.version)?;
-        let spki = self.manager.public_key(&key, &version).await?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (version, spki) = self
+            .manager
+            .public_key(&auth, &key, request.get_ref().version)
+            .await?;
         let pem = spki_pem(&spki)?;
         Ok(Response::new(pb::PublicKey {
             name: key.name,
-            version: version.version,
+            version,
             spki_der: spki.to_vec(),
             pem,
         }))
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Reply<pb::SignResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Sign)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::SignVerify)?;
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = sign_input(r.input);
         let digest = ops::digest_of(key.algorithm, message.as_deref(), digest.as_deref())?;
-        let version = self.manager.usable(&key, 0)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let mut signatures = ops::sign(backend, &key, &version, scheme, vec![digest]).await?;
-        let signature = signatures
+        let mut signed = self.manager.sign(&auth, &key, scheme, vec![digest]).await?;
+        let signature = signed
+            .signatures
             .pop()
             .ok_or_else(|| BrokerError::Internal("no signature".into()))?;
         Ok(Response::new(pb::SignResponse {
             signature,
-            key_version: version.version,
+            key_version: signed.version,
         }))
     }
 
@@ -206,9 +201,8 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::SignBatchRequest>,
     ) -> Reply<pb::SignBatchResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Sign)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::SignVerify)?;
         if r.digests.is_empty() || r.digests.len() > MAX_BATCH {
             return Err(BrokerError::InvalidArgument(format!("digests: 1 to {MAX_BATCH}")).into());
         }
@@ -218,19 +212,16 @@ impl KeyService for KeyServiceImpl {
             .iter()
             .map(|d| ops::digest_of(key.algorithm, None, Some(d)))
             .collect::<Result<Vec<_>, _>>()?;
-        let version = self.manager.usable(&key, 0)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let signatures = ops::sign(backend, &key, &version, scheme, digests).await?;
+        let signed = self.manager.sign(&auth, &key, scheme, digests).await?;
         Ok(Response::new(pb::SignBatchResponse {
-            signatures,
-            key_version: version.version,
+            signatures: signed.signatures,
+            key_version: signed.version,
         }))
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Reply<pb::VerifyResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Verify)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::SignVerify)?;
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = match r.input {
             Some(pb::verify_request::Input::Message(m)) => (Some(m), None),
@@ -238,46 +229,34 @@ impl KeyService for KeyServiceImpl {
             None => (None, None),
         };
         let digest = ops::digest_of(key.algorithm, message.as_deref(), digest.as_deref())?;
-        let version = self.manager.usable(&key, r.key_version)?;
-        let spki = self.manager.public_key(&key, &version).await?;
-        let valid = ops::verify(key.algorithm, &spki, scheme, &digest, &r.signature)?;
+        let valid = self
+            .manager
+            .verify(&auth, &key, r.key_version, scheme, &digest, &r.signature)
+            .await?;
         Ok(Response::new(pb::VerifyResponse { valid }))
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Reply<pb::EncryptResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Encrypt)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::EncryptDecrypt)?;
-        let version = self.manager.usable(&key, 0)?;
-        let backend = self.manager.backends().get(&key.backend)?;
         let plaintext = SecretSlice::from(r.plaintext);
-        let ciphertext = ops::encrypt(backend, &key, &version, plaintext, r.aad).await?;
+        let encrypted = self.manager.encrypt(&auth, &key, plaintext, r.aad).await?;
         Ok(Response::new(pb::EncryptResponse {
-            ciphertext,
-            key_version: version.version,
+            ciphertext: encrypted.ciphertext,
+            key_version: encrypted.version,
         }))
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Reply<pb::DecryptResponse> {
-        let (key, _) = self.authorized_key(&request, &request.get_ref().name, Action::Decrypt)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::EncryptDecrypt)?;
-        let envelope = ops::parse_envelope(&r.ciphertext)?;
-        if envelope.key != key.name {
-            return Err(BrokerError::InvalidArgument(
-                "ciphertext: it was made by another key".into(),
-            )
-            .into());
-        }
-        if envelope.version == 0 {
-            return Err(BrokerError::InvalidArgument("ciphertext: no key version".into()).into());
-        }
-        let version = self.manager.usable(&key, envelope.version)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let plaintext = ops::decrypt(backend, &key, &version, envelope, r.aad).await?;
+        let decrypted = self
+            .manager
+            .decrypt(&auth, &key, &r.ciphertext, r.aad)
+            .await?;
         Ok(Response::new(pb::DecryptResponse {
-            plaintext: plaintext.expose_secret().to_vec(),
-            key_version: version.version,
+            plaintext: decrypted.plaintext.expose_secret().to_vec(),
+            key_version: decrypted.version,
         }))
     }
 
@@ -285,49 +264,43 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Reply<pb::GenerateDataKeyResponse> {
-        let (key, _) =
-            self.authorized_key(&request, &request.get_ref().name, Action::GenerateDataKey)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
         let r = request.into_inner();
-        KeyManager::require_purpose(&key, Purpose::EncryptDecrypt)?;
-        let version = self.manager.usable(&key, 0)?;
-        let backend = self.manager.backends().get(&key.backend)?;
-        let data_key = ops::random_data_key(backend.clone()).await?;
-        let copy = SecretSlice::from(data_key.expose_secret().to_vec());
-        let ciphertext = ops::encrypt(backend, &key, &version, copy, r.aad).await?;
+        let data_key = self.manager.generate_data_key(&auth, &key, r.aad).await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {
-            plaintext: data_key.expose_secret().to_vec(),
-            ciphertext,
-            key_version: version.version,
+            plaintext: data_key.plaintext.expose_secret().to_vec(),
+            ciphertext: data_key.ciphertext,
+            key_version: data_key.version,
         }))
     }
 
     async fn rotate_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
         let name = request.get_ref().name.clone();
-        self.authorized_key(&request, &name, Action::RotateKey)?;
-        let key = self.manager.rotate(&name).await?;
+        let (auth, _) = self.authorized_key(&request, &name)?;
+        let key = self.manager.rotate(&auth, &name).await?;
         tracing::info!(key = %name, version = key.primary_version, "key rotated");
         Ok(Response::new(key_to_wire(&key)))
     }
 
     async fn disable_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::DisableKey, StateChange::Disable)
-            .await
+        self.change_state(request, StateChange::Disable).await
     }
 
     async fn enable_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::EnableKey, StateChange::Enable)
-            .await
+        self.change_state(request, StateChange::Enable).await
     }
 
     async fn revoke_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(request, Action::RevokeKey, StateChange::Revoke)
-            .await
+        self.change_state(request, StateChange::Revoke).await
     }
 
     async fn retire_key_version(&self, request: Request<pb::KeyVersionRef>) -> Reply<pb::Key> {
         let r = request.get_ref().clone();
-        self.authorized_key(&request, &r.name, Action::RetireKeyVersion)?;
-        let key = self.manager.retire_version(&r.name, r.version).await?;
+        let (auth, _) = self.authorized_key(&request, &r.name)?;
+        let key = self
+            .manager
+            .retire_version(&auth, &r.name, r.version)
+            .await?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
@@ -336,23 +309,17 @@ impl KeyService for KeyServiceImpl {
         request: Request<pb::ScheduleKeyDestructionRequest>,
     ) -> Reply<pb::Key> {
         let r = request.get_ref().clone();
-        self.authorized_key(&request, &r.name, Action::ScheduleKeyDestruction)?;
-        let key = self.manager.transition(
-            &r.name,
-            StateChange::ScheduleDestruction {
-                days: r.pending_days,
-            },
-        )?;
+        let (auth, _) = self.authorized_key(&request, &r.name)?;
+        let change = StateChange::ScheduleDestruction {
+            days: r.pending_days,
+        };
+        let key = self.manager.transition(&auth, &r.name, change)?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
     async fn cancel_key_destruction(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        self.change_state(
-            request,
-            Action::CancelKeyDestruction,
-            StateChange::CancelDestruction,
-        )
-        .await
+        self.change_state(request, StateChange::CancelDestruction)
+            .await
     }
 }
 

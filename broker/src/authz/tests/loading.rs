@@ -6,9 +6,14 @@ use sha2::{Digest, Sha256};
 
 use super::{APP, decide, key, tags};
 use crate::authz::{Action, Authorizer, AuthzError, PolicyProblem, Resource};
+use crate::request::{Authorized, AuthorizedResource};
 
 const SIGN_ONLY: &str = r#"@id("sign-only")
 permit (principal, action == Keybroker::Action::"Sign", resource);"#;
+
+fn admin(action: Action) -> Authorized {
+    Authorized::for_tests(APP, action, AuthorizedResource::Broker)
+}
 
 fn invalid(error: AuthzError) -> Vec<PolicyProblem> {
     match error {
@@ -175,20 +180,43 @@ fn failed_set_policy_leaves_the_old_policy_in_force() {
         "permit (",
         r#"@id("tmpl") permit (principal == ?principal, action, resource);"#,
     ] {
-        assert!(authz.set_policy(bad).is_err(), "{bad}");
+        assert!(
+            authz.set_policy(&admin(Action::SetPolicy), bad).is_err(),
+            "{bad}"
+        );
         assert_eq!(authz.policy(), before);
         let decision = decide(&authz, APP, Action::Sign, key("k", &none));
         assert_eq!(decision.policies, ["sign-only"]);
     }
 
     let info = authz
-        .set_policy(r#"@id("verify-only") permit (principal, action == Keybroker::Action::"Verify", resource);"#)
+        .set_policy(&admin(Action::SetPolicy), r#"@id("verify-only") permit (principal, action == Keybroker::Action::"Verify", resource);"#)
         .unwrap();
     assert_eq!(info, authz.policy());
     assert_ne!(info.digest_hex, before.digest_hex);
     assert!(!decide(&authz, APP, Action::Sign, key("k", &none)).allowed);
     assert!(decide(&authz, APP, Action::Verify, key("k", &none)).allowed);
-    assert!(matches!(authz.reload(), Err(AuthzError::NoPolicyFiles)));
+    assert!(matches!(
+        authz.reload(&admin(Action::ReloadPolicy)),
+        Err(AuthzError::NoPolicyFiles)
+    ));
+}
+
+#[test]
+fn an_authorization_for_another_action_changes_no_policy() {
+    let authz = Authorizer::from_text(SIGN_ONLY).unwrap();
+    let before = authz.policy();
+    let wrong = admin(Action::GetPolicy);
+    let replacement = r#"@id("all") permit (principal, action, resource);"#;
+    assert!(matches!(
+        authz.set_policy(&wrong, replacement),
+        Err(AuthzError::NotAuthorized(Action::SetPolicy))
+    ));
+    assert!(matches!(
+        authz.reload(&wrong),
+        Err(AuthzError::NotAuthorized(Action::ReloadPolicy))
+    ));
+    assert_eq!(authz.policy(), before);
 }
 
 #[test]
@@ -210,7 +238,7 @@ fn reload_picks_up_an_edited_file() {
         decide(&authz, APP, Action::Sign, key("k", &none)).allowed,
         "no reload yet"
     );
-    let info = authz.reload().unwrap();
+    let info = authz.reload(&admin(Action::ReloadPolicy)).unwrap();
     assert_eq!(info.policies, 1);
     assert!(info.text.contains("lister"));
     assert!(!decide(&authz, APP, Action::Sign, key("k", &none)).allowed);
@@ -225,7 +253,7 @@ fn reload_picks_up_an_edited_file() {
         "// edited\npermit (principal, action, resource) when { resource.nope };",
     )
     .unwrap();
-    let error = authz.reload().unwrap_err();
+    let error = authz.reload(&admin(Action::ReloadPolicy)).unwrap_err();
     let message = error.to_string();
     assert!(
         message.contains(&format!("policy `policy0` ({}:2)", path.display())),
@@ -234,7 +262,9 @@ fn reload_picks_up_an_edited_file() {
     assert!(decide(&authz, APP, Action::ListKeys, Resource::Broker).allowed);
 
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(authz.reload(), Err(AuthzError::Io { path: p, .. }) if p == path));
+    assert!(
+        matches!(authz.reload(&admin(Action::ReloadPolicy)), Err(AuthzError::Io { path: p, .. }) if p == path)
+    );
     assert!(decide(&authz, APP, Action::ListKeys, Resource::Broker).allowed);
 }
 

@@ -1,0 +1,96 @@
+//! Operator operations on what the keys live in and what governs them: registering a
+//! backend, counting keys per backend, storing the policy. Each takes the [`Authorized`]
+//! capability for its admin action.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::manager::KeyManager;
+use crate::authz::Action;
+use crate::backends::{self, NamedBackend};
+use crate::error::{BrokerError, Result};
+use crate::request::Authorized;
+use crate::store::BackendRecord;
+
+impl KeyManager {
+    /// Opens a backend, records it, then serves it: a backend that does not open is not
+    /// recorded, so a refused registration changes nothing.
+    ///
+    /// # Errors
+    /// The name or the hardware is already registered; the backend does not open.
+    pub async fn register_backend(
+        &self,
+        auth: &Authorized,
+        record: BackendRecord,
+    ) -> Result<Arc<NamedBackend>> {
+        let action = match record {
+            BackendRecord::Hsm { .. } => Action::RegisterHsmBackend,
+            BackendRecord::Tpm { .. } => Action::RegisterTpmBackend,
+        };
+        auth.require_broker(action)?;
+        if self.backends.get(record.name()).is_ok() {
+            return Err(BrokerError::AlreadyExists(format!(
+                "backend {:?} is already registered",
+                record.name()
+            )));
+        }
+        // The same token or TPM under two names would make each name's keys look like
+        // orphans to the other's reconciliation.
+        let known = self.store.backends()?;
+        if let Some(existing) = known.iter().find(|k| same_hardware(k, &record)) {
+            return Err(BrokerError::AlreadyExists(format!(
+                "this hardware is already registered as {:?}",
+                existing.name()
+            )));
+        }
+        let to_open = record.clone();
+        let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open)).await??;
+        self.store.add_backend(&record)?;
+        let opened = self.backends.insert(opened)?;
+        tracing::info!(backend = %opened.name, kind = opened.backend.kind(), "backend registered");
+        Ok(opened)
+    }
+
+    /// How many keys each backend holds (`ListBackends`).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn key_counts(&self, auth: &Authorized) -> Result<BTreeMap<String, u32>> {
+        auth.require_broker(Action::ListBackends)?;
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for key in self.store.list("")? {
+            *counts.entry(key.backend).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Stores a policy set through the API (validated by the caller first), so that a
+    /// restart loads what is in force.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    pub fn store_policy(&self, auth: &Authorized, text: &str) -> Result<()> {
+        auth.require_broker(Action::SetPolicy)?;
+        Ok(self.store.set_policy(text)?)
+    }
+}
+
+fn same_hardware(known: &BackendRecord, new: &BackendRecord) -> bool {
+    match (known, new) {
+        (
+            BackendRecord::Hsm {
+                module_path: m1,
+                token_label: t1,
+                ..
+            },
+            BackendRecord::Hsm {
+                module_path: m2,
+                token_label: t2,
+                ..
+            },
+        ) => Path::new(m1) == Path::new(m2) && t1 == t2,
+        (BackendRecord::Tpm { tcti: t1, .. }, BackendRecord::Tpm { tcti: t2, .. }) => t1 == t2,
+        _ => false,
+    }
+}

@@ -1,0 +1,231 @@
+//! The gate: authorization of one call on its resource, and the [`Authorized`] capability
+//! that proves it happened.
+//!
+//! Only [`Gate::authorize`] can make an [`Authorized`] (its fields are private and it has
+//! no public constructor), and every operation that acts on a key, a policy or a backend
+//! takes one. A handler that skips the gate therefore does not compile, the way rustls
+//! threads `ServerCertVerified` through its handshake. Each operation also checks that the
+//! capability is for its own action and resource, so a capability for one key cannot be
+//! spent on another.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+use super::admission::RoutedAction;
+use super::record::CallSlot;
+use crate::authz::{Action, Authorizer, AuthzRequest, Resource};
+use crate::error::BrokerError;
+use crate::identity::SpiffeId;
+
+/// Metadata key of an attestation token a caller presents to add its claims to the
+/// authorization context.
+pub const ATTESTATION_HEADER: &str = "x-keybroker-attestation";
+
+/// Verifies attestation tokens presented by callers, for the authorization context.
+pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
+    /// The verified claims of `token`.
+    ///
+    /// # Errors
+    /// Why the token is not valid, or was not issued to `caller` (for the log only).
+    fn claims(&self, token: &str, caller: &SpiffeId) -> Result<attest::claims::Claims, String>;
+}
+
+/// What an [`Authorized`] call acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizedResource {
+    /// The key of this name (which may not exist).
+    Key(String),
+    /// The broker itself.
+    Broker,
+}
+
+/// Proof that the gate allowed one action on one resource for one caller. It holds the
+/// broker-wide in-flight permit of the call, given back when the call ends.
+#[derive(Debug)]
+#[must_use = "an authorization is spent by passing it to the operation it allows"]
+pub struct Authorized {
+    caller: SpiffeId,
+    action: Action,
+    resource: AuthorizedResource,
+    claims: Option<attest::claims::Claims>,
+    _in_flight: Option<OwnedSemaphorePermit>,
+}
+
+impl Authorized {
+    /// The caller.
+    pub fn caller(&self) -> &SpiffeId {
+        &self.caller
+    }
+
+    /// The action that was allowed.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// What it was allowed on.
+    pub fn resource(&self) -> &AuthorizedResource {
+        &self.resource
+    }
+
+    /// The attestation claims the decision used, if the caller presented a token.
+    pub fn claims(&self) -> Option<&attest::claims::Claims> {
+        self.claims.as_ref()
+    }
+
+    /// Checks that this authorization is for one of `actions` on the key `name`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Internal`]: an operation was handed another call's authorization,
+    /// which is a bug; the operation must not run.
+    pub fn require_key(&self, actions: &[Action], name: &str) -> Result<(), BrokerError> {
+        match &self.resource {
+            AuthorizedResource::Key(key) if key == name && actions.contains(&self.action) => Ok(()),
+            _ => Err(self.mismatch(actions, name)),
+        }
+    }
+
+    /// Checks that this authorization is for `action` on the broker.
+    ///
+    /// # Errors
+    /// As [`Authorized::require_key`].
+    pub fn require_broker(&self, action: Action) -> Result<(), BrokerError> {
+        if self.resource == AuthorizedResource::Broker && self.action == action {
+            Ok(())
+        } else {
+            Err(self.mismatch(&[action], "broker"))
+        }
+    }
+
+    fn mismatch(&self, actions: &[Action], target: &str) -> BrokerError {
+        tracing::error!(
+            allowed = %self.action,
+            resource = ?self.resource,
+            wanted = ?actions,
+            target,
+            "an operation was given an authorization for something else"
+        );
+        BrokerError::Internal("authorization does not cover this operation".into())
+    }
+
+    /// An authorization made without the gate, for the crate's own unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(caller: &str, action: Action, resource: AuthorizedResource) -> Self {
+        Authorized {
+            caller: SpiffeId::parse(caller).unwrap_or_else(|_| unreachable!()),
+            action,
+            resource,
+            claims: None,
+            _in_flight: None,
+        }
+    }
+}
+
+/// Authorization for handlers.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    authorizer: Arc<Authorizer>,
+    claims: Option<Arc<dyn ClaimsSource>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Gate {
+    /// A gate deciding with `authorizer`, admitting at most `max_in_flight` authorized
+    /// calls at once across the broker.
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        claims: Option<Arc<dyn ClaimsSource>>,
+        max_in_flight: usize,
+    ) -> Gate {
+        Gate {
+            authorizer,
+            claims,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Decides whether the caller may do the call's action (from the action table) on
+    /// `resource`; deny by default. Handlers call this before any other check, so that a
+    /// refusal tells a stranger nothing about what exists.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` without an identity, or with an attestation token that is not
+    /// valid for this caller; `PERMISSION_DENIED` (with no detail) when the policy does
+    /// not permit it, or when the call did not come through the action table;
+    /// `RESOURCE_EXHAUSTED` when the broker has too many calls in flight.
+    pub fn authorize<T>(
+        &self,
+        request: &tonic::Request<T>,
+        resource: Resource<'_>,
+    ) -> Result<Authorized, Status> {
+        let Some(RoutedAction(action)) = request.extensions().get::<RoutedAction>().copied() else {
+            tracing::error!("a call reached a handler without an action from the table");
+            return Err(Status::permission_denied("permission denied"));
+        };
+        let caller = crate::tls::peer(request)
+            .and_then(|p| p.identity.clone())
+            .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))?;
+        let claims = self.presented_claims(request, &caller)?;
+        let authorized_resource = match &resource {
+            Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
+            Resource::Broker => AuthorizedResource::Broker,
+        };
+        let decision = self.authorizer.authorize(&AuthzRequest {
+            principal: &caller,
+            action,
+            resource,
+            claims: claims.as_ref(),
+        });
+        if let Some(slot) = request.extensions().get::<CallSlot>() {
+            slot.update(|r| {
+                r.resource = match &authorized_resource {
+                    AuthorizedResource::Key(name) => Some(name.clone()),
+                    AuthorizedResource::Broker => None,
+                };
+                r.allowed = Some(decision.allowed);
+                r.policies = decision.policies.clone();
+                r.attested = claims.is_some();
+            });
+        }
+        if !decision.allowed {
+            return Err(Status::permission_denied("permission denied"));
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(caller = %caller, %action, "overloaded: call refused");
+            return Err(Status::resource_exhausted("too many requests in flight"));
+        };
+        Ok(Authorized {
+            caller,
+            action,
+            resource: authorized_resource,
+            claims,
+            _in_flight: Some(permit),
+        })
+    }
+
+    /// The claims of the attestation token the caller presents, if it presents one. A
+    /// token that is present but not valid is refused rather than ignored, so that a
+    /// workload learns at once that it must attest again.
+    fn presented_claims<T>(
+        &self,
+        request: &tonic::Request<T>,
+        caller: &SpiffeId,
+    ) -> Result<Option<attest::claims::Claims>, Status> {
+        let Some(value) = request.metadata().get(ATTESTATION_HEADER) else {
+            return Ok(None);
+        };
+        let refused = |why: String| {
+            tracing::warn!(caller = %caller, reason = %why, "attestation token refused");
+            Status::unauthenticated("the attestation token is not valid; attest again")
+        };
+        let token = value
+            .to_str()
+            .map_err(|_| refused("the header is not ASCII".into()))?;
+        let source = self
+            .claims
+            .as_ref()
+            .ok_or_else(|| refused("attestation is not configured".into()))?;
+        source.claims(token, caller).map(Some).map_err(refused)
+    }
+}
