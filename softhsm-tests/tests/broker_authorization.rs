@@ -282,3 +282,46 @@ async fn create_key_authorizes_before_it_checks_anything() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
+
+/// A client certificate is checked on every call, not only at the handshake: once it
+/// expires, the connection it opened stops working.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_expires_while_connected_stops_working() {
+    use std::time::{Duration, Instant, SystemTime};
+    let broker = BrokerProcess::start();
+    let now = SystemTime::now();
+    // Whole seconds: X.509 times have no fractions.
+    let expires = now + Duration::from_secs(4);
+    broker
+        .pki
+        .issue_client("/admin", now - Duration::from_secs(3600), expires)
+        .unwrap()
+        .write_to(&broker.dir.path().join("pki"), "short-lived")
+        .unwrap();
+    let channel = broker.channel("short-lived").await.unwrap();
+    let mut client = pb::key_service_client::KeyServiceClient::new(channel);
+    client
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap();
+    // Poll the same connection until the certificate's notAfter has passed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match client.list_keys(pb::ListKeysRequest::default()).await {
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still served long after notAfter"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        SystemTime::now() >= expires,
+        "refused before notAfter: {status:?}"
+    );
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+}
