@@ -10,6 +10,13 @@ const PROTOS: &[&str] = &[
     "proto/keybroker/v1/admin.proto",
 ];
 
+/// Messages with secret fields (see `docs/design.md`, "Secrets in memory").
+const WIPED_ON_DROP: &[&str] = &[
+    "keybroker.v1.DecryptResponse",
+    "keybroker.v1.GenerateDataKeyResponse",
+    "keybroker.v1.EncryptRequest",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
@@ -20,9 +27,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("keybroker_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
+        .build_server(true);
+    // Messages that carry plaintexts or data keys wipe them when dropped: on the server
+    // right after the response is encoded, in clients when the caller is done.
+    for message in WIPED_ON_DROP {
+        config = config.type_attribute(
+            message,
+            "#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]",
+        );
+    }
+    config.compile_fds(descriptors)?;
     Ok(())
 }

@@ -153,7 +153,8 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
         .await
         .unwrap()
         .into_inner()
-        .plaintext;
+        .plaintext
+        .clone();
     assert_eq!(plaintext, b"attested secret");
 
     // The call log (written as each call completes) names the attested calls.

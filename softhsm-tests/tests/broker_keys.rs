@@ -196,7 +196,7 @@ async fn every_key_operation_works_on_both_backends() {
         let again = keys
             .decrypt(pb::DecryptRequest {
                 name: name.into(),
-                ciphertext: data_key.ciphertext,
+                ciphertext: data_key.ciphertext.clone(),
                 aad,
             })
             .await

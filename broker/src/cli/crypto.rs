@@ -124,7 +124,7 @@ pub(super) async fn run(
         CryptoCommand::Decrypt { input, out } => {
             let ciphertext = read_bounded(&input, MAX_CIPHERTEXT_BYTES, "decrypt")?;
             let name = envelope_key(&ciphertext).map_err(|m| in_file(&input, &m))?;
-            let reply = keys
+            let mut reply = keys
                 .decrypt(pb::DecryptRequest {
                     name: name.clone(),
                     ciphertext: ciphertext.to_vec(),
@@ -132,7 +132,7 @@ pub(super) async fn run(
                 })
                 .await?
                 .into_inner();
-            let plaintext = Zeroizing::new(reply.plaintext);
+            let plaintext = Zeroizing::new(std::mem::take(&mut reply.plaintext));
             write_file(&out, &plaintext, true)?;
             report(json, "decrypted", &name, reply.key_version, &out)
         }
@@ -141,14 +141,14 @@ pub(super) async fn run(
             plaintext_out,
             out,
         } => {
-            let reply = keys
+            let mut reply = keys
                 .generate_data_key(pb::GenerateDataKeyRequest {
                     name: name.clone(),
                     aad: Vec::new(),
                 })
                 .await?
                 .into_inner();
-            let plaintext = Zeroizing::new(reply.plaintext);
+            let plaintext = Zeroizing::new(std::mem::take(&mut reply.plaintext));
             write_file(&plaintext_out, &plaintext, true)?;
             write_file(&out, &reply.ciphertext, false)?;
             report(json, "made a data key with", &name, reply.key_version, &out)

@@ -238,9 +238,10 @@ impl KeyService for KeyServiceImpl {
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Reply<pb::EncryptResponse> {
         let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
-        let r = request.into_inner();
-        let plaintext = SecretSlice::from(r.plaintext);
-        let encrypted = self.manager.encrypt(&auth, &key, plaintext, r.aad).await?;
+        let mut r = request.into_inner();
+        let plaintext = SecretSlice::from(std::mem::take(&mut r.plaintext));
+        let aad = std::mem::take(&mut r.aad);
+        let encrypted = self.manager.encrypt(&auth, &key, plaintext, aad).await?;
         Ok(Response::new(pb::EncryptResponse {
             ciphertext: encrypted.ciphertext,
             key_version: encrypted.version,
