@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use hsm_backend::{HsmBackend, HsmConfig, HsmError, Pin, PoolConfig, TokenSelector};
-use tpm_backend::{Tcti, TpmBackend, TpmConfig};
+use tpm_backend::{HierarchyAuth, HierarchyAuths, Tcti, TpmBackend, TpmConfig};
 
 use crate::error::{BrokerError, Result};
 use crate::store::BackendRecord;
@@ -132,8 +132,18 @@ pub fn open_hsm(
 /// # Errors
 /// The TCTI is malformed or the TPM does not answer.
 pub fn open_tpm(name: &str, tcti: &str) -> Result<NamedBackend> {
+    open_tpm_with(name, tcti, HierarchyAuths::default())
+}
+
+/// As [`open_tpm`], presenting these hierarchy auth values.
+///
+/// # Errors
+/// As [`open_tpm`].
+pub fn open_tpm_with(name: &str, tcti: &str, auths: HierarchyAuths) -> Result<NamedBackend> {
     let parsed = Tcti::new(tcti).map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
-    let backend = TpmBackend::connect(TpmConfig::new(parsed)).map_err(|e| {
+    let mut config = TpmConfig::new(parsed);
+    config.hierarchy_auth = auths;
+    let backend = TpmBackend::connect(config).map_err(|e| {
         BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?}: {e}"))
     })?;
     Ok(NamedBackend {
@@ -177,6 +187,20 @@ pub fn open_record(record: &BackendRecord) -> Result<NamedBackend> {
 ///
 /// # Errors
 /// Neither or both given; the source cannot be read or is readable by others.
+/// Reads a TPM hierarchy auth value: hex text in a file that group and others cannot read.
+///
+/// # Errors
+/// The file is missing, too open, not hex, or the value is empty or too long; the message
+/// names the file but never shows its content.
+pub fn read_tpm_auth(path: &Path) -> Result<HierarchyAuth> {
+    let bad = |why: String| BrokerError::FailedPrecondition(format!("{}: {why}", path.display()));
+    let bytes = crate::tls::read_secret_file(path).map_err(|e| bad(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not hex text".into()))?;
+    let decoded =
+        zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(|_| bad("not hex text".into()))?);
+    HierarchyAuth::new(decoded).map_err(|e| bad(e.to_string()))
+}
+
 pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
     let pin = match (file, env) {
         (Some(file), None) => Pin::from_file(file),

@@ -4,11 +4,13 @@
 //! Relative paths are resolved against the directory of the configuration file. PINs are
 //! never in this file: it names a file or an environment variable that holds them.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+#[path = "config_server.rs"]
+mod server;
+pub use server::ServerConfig;
 
 /// A configuration error, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -58,43 +60,6 @@ impl Config {
     pub fn module_allowed(&self, module: &Path) -> bool {
         self.hsm.iter().any(|h| h.module == module)
             || self.admin.pkcs11_modules.iter().any(|m| m == module)
-    }
-}
-
-/// `[server]`: where and how to listen.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// Server certificate chain, PEM.
-    pub cert: PathBuf,
-    /// Server private key, PEM; must not be readable by group or others.
-    pub key: PathBuf,
-    /// CA bundles that client certificates must chain to.
-    pub client_ca: Vec<PathBuf>,
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: usize,
-    /// Authorized calls in flight across the broker; past it, `RESOURCE_EXHAUSTED`.
-    #[serde(default = "defaults::max_concurrent_requests")]
-    pub max_concurrent_requests: usize,
-    /// Calls in flight for one identity, across all its connections.
-    #[serde(default = "defaults::max_calls_per_identity")]
-    pub max_calls_per_identity: usize,
-    /// Largest request message, bytes.
-    #[serde(default = "defaults::max_message_bytes")]
-    pub max_message_bytes: usize,
-    #[serde(default = "defaults::request_timeout_seconds")]
-    pub request_timeout_seconds: u64,
-    #[serde(default = "defaults::handshake_timeout_seconds")]
-    pub handshake_timeout_seconds: u64,
-}
-
-impl ServerConfig {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_seconds)
-    }
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.handshake_timeout_seconds)
     }
 }
 
@@ -184,6 +149,12 @@ pub struct TpmBackendConfig {
     pub name: String,
     /// `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321` or `tabrmd:`.
     pub tcti: String,
+    /// A file (mode 0600, hex) holding the owner hierarchy's auth value; none: empty auth.
+    #[serde(default)]
+    pub owner_auth_file: Option<PathBuf>,
+    /// A file (mode 0600, hex) holding the endorsement hierarchy's auth value.
+    #[serde(default)]
+    pub endorsement_auth_file: Option<PathBuf>,
 }
 
 /// `[attestation]`: appraisal policy and tokens.
@@ -221,24 +192,6 @@ impl Default for AttestationConfig {
 }
 
 mod defaults {
-    pub fn max_connections() -> usize {
-        1024
-    }
-    pub fn max_concurrent_requests() -> usize {
-        512
-    }
-    pub fn max_calls_per_identity() -> usize {
-        64
-    }
-    pub fn max_message_bytes() -> usize {
-        4 << 20
-    }
-    pub fn request_timeout_seconds() -> u64 {
-        30
-    }
-    pub fn handshake_timeout_seconds() -> u64 {
-        10
-    }
     pub fn destruction_pending_days() -> u32 {
         30
     }
@@ -297,12 +250,7 @@ impl Config {
         if self.server.max_message_bytes < 1024 || self.server.max_message_bytes > 64 << 20 {
             return bad("server.max_message_bytes", "must be 1 KiB to 64 MiB");
         }
-        if self.server.max_connections == 0 || self.server.max_concurrent_requests == 0 {
-            return bad("server", "connection and request limits must be at least 1");
-        }
-        if self.server.max_calls_per_identity == 0 {
-            return bad("server.max_calls_per_identity", "must be at least 1");
-        }
+        self.server.validate_transport()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, hsm) in self.hsm.iter().enumerate() {
             let field = |f: &str| format!("hsm[{i}].{f}");
@@ -370,6 +318,7 @@ impl Config {
         abs(&mut self.server.cert);
         abs(&mut self.server.key);
         self.server.client_ca.iter_mut().for_each(abs);
+        self.server.client_crls.iter_mut().for_each(abs);
         abs(&mut self.store.path);
         self.policy.files.iter_mut().for_each(abs);
         if let Some(p) = self.policy.bootstrap.as_mut() {
@@ -379,6 +328,10 @@ impl Config {
             if let Some(p) = hsm.user_pin_file.as_mut() {
                 abs(p);
             }
+        }
+        for tpm in &mut self.tpm {
+            tpm.owner_auth_file.iter_mut().for_each(abs);
+            tpm.endorsement_auth_file.iter_mut().for_each(abs);
         }
         if let Some(p) = self.attestation.policy.as_mut() {
             abs(p);

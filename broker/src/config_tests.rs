@@ -1,5 +1,6 @@
 //! Configuration parsing and validation.
 use super::*;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"
 [server]
@@ -29,6 +30,83 @@ fn a_minimal_file_loads_with_defaults_and_absolute_paths() {
     assert_eq!(c.store.path, PathBuf::from("/etc/keybroker/keybroker.db"));
     assert_eq!(c.keys.orphans, OrphanAction::Report);
     assert_eq!(c.hsm[0].sessions, 4);
+    assert_eq!(c.server.max_concurrent_streams, 64);
+    assert!(!c.server.allow_client_intermediates);
+    assert!(c.server.client_crls.is_empty());
+    assert_eq!(c.server.idle_timeout(), Duration::from_secs(300));
+    assert!(c.server.max_handshakes_per_address < c.server.max_handshakes);
+}
+
+#[test]
+fn transport_settings_load_and_crl_paths_are_resolved() {
+    let text = MINIMAL.replace(
+        "client_ca = [\"ca.pem\"]",
+        "client_ca = [\"ca.pem\"]\nclient_crls = [\"clients.crl\"]\n\
+         allow_client_intermediates = true\nmax_concurrent_streams = 8\n\
+         max_handshakes = 32\nmax_handshakes_per_address = 4\nidle_timeout_seconds = 30\n\
+         keepalive_interval_seconds = 10\nkeepalive_timeout_seconds = 5\n\
+         max_connection_age_seconds = 600",
+    );
+    let c = parse(&text).unwrap();
+    let s = &c.server;
+    assert_eq!(s.client_crls, [PathBuf::from("/etc/keybroker/clients.crl")]);
+    assert!(s.allow_client_intermediates);
+    assert_eq!(
+        (
+            s.max_concurrent_streams,
+            s.max_handshakes,
+            s.max_handshakes_per_address
+        ),
+        (8, 32, 4)
+    );
+    assert_eq!(s.idle_timeout(), Duration::from_secs(30));
+    assert_eq!(s.keepalive_interval(), Duration::from_secs(10));
+    assert_eq!(s.keepalive_timeout(), Duration::from_secs(5));
+    assert_eq!(s.max_connection_age(), Duration::from_secs(600));
+}
+
+#[test]
+fn transport_limits_that_make_no_sense_are_refused_by_name() {
+    let with = |line: &str| {
+        MINIMAL.replace(
+            "client_ca = [\"ca.pem\"]",
+            &format!("client_ca = [\"ca.pem\"]\n{line}"),
+        )
+    };
+    let cases = [
+        (
+            "max_concurrent_streams = 0",
+            "server.max_concurrent_streams",
+        ),
+        (
+            "max_concurrent_streams = 5000",
+            "server.max_concurrent_streams",
+        ),
+        ("max_handshakes = 0", "server.max_handshakes"),
+        (
+            "max_handshakes_per_address = 999",
+            "server.max_handshakes_per_address",
+        ),
+        ("max_connections = 0", "server.max_connections"),
+        ("idle_timeout_seconds = 0", "server.idle_timeout_seconds"),
+        (
+            "keepalive_timeout_seconds = 0",
+            "server.keepalive_timeout_seconds",
+        ),
+        (
+            "max_connection_age_seconds = 0",
+            "server.max_connection_age_seconds",
+        ),
+        ("client_crl = [\"x\"]", "server.client_crl"),
+        (
+            "allow_client_intermediates = \"yes\"",
+            "server.allow_client_intermediates",
+        ),
+    ];
+    for (line, field) in cases {
+        let (got, reason) = parse(&with(line)).unwrap_err();
+        assert_eq!(got, field, "{line}: {reason}");
+    }
 }
 
 #[test]

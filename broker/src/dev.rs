@@ -6,7 +6,15 @@
 //! a development CA with server and client certificates, a Cedar policy, a broker
 //! configuration and two client configurations (admin and workload). It then runs
 //! `keybroker serve --config` as a child with `SOFTHSM2_CONF` set, and stops the child and
-//! swtpm on Ctrl-C or SIGTERM. State survives restarts; swtpm gets new ports each time.
+//! swtpm on Ctrl-C or SIGTERM. State survives restarts; swtpm gets a new port each time.
+//!
+//! The swtpm is locked down as a real TPM would be: its owner, endorsement and lockout
+//! hierarchies get random auth values on first start (hex, 0600 files `tpm-*-auth` in the
+//! state directory; the broker reads the owner and endorsement ones), and its platform
+//! hierarchy gets a random, forgotten auth at every start, as firmware does. So another
+//! local process that reaches it cannot `tpm2_clear` it. Its control channel is a unix
+//! socket inside the 0700 state directory. The command channel is still loopback TCP:
+//! tss-esapi 7.7 cannot name a unix-socket TCTI (`swtpm:path=` needs tss-esapi 8).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -43,6 +51,10 @@ pub fn run(state: &Path, listen: SocketAddr) -> DevResult<()> {
     let appraisal = state.join("attestation.toml");
     if !appraisal.exists() {
         std::fs::write(&appraisal, DEV_APPRAISAL_POLICY).map_err(io(appraisal.display()))?;
+    }
+    if let Err(e) = lock_down_tpm(&state, &swtpm.tcti()?) {
+        swtpm.stop();
+        return Err(e);
     }
     let config = state.join("config.toml");
     std::fs::write(&config, broker_config(listen, swtpm.port)).map_err(io(config.display()))?;
@@ -207,6 +219,8 @@ user_pin_file = "user-pin"
 [[tpm]]
 name = "swtpm"
 tcti = "swtpm:host=127.0.0.1,port={tpm_port}"
+owner_auth_file = "{TPM_OWNER_AUTH}"
+endorsement_auth_file = "{TPM_ENDORSEMENT_AUTH}"
 
 [attestation]
 policy = "attestation.toml"
@@ -261,7 +275,46 @@ fn wait_or_forward_signal(child: &mut Child) -> DevResult<std::process::ExitStat
     })
 }
 
-/// A swtpm on two free loopback ports.
+/// Hierarchy auth files in the state directory, written once with the TPM's lock-down.
+const TPM_OWNER_AUTH: &str = "tpm-owner-auth";
+const TPM_ENDORSEMENT_AUTH: &str = "tpm-endorsement-auth";
+const TPM_LOCKOUT_AUTH: &str = "tpm-lockout-auth";
+
+/// Gives the TPM's hierarchies auth values (first start only) and locks the platform
+/// hierarchy (every start: swtpm resets it).
+fn lock_down_tpm(state: &Path, tcti: &tpm_backend::Tcti) -> DevResult<()> {
+    use tpm_backend::hierarchy::{lock_platform_hierarchy, take_ownership};
+    use tpm_backend::{HierarchyAuth, HierarchyAuths};
+    let owner_file = state.join(TPM_OWNER_AUTH);
+    if !owner_file.exists() {
+        let auths = HierarchyAuths {
+            owner: Some(HierarchyAuth::random()),
+            endorsement: Some(HierarchyAuth::random()),
+            lockout: Some(HierarchyAuth::random()),
+        };
+        // Written before they are set, so that they are never lost.
+        for (name, auth) in [
+            (TPM_OWNER_AUTH, &auths.owner),
+            (TPM_ENDORSEMENT_AUTH, &auths.endorsement),
+            (TPM_LOCKOUT_AUTH, &auths.lockout),
+        ] {
+            if let Some(auth) = auth {
+                let text = zeroize::Zeroizing::new(hex::encode(auth.expose()));
+                write_secret(&state.join(name), &text)?;
+            }
+        }
+        take_ownership(tcti, &auths).map_err(|e| {
+            format!(
+                "setting the swtpm's hierarchy auth failed ({e}); if {}/tpm was made by an \
+                 older keybroker, remove the state directory",
+                state.display()
+            )
+        })?;
+    }
+    lock_platform_hierarchy(tcti).map_err(io("locking the swtpm's platform hierarchy"))
+}
+
+/// A swtpm: commands on a free loopback port, control on a unix socket in its directory.
 struct Swtpm {
     child: Child,
     port: u16,
@@ -270,13 +323,16 @@ struct Swtpm {
 impl Swtpm {
     fn start(dir: &Path) -> DevResult<Swtpm> {
         create_private_dir(dir)?;
-        let port = free_port_pair()?;
+        let port = free_port()?;
+        let ctrl = dir.join("swtpm-ctrl.sock");
+        // A socket left by a previous run that was killed.
+        let _ = std::fs::remove_file(&ctrl);
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--server")
             .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
             .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .arg(format!("type=unixio,path={}", ctrl.display()))
             .arg("--tpmstate")
             .arg(format!("dir={}", dir.display()))
             .stdout(Stdio::null())
@@ -296,22 +352,28 @@ impl Swtpm {
         Ok(swtpm)
     }
 
+    fn tcti(&self) -> DevResult<tpm_backend::Tcti> {
+        tpm_backend::Tcti::new(&format!("swtpm:host=127.0.0.1,port={}", self.port))
+            .map_err(io("swtpm TCTI"))
+    }
+
+    /// An orderly stop: `TPM2_Shutdown` first (an unordered stop counts towards the TPM's
+    /// dictionary-attack lockout), then the process.
     fn stop(&mut self) {
+        if let Ok(tcti) = self.tcti() {
+            if let Err(e) = tpm_backend::hierarchy::shutdown(&tcti) {
+                tracing::debug!(error = %e, "TPM2_Shutdown before stopping swtpm failed");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn free_port_pair() -> DevResult<u16> {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-        let port = first
-            .local_addr()
-            .map_err(io("finding a free port"))?
-            .port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no free pair of loopback ports".into())
+fn free_port() -> DevResult<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
 }

@@ -20,7 +20,7 @@ use crate::keys::{KeyManager, KeyServiceImpl};
 use crate::request::{ClaimsSource, Gate};
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
-use crate::tls::{ConnectionLimits, ServerTls, TlsIncoming};
+use crate::tls::{ClientAuthOptions, ConnectionLimits, ServerTls, TlsIncoming};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,19 @@ impl Broker {
             backends.insert(opened).map_err(setup("hsm"))?;
         }
         for tpm in &config.tpm {
-            let opened = backends::open_tpm(&tpm.name, &tpm.tcti).map_err(setup("tpm"))?;
+            let auths = tpm_backend::HierarchyAuths {
+                owner: tpm
+                    .owner_auth_file
+                    .as_deref()
+                    .map(backends::read_tpm_auth)
+                    .transpose()?,
+                endorsement: (tpm.endorsement_auth_file.as_deref())
+                    .map(backends::read_tpm_auth)
+                    .transpose()?,
+                lockout: None,
+            };
+            let opened =
+                backends::open_tpm_with(&tpm.name, &tpm.tcti, auths).map_err(setup("tpm"))?;
             backends.insert(opened).map_err(setup("tpm"))?;
         }
         // Keys reference their backend in the store: record the configured ones too.
@@ -155,10 +167,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     crate::tls::install_crypto_provider();
-    let tls = ServerTls::from_files(
+    let tls = ServerTls::from_files_with(
         &config.server.cert,
         &config.server.key,
         &config.server.client_ca,
+        &ClientAuthOptions {
+            allow_intermediates: config.server.allow_client_intermediates,
+            crl_files: config.server.client_crls.clone(),
+        },
     )
     .map_err(setup("tls"))?;
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -178,6 +194,7 @@ pub async fn serve(
     );
     spawn_destroyer(broker.keys.clone());
     spawn_policy_reloader(broker.authorizer.clone());
+    spawn_crl_reloader(tls.clone());
 
     let server = &broker.config.server;
     let listener = TcpListener::bind(server.listen)
@@ -189,7 +206,10 @@ pub async fn serve(
         &tls,
         ConnectionLimits {
             max_connections: server.max_connections,
+            max_handshakes: server.max_handshakes,
+            max_handshakes_per_address: server.max_handshakes_per_address,
             handshake_timeout: server.handshake_timeout(),
+            idle_timeout: server.idle_timeout(),
         },
     );
     let claims = broker
@@ -240,6 +260,11 @@ pub async fn serve(
     tracing::info!(%local, "serving");
     tonic::transport::Server::builder()
         .timeout(server.request_timeout())
+        .max_concurrent_streams(server.max_concurrent_streams)
+        .http2_keepalive_interval(Some(server.keepalive_interval()))
+        .http2_keepalive_timeout(Some(server.keepalive_timeout()))
+        .max_connection_age(server.max_connection_age())
+        .max_connection_age_grace(server.request_timeout())
         .layer(crate::request::stack(server.max_calls_per_identity))
         .add_service(health_service)
         .add_service(reflection)
@@ -276,6 +301,32 @@ fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: policy not reloaded; the old one stays")
+                }
+            }
+        }
+    });
+}
+
+/// Re-reads the client CRL files on SIGHUP, beside the policy. Lists that do not parse are
+/// logged and the ones in force stay.
+fn spawn_crl_reloader(tls: ServerTls) {
+    use tokio::signal::unix::{SignalKind, signal};
+    if tls.crl_files().is_empty() {
+        return;
+    }
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: client CRLs load only at start");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload_crls() {
+                Ok(lists) => tracing::info!(lists, "SIGHUP: client CRLs reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: client CRLs not reloaded; the old ones stay")
                 }
             }
         }

@@ -3,143 +3,24 @@
 //! tests see what a handler would see.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use broker::tls::devpki::{DevPki, IssuedCert};
-use broker::tls::{
-    self, ConnectionLimits, PeerInfo, ServerTls, TlsError, TlsIncoming, client_channel,
-    install_crypto_provider,
-};
+use broker::tls::{ConnectionLimits, ServerTls, TlsError, client_channel};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use support::{
+    DAY, RPC_DEADLINE, TestServer, check_with, client_without_spiffe, health, new_pki, valid_client,
+};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Server};
-use tonic_health::pb::HealthCheckRequest;
+use tokio::net::TcpStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-const RPC_DEADLINE: Duration = Duration::from_secs(5);
-
-struct TestServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Option<PeerInfo>>>>,
-    _reporter: tonic_health::server::HealthReporter,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl TestServer {
-    async fn start(tls: &ServerTls, limits: ConnectionLimits) -> TestServer {
-        install_crypto_provider();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let incoming = TlsIncoming::new(listener, tls, limits);
-        let addr = incoming.local_addr().unwrap();
-        let (reporter, health) = tonic_health::server::health_reporter();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
-        let health = InterceptedService::new(health, move |req: tonic::Request<()>| {
-            record.lock().unwrap().push(tls::peer(&req).cloned());
-            Ok(req)
-        });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            Server::builder()
-                .add_service(health)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
-        TestServer {
-            addr,
-            seen,
-            _reporter: reporter,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
-    }
-
-    fn last_peer(&self) -> Option<PeerInfo> {
-        self.seen.lock().unwrap().last().cloned().flatten()
-    }
-
-    fn requests_seen(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn new_pki() -> DevPki {
-    DevPki::generate("test.example", &["localhost".to_string()]).unwrap()
-}
-
-fn valid_client(pki: &DevPki, path: &str) -> IssuedCert {
-    let now = SystemTime::now();
-    pki.issue_client(path, now - Duration::from_secs(60), now + DAY)
-        .unwrap()
-}
-
-async fn health(channel: Channel) -> Result<ServingStatus, tonic::Status> {
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
-    let mut client = HealthClient::new(channel);
-    let call = client.check(request);
-    match tokio::time::timeout(RPC_DEADLINE, call).await {
-        Ok(response) => Ok(response?.into_inner().status()),
-        Err(_) => Err(tonic::Status::deadline_exceeded("test deadline")),
-    }
-}
-
-/// Connects with a client certificate and calls the health service; any failure is `Err`.
-async fn check_with(
-    server: &TestServer,
-    ca_pem: &str,
-    client: &IssuedCert,
-) -> Result<ServingStatus, String> {
-    let channel = client_channel(
-        &server.url(),
-        ca_pem.as_bytes(),
-        client.cert_pem().as_bytes(),
-        client.key_pem().as_bytes(),
-    )
-    .await
-    .map_err(|e| format!("connect: {e}"))?;
-    health(channel).await.map_err(|s| format!("rpc: {s}"))
-}
-
-/// A CA outside the dev PKI that issues a client certificate with a DNS SAN only.
-/// Returns the CA certificate, the client certificate and its key, PEM.
-fn client_without_spiffe() -> (String, String, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let mut params = CertificateParams::new(vec!["client.test".to_string()]).unwrap();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params
-        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-        .unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_client_is_served_and_identified_and_bad_clients_are_refused() {
@@ -215,26 +96,21 @@ async fn valid_client_is_served_and_identified_and_bad_clients_are_refused() {
         "no refused client reached the handler"
     );
 
-    // A trusted certificate without a SPIFFE URI: TLS works, there is no identity.
-    let channel = client_channel(
+    // A certificate from a trusted CA without a SPIFFE URI: refused at the handshake, so
+    // no connection without an identity ever reaches a handler.
+    let result = match client_channel(
         &server.url(),
         ca.as_bytes(),
         no_spiffe_cert.as_bytes(),
         no_spiffe_key.as_bytes(),
     )
     .await
-    .unwrap();
-    assert_eq!(health(channel).await.unwrap(), ServingStatus::Serving);
-    let seen = server
-        .seen
-        .lock()
-        .unwrap()
-        .last()
-        .cloned()
-        .flatten()
-        .unwrap();
-    assert_eq!(seen.identity, None);
-    assert!(seen.kx_group.is_some());
+    {
+        Ok(channel) => health(channel).await.map_err(|s| s.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(result.is_err(), "no URI SAN: {result:?}");
+    assert_eq!(server.requests_seen(), served);
 
     // A TLS 1.2-only client cannot even finish the handshake.
     tls12_only_handshake_fails(server.addr, ca, &good).await;
@@ -288,6 +164,7 @@ async fn silent_clients_do_not_block_others_and_time_out() {
     let limits = ConnectionLimits {
         max_connections: 64,
         handshake_timeout: Duration::from_secs(3),
+        ..ConnectionLimits::default()
     };
     let server = TestServer::start(&pki.server_tls().unwrap(), limits).await;
     let mut silent = Vec::new();
@@ -317,11 +194,13 @@ async fn silent_clients_do_not_block_others_and_time_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_at_once() {
+async fn handshakes_beyond_the_budget_are_closed_at_once() {
     let pki = new_pki();
     let limits = ConnectionLimits {
         max_connections: 2,
+        max_handshakes: 2,
         handshake_timeout: Duration::from_secs(30),
+        ..ConnectionLimits::default()
     };
     let server = TestServer::start(&pki.server_tls().unwrap(), limits).await;
     let first = TcpStream::connect(server.addr).await.unwrap();

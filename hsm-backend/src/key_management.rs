@@ -1,7 +1,9 @@
 //! Creating, finding, listing and destroying keys.
 //!
 //! Private and secret keys are made inside the token as `CKA_TOKEN`, `CKA_PRIVATE`,
-//! `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`; each key has exactly one usage.
+//! `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`; each key has exactly one usage. Every object,
+//! public halves included, is made with `CKA_MODIFIABLE` false, so that a PIN holder cannot
+//! turn on another usage (`CKA_DECRYPT`, `CKA_WRAP`, ...) after the fact.
 
 use std::collections::BTreeSet;
 
@@ -28,10 +30,12 @@ pub(crate) fn ensure_id_free(s: &mut PooledSession, id: &KeyId) -> Result<()> {
     }
 }
 
-/// Attributes every private or secret key gets: persistent, login-only, never readable.
+/// Attributes every private or secret key gets: persistent, login-only, never readable,
+/// never changed.
 fn sealed_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
+        Attribute::Modifiable(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
@@ -44,6 +48,7 @@ fn sealed_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
 fn public_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
     vec![
         Attribute::Token(true),
+        Attribute::Modifiable(false),
         Attribute::Private(false),
         Attribute::Id(id.as_bytes().to_vec()),
         Attribute::Label(label.as_str().as_bytes().to_vec()),

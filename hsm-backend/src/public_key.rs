@@ -183,6 +183,7 @@ impl HsmBackend {
         template.extend([
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::Token(true),
+            Attribute::Modifiable(false),
             Attribute::Private(false),
             Attribute::Id(id.as_bytes().to_vec()),
             Attribute::Label(label.as_str().as_bytes().to_vec()),

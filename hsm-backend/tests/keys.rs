@@ -65,6 +65,65 @@ fn every_key_type_is_made_in_the_token_sensitive_and_non_extractable() {
     }
 }
 
+/// Every object of a key, private, secret or public.
+fn key_objects(session: &Session, id: &KeyId) -> Vec<(ObjectClass, ObjectHandle)> {
+    let mut objects = Vec::new();
+    for class in [
+        ObjectClass::PRIVATE_KEY,
+        ObjectClass::SECRET_KEY,
+        ObjectClass::PUBLIC_KEY,
+    ] {
+        let found = session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Id(id.as_bytes().to_vec()),
+            ])
+            .unwrap();
+        objects.extend(found.into_iter().map(|handle| (class, handle)));
+    }
+    objects
+}
+
+#[test]
+fn a_pin_holder_cannot_turn_on_another_usage_later() {
+    let t = common::token();
+    let raw = t.raw_session();
+    for (algorithm, usage) in all_specs() {
+        let key = t.generate(algorithm, usage);
+        let objects = key_objects(&raw, &key.id);
+        assert!(!objects.is_empty(), "{algorithm} {usage:?}");
+        for (class, handle) in objects {
+            let modifiable = raw
+                .get_attributes(handle, &[AttributeType::Modifiable])
+                .unwrap();
+            assert!(
+                matches!(modifiable.as_slice(), [Attribute::Modifiable(false)]),
+                "{algorithm} {usage:?} {class}: {modifiable:?}"
+            );
+            let widen = [
+                Attribute::Decrypt(true),
+                Attribute::Encrypt(true),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Label(b"renamed".to_vec()),
+            ];
+            for attribute in widen {
+                let err = raw
+                    .update_attributes(handle, std::slice::from_ref(&attribute))
+                    .unwrap_err();
+                assert!(
+                    matches!(err, CkError::Pkcs11(RvError::AttributeReadOnly, _)),
+                    "{algorithm} {usage:?} {class} {attribute:?}: {err}"
+                );
+            }
+        }
+        // The key still works as made, and still only as made.
+        assert_eq!(t.backend.describe_key(&key.id).unwrap().spec, key.spec);
+    }
+}
+
 #[test]
 fn wrapping_private_and_secret_keys_out_of_the_token_fails() {
     let t = common::token();

@@ -123,24 +123,33 @@ impl Swtpm {
     /// When tpm2-tools is missing or the command fails (the message carries its stderr).
     pub fn tpm2_tool(&self, args: &[&str]) -> String {
         let run = |args: &[&str]| {
-            let (tool, rest) = args.split_first().expect("a tpm2-tools command");
-            let program = require_command(tool, "tpm2-tools").unwrap_or_else(|e| panic!("{e}"));
-            let out = Command::new(program)
-                .args(rest)
-                .current_dir(self.scratch_dir())
-                .env("TPM2TOOLS_TCTI", self.tcti())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            self.try_tpm2_tool(args)
+                .unwrap_or_else(|stderr| panic!("{args:?}: {stderr}"))
         };
         let stdout = run(args);
         run(&["tpm2_flushcontext", "-t"]);
         stdout
+    }
+
+    /// Runs a tpm2-tools command as another local process would, and returns its stdout, or
+    /// its stderr when it fails (for commands that are meant to be refused).
+    ///
+    /// # Panics
+    /// When tpm2-tools is missing or the command cannot be started.
+    pub fn try_tpm2_tool(&self, args: &[&str]) -> Result<String, String> {
+        let (tool, rest) = args.split_first().expect("a tpm2-tools command");
+        let program = require_command(tool, "tpm2-tools").unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(program)
+            .args(rest)
+            .current_dir(self.scratch_dir())
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// Kills the process; the state directory stays. Calls to the TPM fail until

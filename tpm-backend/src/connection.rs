@@ -19,6 +19,7 @@ use tss_esapi::structures::{CapabilityData, SymmetricDefinition};
 
 use crate::blob::TpmBlob;
 use crate::error::{Result, TpmError, TssResultExt};
+use crate::hierarchy::{self, HierarchyAuths};
 use crate::tcti::Tcti;
 use crate::templates;
 
@@ -45,9 +46,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn open(tcti: &Tcti, srk: SrkSource) -> Result<Connection> {
+    pub(crate) fn open(tcti: &Tcti, srk: SrkSource, auths: &HierarchyAuths) -> Result<Connection> {
         let mut ctx = Context::new(tcti.conf()?)
             .map_err(|e| TpmError::Unavailable(format!("{}: {e}", tcti.as_str())))?;
+        hierarchy::present(&mut ctx, auths)?;
         let slots = transient_slots(&mut ctx);
         let (srk, srk_is_transient) = match srk {
             SrkSource::Template => {

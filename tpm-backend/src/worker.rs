@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use crate::connection::{Connection, SrkSource};
 use crate::error::{Result, TpmError};
+use crate::hierarchy::HierarchyAuths;
 use crate::tcti::Tcti;
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -29,6 +30,8 @@ pub struct TpmConfig {
     pub srk: SrkSource,
     /// Requests that may wait for the TPM before callers get [`TpmError::Busy`].
     pub queue_depth: usize,
+    /// The owner and endorsement auth to present (empty when `None`).
+    pub hierarchy_auth: HierarchyAuths,
 }
 
 impl TpmConfig {
@@ -38,6 +41,7 @@ impl TpmConfig {
             tcti,
             srk: SrkSource::Template,
             queue_depth: 256,
+            hierarchy_auth: HierarchyAuths::default(),
         }
     }
 }
@@ -58,7 +62,11 @@ impl Worker {
     fn connection(&mut self) -> Result<&mut Connection> {
         match &mut self.connection {
             Some(connection) => Ok(connection),
-            slot @ None => Ok(slot.insert(Connection::open(&self.config.tcti, self.config.srk)?)),
+            slot @ None => Ok(slot.insert(Connection::open(
+                &self.config.tcti,
+                self.config.srk,
+                &self.config.hierarchy_auth,
+            )?)),
         }
     }
 

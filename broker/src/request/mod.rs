@@ -1,15 +1,18 @@
 //! The request path. Every gRPC call passes through one `tower::ServiceBuilder` stack
 //! ([`stack`]), one concern per layer, outermost first:
 //!
-//! 1. [`CallRecordLayer`]: the call's record and its log line (caller, method, resource,
+//! 1. [`ConnectionActivityLayer`]: marks the call open on its connection until its
+//!    response ends, so that the connection's idle timeout counts from the last call.
+//! 2. [`CallRecordLayer`]: the call's record and its log line (caller, method, resource,
 //!    decision, status, latency), whatever refuses the call further in.
-//! 2. [`ActionTableLayer`]: maps the gRPC path to its [`Action`](crate::authz::Action).
+//! 3. [`CertificateValidityLayer`]: the client certificate must be inside its validity
+//!    period *now*, checked on every call, so a certificate that expires while its
+//!    connection stays open stops working.
+//! 4. [`ActionTableLayer`]: maps the gRPC path to its [`Action`](crate::authz::Action).
 //!    A path that is not in the table is refused before any handler runs; health and
 //!    reflection are the only exceptions.
-//! 3. [`CallerLayer`]: the caller must be identified: a client certificate with exactly one
-//!    SPIFFE ID, inside its validity period *now* (checked on every call, so a certificate
-//!    that expires while its connection stays open stops working).
-//! 4. [`IdentityLimitLayer`]: calls in flight per identity are bounded, so that one caller
+//! 5. [`CallerLayer`]: the caller must be identified: exactly one SPIFFE ID.
+//! 6. [`IdentityLimitLayer`]: calls in flight per identity are bounded, so that one caller
 //!    cannot take every slot.
 //!
 //! The handler then asks the [`Gate`] to authorize the call on its resource. The gate
@@ -34,16 +37,30 @@ pub use record::{CallRecord, CallRecordLayer, CallSlot};
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
-/// The layers of [`stack`], outermost first.
+use crate::tls::{CertificateValidityLayer, ConnectionActivityLayer};
+
+/// The layers of [`stack`], innermost first (as `tower` nests them).
 pub type RequestStack = Stack<
     IdentityLimitLayer,
-    Stack<CallerLayer, Stack<ActionTableLayer, Stack<CallRecordLayer, Identity>>>,
+    Stack<
+        CallerLayer,
+        Stack<
+            ActionTableLayer,
+            Stack<
+                CertificateValidityLayer,
+                Stack<CallRecordLayer, Stack<ConnectionActivityLayer, Identity>>,
+            >,
+        >,
+    >,
 >;
 
-/// The request stack the server runs every call through (see the module docs).
+/// The request stack the server runs every call through, outermost first (see the
+/// module docs).
 pub fn stack(max_calls_per_identity: usize) -> ServiceBuilder<RequestStack> {
     ServiceBuilder::new()
+        .layer(ConnectionActivityLayer)
         .layer(CallRecordLayer)
+        .layer(CertificateValidityLayer)
         .layer(ActionTableLayer)
         .layer(CallerLayer)
         .layer(IdentityLimitLayer::new(max_calls_per_identity))

@@ -20,6 +20,9 @@ use super::files::{prepare_dir, read_file, read_private_file, secret_utf8, utf8,
 use super::{ServerTls, TlsError};
 use crate::identity::SpiffeId;
 
+#[path = "devpki_crl.rs"]
+mod crl;
+
 const VALIDITY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 const CA_CN: &str = "Keybroker development CA";

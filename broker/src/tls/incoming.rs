@@ -2,10 +2,18 @@
 //!
 //! tonic's built-in TLS runs each handshake inline in the accept path, so one client that
 //! connects and sends nothing stalls everyone behind it. Here every handshake runs in its own
-//! task with a deadline, failures are logged and dropped (an `Err` item would only reach
-//! tonic's trace log anyway), and a semaphore caps the number of open connections: the permit
-//! is taken at accept and held by the connection until it closes, so handshakes in flight
-//! count too. Over the cap, new TCP connections are closed at once.
+//! task with a deadline, and failures are logged and dropped (an `Err` item would only reach
+//! tonic's trace log anyway).
+//!
+//! Two budgets, so that neither kind of connection can starve the other:
+//! * handshakes in flight: a few per source address and a bounded total (`super::budget`),
+//!   so sockets that never speak TLS cost one address its share, not everyone's;
+//! * established connections: a global cap, the permit taken when the handshake completes
+//!   and held until the connection closes.
+//!
+//! Over either budget a connection is closed at once. An established connection with no call
+//! open for the idle timeout is closed too (see `super::activity`); HTTP/2 keep-alive and
+//! the maximum connection age are tonic's (`Server::builder()`), set in `crate::server`.
 
 use std::fmt;
 use std::io;
@@ -19,12 +27,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
+use super::budget::{HandshakeBudget, Refusal};
 use super::{PeerInfo, ServerTls};
 
 /// How many connections are accepted in one poll before yielding to the rest of the server.
@@ -35,18 +44,27 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Limits on incoming connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Open connections (handshaking or established) at most; `0` refuses all.
+    /// Established connections at most; `0` refuses all.
     pub max_connections: usize,
+    /// TLS handshakes in flight at most, from all addresses together.
+    pub max_handshakes: usize,
+    /// TLS handshakes in flight at most from one address (an IPv4 address or an IPv6 /64).
+    pub max_handshakes_per_address: usize,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout: Duration,
+    /// An established connection with no call open for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
-    /// 1024 connections, 10-second handshakes.
+    /// 1024 connections; 256 handshakes, 16 per address, 10 seconds each; 5 idle minutes.
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 1024,
+            max_handshakes: 256,
+            max_handshakes_per_address: 16,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -60,8 +78,9 @@ impl Default for ConnectionLimits {
 pub struct TlsIncoming {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
-    permits: Arc<Semaphore>,
+    limits: ConnectionLimits,
+    budget: Arc<HandshakeBudget>,
+    established: Arc<Semaphore>,
     handshakes: JoinSet<Option<TlsConnection>>,
     paused: Option<Pin<Box<Sleep>>>,
 }
@@ -72,8 +91,9 @@ impl TlsIncoming {
         TlsIncoming {
             listener,
             acceptor: TlsAcceptor::from(tls.config().clone()),
-            handshake_timeout: limits.handshake_timeout,
-            permits: Arc::new(Semaphore::new(
+            limits,
+            budget: HandshakeBudget::new(limits.max_handshakes, limits.max_handshakes_per_address),
+            established: Arc::new(Semaphore::new(
                 limits.max_connections.min(Semaphore::MAX_PERMITS),
             )),
             handshakes: JoinSet::new(),
@@ -115,37 +135,70 @@ impl TlsIncoming {
     }
 
     fn start_handshake(&mut self, tcp: TcpStream, addr: SocketAddr) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        if self.established.available_permits() == 0 {
             tracing::debug!(%addr, "connection limit reached; closing the new connection");
             return; // dropping `tcp` closes it
+        }
+        let ticket = match self.budget.try_start(addr.ip()) {
+            Ok(ticket) => ticket,
+            Err(Refusal::Address) => {
+                tracing::debug!(%addr, "this address has its handshakes in flight; closing");
+                return;
+            }
+            Err(Refusal::Total) => {
+                tracing::debug!(%addr, "handshake budget spent; closing the new connection");
+                return;
+            }
         };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%addr, error = %e, "could not set TCP_NODELAY");
         }
         let acceptor = self.acceptor.clone();
-        let deadline = self.handshake_timeout;
+        let established = self.established.clone();
+        let limits = self.limits;
         self.handshakes.spawn(async move {
-            match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let peer = PeerInfo::from_connection(Some(addr), stream.get_ref().1);
-                    tracing::debug!(%addr, identity = ?peer.identity, kx = ?peer.kx_group,
-                        "TLS connection established");
-                    Some(TlsConnection {
-                        stream,
-                        peer,
-                        _permit: permit,
-                    })
-                }
+            let deadline = limits.handshake_timeout;
+            let result = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
+            drop(ticket);
+            let stream = match result {
+                Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                    None
+                    log_handshake_failure(addr, &e);
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(%addr, ?deadline, "TLS handshake timed out");
-                    None
+                    return None;
                 }
-            }
+            };
+            let Ok(permit) = established.try_acquire_owned() else {
+                tracing::debug!(%addr, "connection limit reached after the handshake; closing");
+                return None;
+            };
+            let peer = PeerInfo::from_connection(Some(addr), stream.get_ref().1);
+            tracing::debug!(%addr, identity = ?peer.identity, kx = ?peer.kx_group,
+                "TLS connection established");
+            Some(TlsConnection::new(
+                stream,
+                peer,
+                permit,
+                limits.idle_timeout,
+            ))
         });
+    }
+}
+
+/// A refused client certificate is worth an operator's attention (it says which rule); other
+/// failures (scanners, dropped connections) are routine.
+fn log_handshake_failure(addr: SocketAddr, e: &io::Error) {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)));
+    if certificate {
+        tracing::info!(%addr, error = %e, "client certificate refused");
+    } else {
+        tracing::debug!(%addr, error = %e, "TLS handshake failed");
     }
 }
 
@@ -184,22 +237,63 @@ impl fmt::Debug for TlsIncoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsIncoming")
             .field("listener", &self.listener)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("available_permits", &self.permits.available_permits())
-            .field("handshakes_in_flight", &self.handshakes.len())
+            .field("limits", &self.limits)
+            .field(
+                "established_available",
+                &self.established.available_permits(),
+            )
+            .field("handshakes_in_flight", &self.budget.in_flight())
             .finish_non_exhaustive()
     }
 }
 
 /// An established, mutually authenticated TLS connection. Holds one of the
-/// [`ConnectionLimits::max_connections`] permits until dropped.
+/// [`ConnectionLimits::max_connections`] permits until dropped. Once no call has been open
+/// on it for the idle timeout, reading fails with `TimedOut`, and the server closes it.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
     _permit: OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
 }
 
 impl TlsConnection {
+    fn new(
+        stream: TlsStream<TcpStream>,
+        peer: PeerInfo,
+        permit: OwnedSemaphorePermit,
+        idle_timeout: Duration,
+    ) -> TlsConnection {
+        let first = peer.activity.idle_deadline(idle_timeout);
+        TlsConnection {
+            stream,
+            peer,
+            _permit: permit,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep_until(first)),
+        }
+    }
+
+    /// Ready with an error once the connection has been idle for the idle timeout; until
+    /// then the timer is re-armed for the latest deadline.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.peer.activity.idle_deadline(self.idle_timeout);
+            if deadline <= Instant::now() {
+                tracing::debug!(addr = ?self.peer.remote_addr, "idle connection closed");
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no call for the idle timeout",
+                ));
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+    }
+
     /// What the handshake established about the peer.
     pub fn peer_info(&self) -> &PeerInfo {
         &self.peer
@@ -233,7 +327,11 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(idle) = this.poll_idle(cx) {
+            return Poll::Ready(Err(idle));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 

@@ -6,10 +6,16 @@
 //!
 //! * [`ServerTls`]: the rustls server configuration (TLS 1.3 only, aws-lc-rs, post-quantum
 //!   hybrid key exchange first, client certificates required and verified, ALPN `h2`);
+//! * the client-certificate verifier (`verifier`): no intermediates unless configured, exactly
+//!   one URI SAN, CRLs that SIGHUP reloads ([`ServerTls::reload_crls`]);
 //! * [`TlsIncoming`]: the accept loop handed to
 //!   `tonic::transport::Server::serve_with_incoming_shutdown`, with handshakes in their own
-//!   tasks, a handshake timeout and a connection limit;
-//! * [`PeerInfo`] / [`peer`]: what a handler learns about the caller;
+//!   tasks under a deadline and a per-address budget (`budget`), a cap on established
+//!   connections, and an idle timeout ([`ConnectionActivity`]);
+//! * [`PeerInfo`] / [`peer`]: what a handler learns about the caller, and
+//!   [`PeerInfo::check_validity`], which the request stack calls on every call;
+//! * [`CertificateValidityLayer`] and [`ConnectionActivityLayer`]: the two per-call
+//!   checks the transport needs from the request stack;
 //! * [`client_endpoint`] / [`client_channel`]: the matching client side;
 //! * [`devpki`]: a throwaway CA for development and tests.
 //!
@@ -18,11 +24,15 @@
 
 pub mod devpki;
 
+mod activity;
+mod budget;
 mod client;
 mod files;
 mod incoming;
+mod layers;
 mod peer;
 mod server;
+mod verifier;
 
 use std::path::PathBuf;
 
@@ -31,10 +41,23 @@ use rustls::crypto::aws_lc_rs::{self, kx_group};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use activity::{CallGuard, ConnectionActivity};
 pub use client::{client_channel, client_endpoint};
 pub use incoming::{ConnectionLimits, TlsConnection, TlsIncoming};
-pub use peer::{PeerInfo, peer};
-pub use server::ServerTls;
+pub use layers::{CertificateValidityLayer, ConnectionActivityLayer};
+pub use peer::{
+    CertificateValidityError, IdentityError, PeerInfo, certificate_identity, der_identity, peer,
+};
+pub use server::{ClientAuthOptions, ServerTls};
+
+/// Reads a file of secret material (a private key, an auth value) into a zeroizing buffer,
+/// refusing one that group or others can access; the mode is checked on the opened file.
+///
+/// # Errors
+/// [`TlsError::Io`] or [`TlsError::Permissions`] naming the file.
+pub fn read_secret_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
+    files::read_private_file(path)
+}
 
 /// Why TLS material could not be loaded or a TLS connection could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +101,8 @@ pub enum TlsError {
         /// The rustls error.
         source: rustls::Error,
     },
-    /// The client CA bundles cannot build a client-certificate verifier.
-    #[error("client CA bundles: {0}")]
+    /// The client CA bundles or CRLs cannot build a client-certificate verifier.
+    #[error("client certificate verifier (CA bundles and CRLs): {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
     /// The endpoint URI is unusable (not `https://host:port`, or tonic refused it).
     #[error("endpoint {endpoint:?}: {reason}")]

@@ -48,6 +48,15 @@ impl Default for BrokerOptions {
     }
 }
 
+/// Extra `[server]` settings, and files they need, for the transport tests.
+#[derive(Debug, Clone, Default)]
+pub struct TransportOptions {
+    /// TOML lines appended to `[server]` (small limits, short timeouts).
+    pub server_lines: String,
+    /// Write `pki/crl.pem` (revoking nothing) and name it in `client_crls`.
+    pub client_crl: bool,
+}
+
 /// Builds the `keybroker` binary (debug or release) once per process and returns its
 /// path, `target/<profile>/keybroker`.
 pub fn keybroker_binary(release: bool) -> &'static Path {
@@ -111,6 +120,14 @@ impl BrokerProcess {
 
     /// As [`BrokerProcess::start`], built and configured as `options` say.
     pub fn start_with(options: BrokerOptions) -> BrokerProcess {
+        BrokerProcess::start_with_transport(options, TransportOptions::default())
+    }
+
+    /// As [`BrokerProcess::start_with`], with the `[server]` extras of `transport`.
+    pub fn start_with_transport(
+        options: BrokerOptions,
+        transport: TransportOptions,
+    ) -> BrokerProcess {
         let binary = keybroker_binary(options.release);
         let hsm = SoftHsm::new();
         let tpm = Swtpm::start();
@@ -151,6 +168,12 @@ impl BrokerProcess {
             .unwrap()
             .write_to(&d.join("pki"), "expired")
             .unwrap();
+        let mut server_lines = transport.server_lines.clone();
+        if transport.client_crl {
+            let crl = pki.revocation_list(&[], 1, now + day).unwrap();
+            std::fs::write(d.join("pki/crl.pem"), crl).unwrap();
+            server_lines.push_str("\nclient_crls = [\"pki/crl.pem\"]\n");
+        }
         std::fs::write(d.join("policy.cedar"), POLICY).unwrap();
         std::fs::write(d.join("attestation.toml"), APPRAISAL_POLICY).unwrap();
         std::fs::write(
@@ -162,6 +185,7 @@ cert = "pki/server.pem"
 key = "pki/server-key.pem"
 client_ca = ["pki/ca.pem"]
 max_message_bytes = 65536
+{server_lines}
 
 [store]
 path = "state/keybroker.db"
@@ -342,7 +366,26 @@ issuer = "{ISSUER}"
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    fn pem(&self, name: &str) -> Vec<u8> {
+    /// Issues a client certificate for `spiffe://test.keybroker/<path>` from the broker's
+    /// CA, valid between the given times, as `pki/<who>.pem` for [`BrokerProcess::channel`].
+    pub fn issue_client(
+        &self,
+        who: &str,
+        path: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> broker::tls::devpki::IssuedCert {
+        let cert = self.pki.issue_client(path, not_before, not_after).unwrap();
+        cert.write_to(&self.dir.path().join("pki"), who).unwrap();
+        cert
+    }
+
+    /// The broker's listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn pem(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.dir.path().join("pki").join(name)).unwrap()
     }
 

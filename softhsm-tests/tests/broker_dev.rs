@@ -1,0 +1,156 @@
+//! `keybroker serve --dev` end to end: its swtpm is locked down (another local process cannot
+//! clear it), the broker still uses it with the owner auth from the state directory, and a
+//! second start on the same state keeps the TPM keys working.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use keybroker_api::v1 as pb;
+use pb::key_service_client::KeyServiceClient;
+
+struct DevBroker {
+    child: Child,
+    port: u16,
+}
+
+impl DevBroker {
+    fn start(state: &Path) -> DevBroker {
+        let binary = common::keybroker_binary(false);
+        let mut child = Command::new(binary)
+            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
+                        break addr.rsplit(':').next().unwrap().parse().unwrap();
+                    }
+                }
+                _ => panic!("development mode exited before listening: {:?}", child.wait()),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        DevBroker { child, port }
+    }
+
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for DevBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The swtpm's TCTI, from the configuration development mode wrote.
+fn tcti(state: &Path) -> String {
+    let config = std::fs::read_to_string(state.join("config.toml")).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("tcti = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap()
+        .to_string()
+}
+
+fn tpm2(state: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .env("TPM2TOOLS_TCTI", tcti(state))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (install tpm2-tools)", args[0]));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+async fn admin(state: &Path, port: u16) -> KeyServiceClient<tonic::transport::Channel> {
+    let pem = |name: &str| std::fs::read(state.join("pki").join(name)).unwrap();
+    let channel = broker::tls::client_channel(
+        &format!("https://localhost:{port}"),
+        &pem("ca.pem"),
+        &pem("admin.pem"),
+        &pem("admin-key.pem"),
+    )
+    .await
+    .unwrap();
+    KeyServiceClient::new(channel)
+}
+
+async fn sign_with_tpm_key(state: &Path, port: u16) {
+    admin(state, port)
+        .await
+        .sign(pb::SignRequest {
+            name: "dev-tpm".into(),
+            input: Some(pb::sign_request::Input::Message(b"m".to_vec())),
+            scheme: pb::SignatureScheme::Default as i32,
+        })
+        .await
+        .unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dev_swtpm_cannot_be_cleared_by_another_process_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let dev = DevBroker::start(&state);
+
+    for name in ["tpm-owner-auth", "tpm-endorsement-auth", "tpm-lockout-auth"] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    assert_eq!(mode(&state), 0o700);
+    assert!(state.join("tpm/swtpm-ctrl.sock").exists());
+    // Through the lockout hierarchy (tpm2_clear's default) and the platform one.
+    assert!(tpm2(&state, &["tpm2_clear"]).is_err());
+    assert!(tpm2(&state, &["tpm2_clear", "-c", "p"]).is_err());
+    assert!(tpm2(&state, &["tpm2_changeauth", "-c", "o", "mine"]).is_err());
+
+    // The broker makes and uses TPM keys with the owner auth it was given.
+    admin(&state, dev.port)
+        .await
+        .create_key(common::create(
+            "dev-tpm",
+            pb::KeyAlgorithm::EcP256,
+            pb::KeyPurpose::Sign,
+            "swtpm",
+        ))
+        .await
+        .unwrap();
+    sign_with_tpm_key(&state, dev.port).await;
+    dev.stop();
+
+    // A second start on the same state: the platform hierarchy is locked again (swtpm reset
+    // it), and the key still works.
+    let dev = DevBroker::start(&state);
+    assert!(tpm2(&state, &["tpm2_clear", "-c", "p"]).is_err());
+    sign_with_tpm_key(&state, dev.port).await;
+    dev.stop();
+}
