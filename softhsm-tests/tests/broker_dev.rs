@@ -139,7 +139,7 @@ async fn the_dev_swtpm_cannot_be_cleared_by_another_process_and_keeps_serving() 
         .create_key(common::create(
             "dev-tpm",
             pb::KeyAlgorithm::EcP256,
-            pb::KeyPurpose::Sign,
+            pb::KeyPurpose::SignVerify,
             "swtpm",
         ))
         .await

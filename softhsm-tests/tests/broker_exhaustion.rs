@@ -59,7 +59,7 @@ async fn broker_with_key() -> BrokerProcess {
     broker
         .keys("admin")
         .await
-        .create_key(create(KEY, A::EcP256, P::Sign, "softhsm"))
+        .create_key(create(KEY, A::EcP256, P::SignVerify, "softhsm"))
         .await
         .unwrap();
     broker

@@ -60,7 +60,7 @@ async fn start(client_crl: bool) -> BrokerProcess {
     broker
         .keys("admin")
         .await
-        .create_key(create(KEY, A::EcP256, P::Sign, "softhsm"))
+        .create_key(create(KEY, A::EcP256, P::SignVerify, "softhsm"))
         .await
         .unwrap();
     broker

@@ -149,15 +149,26 @@ mod tests {
     use std::convert::Infallible;
     use tower::{Layer, Service, ServiceExt};
 
-    fn ok_service()
-    -> impl Service<
-        http::Request<()>,
-        Response = http::Response<tonic::body::Body>,
-        Error = Infallible,
-    > + Clone {
-        tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
-        })
+    /// Answers every request with an empty OK response.
+    #[derive(Clone)]
+    struct OkService;
+
+    impl Service<http::Request<()>> for OkService {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
+        }
+    }
+
+    fn ok_service() -> OkService {
+        OkService
     }
 
     fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<&str> {
