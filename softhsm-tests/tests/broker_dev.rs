@@ -40,7 +40,10 @@ impl DevBroker {
                         break addr.rsplit(':').next().unwrap().parse().unwrap();
                     }
                 }
-                _ => panic!("development mode exited before listening: {:?}", child.wait()),
+                _ => panic!(
+                    "development mode exited before listening: {:?}",
+                    child.wait()
+                ),
             }
         };
         std::thread::spawn(move || for _ in lines {});
