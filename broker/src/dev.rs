@@ -12,9 +12,10 @@
 //! hierarchies get random auth values on first start (hex, 0600 files `tpm-*-auth` in the
 //! state directory; the broker reads the owner and endorsement ones), and its platform
 //! hierarchy gets a random, forgotten auth at every start, as firmware does. So another
-//! local process that reaches it cannot `tpm2_clear` it. Its control channel is a unix
-//! socket inside the 0700 state directory. The command channel is still loopback TCP:
-//! tss-esapi 7.7 cannot name a unix-socket TCTI (`swtpm:path=` needs tss-esapi 8).
+//! local process that reaches it cannot `tpm2_clear` it. Its command and control channels
+//! are still loopback TCP, not a unix socket in the state directory: tss-esapi 7.7 cannot
+//! name a unix-socket TCTI (`swtpm:path=` needs tss-esapi 8), and libtss2's swtpm TCTI sets
+//! the locality through the control channel at port + 1 when it connects.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -314,7 +315,7 @@ fn lock_down_tpm(state: &Path, tcti: &tpm_backend::Tcti) -> DevResult<()> {
     lock_platform_hierarchy(tcti).map_err(io("locking the swtpm's platform hierarchy"))
 }
 
-/// A swtpm: commands on a free loopback port, control on a unix socket in its directory.
+/// A swtpm on two free loopback ports (commands, and control at the next port).
 struct Swtpm {
     child: Child,
     port: u16,
@@ -323,16 +324,13 @@ struct Swtpm {
 impl Swtpm {
     fn start(dir: &Path) -> DevResult<Swtpm> {
         create_private_dir(dir)?;
-        let port = free_port()?;
-        let ctrl = dir.join("swtpm-ctrl.sock");
-        // A socket left by a previous run that was killed.
-        let _ = std::fs::remove_file(&ctrl);
+        let port = free_port_pair()?;
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--server")
             .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
             .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", ctrl.display()))
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
             .arg("--tpmstate")
             .arg(format!("dir={}", dir.display()))
             .stdout(Stdio::null())
@@ -370,10 +368,16 @@ impl Swtpm {
     }
 }
 
-fn free_port() -> DevResult<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
+fn free_port_pair() -> DevResult<u16> {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+        let port = first
+            .local_addr()
+            .map_err(io("finding a free port"))?
+            .port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free pair of loopback ports".into())
 }

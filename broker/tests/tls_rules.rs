@@ -206,9 +206,10 @@ async fn established_connections_have_their_own_cap_and_idle_ones_are_closed() {
     served_by_http2(&mut first).await;
     let mut second = tls13_connect(&connector, server.addr).await.unwrap();
     served_by_http2(&mut second).await;
-    // Over the cap: closed as soon as the server has checked its certificate.
-    let mut third = tls13_connect(&connector, server.addr).await.unwrap();
-    closed_by_server_within(&mut third, GENEROUS).await;
+    // Over the cap: closed before or right after its handshake.
+    if let Ok(mut third) = tls13_connect(&connector, server.addr).await {
+        closed_by_server_within(&mut third, GENEROUS).await;
+    }
     // The two idle ones are closed by the idle timeout (this server's stack marks no calls).
     closed_by_server_within(&mut first, GENEROUS).await;
     closed_by_server_within(&mut second, GENEROUS).await;

@@ -60,9 +60,11 @@ fn with_hierarchy_auth_set_another_process_cannot_clear_the_tpm() {
     // Taking ownership twice is refused: the auths are already set.
     assert!(take_ownership(&tcti, &auths).is_err());
 
-    // The holder of the lockout auth still can clear it, and an orderly shutdown works.
+    // The failed tpm2_clear above put the lockout hierarchy in dictionary-attack lockout, as
+    // it should; an orderly shutdown still works.
     let lockout = hex_auth(auths.lockout.as_ref().unwrap());
-    tpm.try_tpm2_tool(&["tpm2_clear", &lockout]).unwrap();
+    let locked = tpm.try_tpm2_tool(&["tpm2_clear", &lockout]).unwrap_err();
+    assert!(locked.contains("lockout"), "{locked}");
     shutdown(&tcti).unwrap();
 }
 

@@ -163,7 +163,27 @@ mod tests {
         }
 
         fn call(&mut self, _: http::Request<()>) -> Self::Future {
-            std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
+            let body = tonic::body::Body::new(OneFrame(Some(Bytes::from_static(b"x"))));
+            std::future::ready(Ok(http::Response::new(body)))
+        }
+    }
+
+    /// A body with one frame still to send, as a response that is being streamed.
+    struct OneFrame(Option<Bytes>);
+
+    impl HttpBody for OneFrame {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
         }
     }
 
