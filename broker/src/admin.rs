@@ -71,8 +71,8 @@ impl AdminServiceImpl {
 fn backend_to_wire(backend: &NamedBackend, keys: u32) -> pb::Backend {
     pb::Backend {
         name: backend.name.clone(),
-        kind: backend.backend.kind().to_string(),
-        description: backend.description.clone(),
+        kind: backend.kind().to_string(),
+        description: backend.describe(),
         available: true,
         keys,
     }

@@ -21,7 +21,7 @@ use attest::token::{TokenSigner, TokenVerifier};
 use tonic::Status;
 
 use crate::authz::Action;
-use crate::backends::Backends;
+use crate::backends::{Backends, HsmKeys};
 use crate::config::AttestationConfig;
 use crate::error::{BrokerError, Result};
 use crate::identity::SpiffeId;
@@ -52,11 +52,12 @@ impl Attestation {
     /// certificate cache, or a token that refuses to make the key.
     pub fn open(config: &AttestationConfig, backends: &Backends) -> Result<Option<Attestation>> {
         let signing = match &config.signing_backend {
-            Some(name) => Some(backends.get(name)?),
-            None => backends
-                .all()
-                .into_iter()
-                .find(|b| b.backend.kind() == "hsm"),
+            Some(name) => Some(backends.get_as::<HsmKeys>(name)?.ok_or_else(|| {
+                BrokerError::FailedPrecondition(format!(
+                    "attestation tokens are signed in an HSM; backend {name:?} is not one"
+                ))
+            })?),
+            None => backends.first_as::<HsmKeys>(),
         };
         let Some(signing) = signing else {
             tracing::warn!(

@@ -14,7 +14,7 @@ use hsm_backend::{
 };
 use sha2::Digest as _;
 
-use crate::backends::{Backend, NamedBackend};
+use crate::backends::HsmKeys;
 use crate::error::{BrokerError, Result};
 
 /// CKA_ID of the token-signing key, version 1. Managed keys have random 16-byte ids.
@@ -25,38 +25,28 @@ const KEY_LABEL: &str = "kbsys:attestation-token:v1";
 /// Signs attestation tokens with the HSM-held key.
 #[derive(Debug)]
 pub struct HsmTokenSigner {
-    backend: Arc<NamedBackend>,
+    hsm: Arc<HsmKeys>,
     id: KeyId,
     kid: String,
     spki: Vec<u8>,
 }
 
 impl HsmTokenSigner {
-    /// Finds the token-signing key in `backend`, generating it on first use (blocking).
+    /// Finds the token-signing key in `hsm`, generating it on first use (blocking).
     ///
     /// # Errors
-    /// The backend is not an HSM, or the token refuses.
-    pub fn open(backend: Arc<NamedBackend>) -> Result<HsmTokenSigner> {
-        let Backend::Hsm(hsm) = &backend.backend else {
-            return Err(BrokerError::FailedPrecondition(format!(
-                "attestation tokens are signed in an HSM; backend {:?} is a TPM",
-                backend.name
-            )));
-        };
+    /// The token refuses.
+    pub fn open(hsm: Arc<HsmKeys>) -> Result<HsmTokenSigner> {
+        use crate::backends::KeyBackend;
         let id = KeyId::new(KEY_ID).map_err(internal)?;
-        let spki = ensure_key(hsm, &id)?;
+        let spki = ensure_key(hsm.without_gate(), &id)?;
         // The key id names the public key, so a new key gets a new id.
         let kid = format!(
             "kb-{}",
             hex::encode(sha2::Sha256::digest(&spki).get(..12).unwrap_or_default())
         );
-        tracing::info!(backend = %backend.name, %kid, "attestation token key ready");
-        Ok(HsmTokenSigner {
-            backend,
-            id,
-            kid,
-            spki,
-        })
+        tracing::info!(backend = %hsm.describe(), %kid, "attestation token key ready");
+        Ok(HsmTokenSigner { hsm, id, kid, spki })
     }
 }
 
@@ -102,14 +92,13 @@ impl TokenSigner for HsmTokenSigner {
     }
 
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String> {
-        let Backend::Hsm(hsm) = &self.backend.backend else {
-            return Err("the attestation key's backend is not an HSM".into());
-        };
-        hsm.sign(
-            &self.id,
-            SignatureAlgorithm::EcdsaP256Sha256,
-            &Digest::of(HashAlgorithm::Sha256, message),
-        )
-        .map_err(|e| e.to_string())
+        self.hsm
+            .without_gate()
+            .sign(
+                &self.id,
+                SignatureAlgorithm::EcdsaP256Sha256,
+                &Digest::of(HashAlgorithm::Sha256, message),
+            )
+            .map_err(|e| e.to_string())
     }
 }

@@ -2,24 +2,24 @@
 //! state changes, destruction after a waiting period, and start-up reconciliation
 //! between the store and the hardware.
 //!
-//! Creation order: the store records a `Creating` version with the HSM object id the
-//! broker chose, *then* the token makes the object, *then* the store marks it active.
-//! A crash at any point leaves either nothing, or a `Creating` record that
-//! [`KeyManager::reconcile`] resolves at the next start by destroying the object (if it
-//! was made) and dropping the record. HSM objects with the broker's label prefix that
-//! the store does not know at all are orphans, reported or destroyed by configuration.
+//! Creation order: the store records a `Creating` version with the backend's intent
+//! handle (for an HSM, the object id the broker chose), *then* the backend makes the
+//! object, *then* the store marks it active. A crash at any point leaves either nothing,
+//! or a `Creating` record that [`KeyManager::reconcile`] resolves at the next start by
+//! destroying the object (if it was made) and dropping the record. Objects with the
+//! broker's label prefix that the store does not know at all are orphans, reported or
+//! destroyed by configuration. The hardware is reached only through
+//! [`crate::backends::KeyBackend`]: nothing here knows which kind holds a key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsm_backend::KeyId;
-
 pub use super::spec::check_key_name;
-use super::spec::{check_tags, hsm_spec, label, tpm_kind};
+use super::spec::{check_tags, label};
 
 use crate::authz::Action;
-use crate::backends::{Backend, Backends, NamedBackend, on_hsm};
+use crate::backends::{Backends, NamedBackend, ObjectSpec};
 use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
@@ -29,9 +29,10 @@ use crate::store::{
     VersionState,
 };
 
-/// Label prefix of every HSM object the broker makes: `kb:<key name>:v<version>`.
+/// Label prefix of every object the broker makes where the hardware keeps names:
+/// `kb:<key name>:v<version>` (see `super::spec::label`).
 pub const LABEL_PREFIX: &str = "kb:";
-/// Longest key name (the HSM label must fit in 128 bytes).
+/// Longest key name (a PKCS#11 label must fit in 128 bytes).
 pub const MAX_NAME_LEN: usize = 100;
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -42,7 +43,8 @@ pub struct Reconciliation {
     pub half_made_destroyed: usize,
     /// Interrupted creations dropped from the store.
     pub pending_dropped: usize,
-    /// HSM objects with the broker's label that the store does not know: `(backend, id hex, label)`.
+    /// Objects with the broker's label that the store does not know:
+    /// `(backend, handle hex, label)`.
     pub orphans: Vec<(String, String, String)>,
     /// Orphans destroyed (`keys.orphans = "destroy"`).
     pub orphans_destroyed: usize,
@@ -71,13 +73,6 @@ pub fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn fresh_object_id() -> Vec<u8> {
-    use rand::RngCore;
-    let mut id = vec![0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut id);
-    id
 }
 
 impl KeyManager {
@@ -147,10 +142,7 @@ impl KeyManager {
     pub fn check_new_key(&self, key: &NewKey, backend: &NamedBackend) -> Result<()> {
         check_key_name(&key.name)?;
         check_tags(&key.tags)?;
-        match backend.backend {
-            Backend::Hsm(_) => hsm_spec(key.algorithm, key.purpose).map(|_| ()),
-            Backend::Tpm(_) => tpm_kind(key.algorithm, key.purpose).map(|_| ()),
-        }
+        backend.backend.check_spec(key.algorithm, key.purpose)
     }
 
     /// Creates a key (version 1).
@@ -162,7 +154,7 @@ impl KeyManager {
     ) -> Result<KeyRecord> {
         auth.require_key(&[Action::CreateKey], &key.name)?;
         self.check_new_key(&key, &backend)?;
-        let intent = intent_handle(&backend);
+        let intent = backend.backend.intent();
         self.store.begin_create(&key, &intent)?;
         self.make_version(&key.name, 1, key.algorithm, key.purpose, backend, intent)
             .await
@@ -173,7 +165,7 @@ impl KeyManager {
         auth.require_key(&[Action::RotateKey], name)?;
         let key = self.get(name)?;
         let backend = self.backends.get(&key.backend)?;
-        let intent = intent_handle(&backend);
+        let intent = backend.backend.intent();
         let version = self.store.begin_version(name, &intent, now())?;
         self.make_version(name, version, key.algorithm, key.purpose, backend, intent)
             .await
@@ -188,7 +180,12 @@ impl KeyManager {
         backend: Arc<NamedBackend>,
         intent: HardwareHandle,
     ) -> Result<KeyRecord> {
-        let made = make_in_hardware(name, version, algorithm, purpose, backend, intent).await;
+        let spec = ObjectSpec {
+            label: label(name, version),
+            algorithm,
+            purpose,
+        };
+        let made = backend.backend.create(&spec, intent).await;
         match made {
             Ok(handle) => Ok(self.store.complete_version(name, version, &handle)?),
             Err(e) => {
@@ -339,7 +336,7 @@ impl KeyManager {
         Ok(result?)
     }
 
-    /// Retires an older version: it refuses every use, and its HSM object is destroyed.
+    /// Retires an older version: it refuses every use, and its hardware object is destroyed.
     pub async fn retire_version(
         &self,
         auth: &Authorized,
@@ -355,24 +352,14 @@ impl KeyManager {
         Ok(retired)
     }
 
+    /// Destroys a version's object, if its backend keeps one. A failure is logged: the
+    /// orphan scan finds what is left.
     pub(super) async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
-        let HardwareHandle::Hsm { object_id } = handle else {
-            return;
-        };
         let Ok(backend) = self.backends.get(backend) else {
             return;
         };
-        let id = object_id.clone();
-        let result = on_hsm(backend, move |hsm| {
-            let id = KeyId::new(id).map_err(|e| BrokerError::Internal(e.to_string()))?;
-            match hsm.destroy_key(&id) {
-                Ok(()) | Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(()),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot destroy an HSM object; the orphan scan will find it");
+        if let Err(e) = backend.backend.destroy(handle).await {
+            tracing::error!(backend = %backend.name, error = %e, "cannot destroy a hardware object; the orphan scan will find it");
         }
     }
 }
@@ -396,45 +383,6 @@ impl StateChange {
             StateChange::Revoke => Action::RevokeKey,
             StateChange::ScheduleDestruction { .. } => Action::ScheduleKeyDestruction,
             StateChange::CancelDestruction => Action::CancelKeyDestruction,
-        }
-    }
-}
-
-/// The handle recorded before the hardware object exists.
-fn intent_handle(backend: &NamedBackend) -> HardwareHandle {
-    match backend.backend {
-        Backend::Hsm(_) => HardwareHandle::Hsm {
-            object_id: fresh_object_id(),
-        },
-        Backend::Tpm(_) => HardwareHandle::Tpm { blob: Vec::new() },
-    }
-}
-
-async fn make_in_hardware(
-    name: &str,
-    version: u32,
-    algorithm: Algorithm,
-    purpose: Purpose,
-    backend: Arc<NamedBackend>,
-    intent: HardwareHandle,
-) -> Result<HardwareHandle> {
-    match (&backend.backend, intent) {
-        (Backend::Hsm(_), HardwareHandle::Hsm { object_id }) => {
-            let spec = hsm_spec(algorithm, purpose)?;
-            let label = label(name, version)?;
-            let id =
-                KeyId::new(object_id.clone()).map_err(|e| BrokerError::Internal(e.to_string()))?;
-            on_hsm(backend, move |hsm| Ok(hsm.generate_key(&id, &label, spec)?)).await?;
-            Ok(HardwareHandle::Hsm { object_id })
-        }
-        (Backend::Tpm(tpm), _) => {
-            let blob = tpm.create_key(tpm_kind(algorithm, purpose)?).await?;
-            Ok(HardwareHandle::Tpm {
-                blob: blob.to_bytes(),
-            })
-        }
-        (Backend::Hsm(_), HardwareHandle::Tpm { .. }) => {
-            Err(BrokerError::Internal("TPM intent on an HSM".into()))
         }
     }
 }

@@ -1,37 +1,30 @@
-//! Cryptographic operations on one key version, on whichever backend holds it.
-//!
-//! HSM calls block (PKCS#11), so they run on tokio's blocking pool; TPM calls are queued
-//! to the TPM worker and awaited. Public-key operations (verify, RSA encryption for TPM
-//! keys) run in software on the exported public key: nothing secret is involved.
+//! Cryptographic operations on one key version, on whichever backend holds it, and the
+//! checks that do not depend on the hardware, made here once for every backend: the
+//! digest's length, `aad` on RSA keys, the plaintext's size, the envelope's format.
+//! Verification runs in software on the version's public key: nothing secret is involved.
 
 use std::sync::Arc;
 
-use hsm_backend::{
-    AeadCiphertext, Digest, GCM_NONCE_LEN, HashAlgorithm, KeyId, OaepHash, SignatureAlgorithm,
-};
+use hsm_backend::{Digest, HashAlgorithm};
 use keybroker_api::v1 as pb;
 use prost::Message;
 use secrecy::{ExposeSecret, SecretSlice};
-use tpm_backend::{TpmBlob, TpmSignScheme};
 
-use crate::backends::{Backend, NamedBackend, on_hsm};
+pub use crate::backends::Scheme;
+use crate::backends::{KeyRef, NamedBackend, Sealed};
 use crate::error::{BrokerError, Result};
-use crate::store::{Algorithm, HardwareHandle, KeyRecord, VersionRecord};
+use crate::store::{Algorithm, KeyRecord, VersionRecord};
 
 /// Largest plaintext `Encrypt` accepts for AES keys.
 pub const MAX_PLAINTEXT: usize = 64 * 1024;
 /// Length of a generated data key.
 pub const DATA_KEY_LEN: usize = 32;
 
-/// Which signature scheme a request asked for, resolved against the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Ecdsa,
-    RsaPkcs1v15,
-    RsaPss,
-}
-
 impl Scheme {
+    /// The scheme a request names (`DEFAULT`: ECDSA or PKCS#1 v1.5), if it fits the key.
+    ///
+    /// # Errors
+    /// A scheme for another algorithm, or not a scheme.
     pub fn resolve(algorithm: Algorithm, wire: i32) -> Result<Scheme> {
         use pb::SignatureScheme as W;
         let rsa = !matches!(algorithm, Algorithm::EcP256 | Algorithm::EcP384);
@@ -79,24 +72,7 @@ pub fn digest_of(
     }
 }
 
-fn hsm_id(version: &VersionRecord) -> Result<KeyId> {
-    match &version.handle {
-        HardwareHandle::Hsm { object_id } => KeyId::new(object_id.clone())
-            .map_err(|e| BrokerError::Internal(format!("stored HSM id: {e}"))),
-        HardwareHandle::Tpm { .. } => Err(BrokerError::Internal("TPM handle on an HSM".into())),
-    }
-}
-
-fn tpm_blob(version: &VersionRecord) -> Result<TpmBlob> {
-    match &version.handle {
-        HardwareHandle::Tpm { blob } => TpmBlob::from_bytes(blob)
-            .map_err(|e| BrokerError::Internal(format!("stored TPM blob: {e}"))),
-        HardwareHandle::Hsm { .. } => Err(BrokerError::Internal("HSM handle on a TPM".into())),
-    }
-}
-
-/// Signs digests with one version. One HSM session checkout per digest; the batch runs
-/// in one blocking task so it pays the thread hand-off once.
+/// Signs digests with one version.
 pub async fn sign(
     backend: Arc<NamedBackend>,
     key: &KeyRecord,
@@ -104,54 +80,13 @@ pub async fn sign(
     scheme: Scheme,
     digests: Vec<Digest>,
 ) -> Result<Vec<Vec<u8>>> {
-    match &backend.backend {
-        Backend::Hsm(_) => {
-            let id = hsm_id(version)?;
-            let alg = match (key.algorithm, scheme) {
-                (Algorithm::EcP256, _) => SignatureAlgorithm::EcdsaP256Sha256,
-                (Algorithm::EcP384, _) => SignatureAlgorithm::EcdsaP384Sha384,
-                (_, Scheme::RsaPss) => SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256),
-                _ => SignatureAlgorithm::RsaPkcs1v15(HashAlgorithm::Sha256),
-            };
-            on_hsm(backend, move |hsm| {
-                digests
-                    .iter()
-                    .map(|d| hsm.sign(&id, alg, d).map_err(BrokerError::from))
-                    .collect()
-            })
-            .await
-        }
-        Backend::Tpm(tpm) => {
-            let blob = tpm_blob(version)?;
-            let tss = match scheme {
-                Scheme::Ecdsa => TpmSignScheme::EcdsaSha256,
-                Scheme::RsaPkcs1v15 => TpmSignScheme::RsaPkcs1v15Sha256,
-                Scheme::RsaPss => TpmSignScheme::RsaPssSha256,
-            };
-            let mut out = Vec::with_capacity(digests.len());
-            for d in &digests {
-                let bytes: [u8; 32] = d.as_bytes().try_into().map_err(|_| {
-                    BrokerError::InvalidArgument("TPM keys sign SHA-256 digests".into())
-                })?;
-                out.push(tpm.sign(&blob, tss, bytes).await?);
-            }
-            Ok(out)
-        }
-    }
+    let key = KeyRef::of(key, version);
+    backend.backend.sign(key, scheme, digests).await
 }
 
 /// The version's public key, SubjectPublicKeyInfo DER.
 pub async fn public_key(backend: Arc<NamedBackend>, version: &VersionRecord) -> Result<Vec<u8>> {
-    match &backend.backend {
-        Backend::Hsm(_) => {
-            let id = hsm_id(version)?;
-            on_hsm(backend, move |hsm| {
-                Ok(hsm.public_key(&id)?.as_der().to_vec())
-            })
-            .await
-        }
-        Backend::Tpm(_) => Ok(tpm_blob(version)?.public_key_der()?),
-    }
+    backend.backend.public_key(&version.handle).await
 }
 
 /// Verifies a signature in software against the version's public key.
@@ -210,6 +145,18 @@ mod signature_check {
     }
 }
 
+/// Refuses associated data on RSA-OAEP, for encryption and decryption and every backend
+/// alike: data that is silently ignored would let a caller believe the ciphertext is
+/// bound to it.
+fn refuse_aad_without_aead(algorithm: Algorithm, aad: &[u8]) -> Result<()> {
+    if algorithm != Algorithm::Aes256 && !aad.is_empty() {
+        return Err(BrokerError::InvalidArgument(
+            "aad: RSA-OAEP takes no associated data".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Encrypts under one version and returns the self-describing envelope.
 pub async fn encrypt(
     backend: Arc<NamedBackend>,
@@ -218,61 +165,21 @@ pub async fn encrypt(
     plaintext: SecretSlice<u8>,
     aad: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let (iv, data) = match (&backend.backend, key.algorithm) {
-        (Backend::Hsm(_), Algorithm::Aes256) => {
-            if plaintext.expose_secret().len() > MAX_PLAINTEXT {
-                return Err(BrokerError::InvalidArgument(format!(
-                    "plaintext: at most {MAX_PLAINTEXT} bytes; encrypt a data key instead"
-                )));
-            }
-            let id = hsm_id(version)?;
-            let sealed = on_hsm(backend, move |hsm| {
-                Ok(hsm.aes_gcm_encrypt(&id, plaintext.expose_secret(), &aad)?)
-            })
-            .await?;
-            (sealed.nonce.to_vec(), sealed.ciphertext)
-        }
-        (_, Algorithm::Aes256) => {
-            return Err(BrokerError::Unsupported(
-                "AES keys live in HSMs only".into(),
-            ));
-        }
-        (_, _) if !aad.is_empty() => {
-            return Err(BrokerError::InvalidArgument(
-                "aad: RSA-OAEP takes no associated data".into(),
-            ));
-        }
-        (Backend::Hsm(hsm), _) => {
-            let hash = oaep_hash(hsm);
-            let id = hsm_id(version)?;
-            let data = on_hsm(backend, move |hsm| {
-                Ok(hsm.rsa_encrypt(&id, hash, plaintext.expose_secret())?)
-            })
-            .await?;
-            (Vec::new(), data)
-        }
-        (Backend::Tpm(_), _) => {
-            use rsa::pkcs8::DecodePublicKey;
-            let spki = tpm_blob(version)?.public_key_der()?;
-            let public = rsa::RsaPublicKey::from_public_key_der(&spki)
-                .map_err(|e| BrokerError::Internal(format!("TPM public key: {e}")))?;
-            let data = public
-                .encrypt(
-                    &mut rand::rngs::OsRng,
-                    rsa::Oaep::new::<sha2::Sha256>(),
-                    plaintext.expose_secret(),
-                )
-                .map_err(|_| {
-                    BrokerError::InvalidArgument("plaintext: too long for RSA-OAEP".into())
-                })?;
-            (Vec::new(), data)
-        }
-    };
+    refuse_aad_without_aead(key.algorithm, &aad)?;
+    if key.algorithm == Algorithm::Aes256 && plaintext.expose_secret().len() > MAX_PLAINTEXT {
+        return Err(BrokerError::InvalidArgument(format!(
+            "plaintext: at most {MAX_PLAINTEXT} bytes; encrypt a data key instead"
+        )));
+    }
+    let sealed = backend
+        .backend
+        .encrypt(KeyRef::of(key, version), plaintext, aad)
+        .await?;
     Ok(pb::Ciphertext {
         key: key.name.clone(),
         version: version.version,
-        iv,
-        data,
+        iv: sealed.iv,
+        data: sealed.data,
     }
     .encode_to_vec())
 }
@@ -291,73 +198,105 @@ pub async fn decrypt(
     envelope: pb::Ciphertext,
     aad: Vec<u8>,
 ) -> Result<SecretSlice<u8>> {
-    match (&backend.backend, key.algorithm) {
-        (Backend::Hsm(_), Algorithm::Aes256) => {
-            let nonce: [u8; GCM_NONCE_LEN] = envelope.iv.as_slice().try_into().map_err(|_| {
-                BrokerError::IntegrityFailure("ciphertext: the nonce is malformed".into())
-            })?;
-            let id = hsm_id(version)?;
-            on_hsm(backend, move |hsm| {
-                let sealed = AeadCiphertext {
-                    nonce,
-                    ciphertext: envelope.data,
-                };
-                Ok(hsm.aes_gcm_decrypt(&id, &sealed, &aad)?)
-            })
-            .await
-        }
-        // As `encrypt` refuses it: associated data that is silently ignored would let a
-        // caller believe the ciphertext is bound to it.
-        (_, _) if !aad.is_empty() => Err(BrokerError::InvalidArgument(
-            "aad: RSA-OAEP takes no associated data".into(),
-        )),
-        (Backend::Hsm(hsm), _) => {
-            let hash = oaep_hash(hsm);
-            let id = hsm_id(version)?;
-            on_hsm(backend, move |hsm| {
-                hsm.rsa_decrypt(&id, hash, &envelope.data)
-                    .map_err(|e| match e {
-                        hsm_backend::HsmError::InvalidInput(_)
-                        | hsm_backend::HsmError::Pkcs11 { .. } => {
-                            BrokerError::IntegrityFailure("decryption failed".into())
-                        }
-                        other => other.into(),
-                    })
-            })
-            .await
-        }
-        (Backend::Tpm(tpm), _) => {
-            let blob = tpm_blob(version)?;
-            tpm.rsa_decrypt(&blob, &envelope.data)
-                .await
-                .map_err(|e| match e {
-                    tpm_backend::TpmError::InvalidInput(_) | tpm_backend::TpmError::Tpm { .. } => {
-                        BrokerError::IntegrityFailure("decryption failed".into())
-                    }
-                    other => other.into(),
-                })
-        }
-    }
+    refuse_aad_without_aead(key.algorithm, &aad)?;
+    let sealed = Sealed {
+        iv: envelope.iv,
+        data: envelope.data,
+    };
+    backend
+        .backend
+        .decrypt(KeyRef::of(key, version), sealed, aad)
+        .await
 }
 
-/// RSA-OAEP with SHA-256, unless the token can only do SHA-1 (SoftHSM 2.6).
-fn oaep_hash(hsm: &hsm_backend::HsmBackend) -> OaepHash {
-    if hsm.token().quirks().oaep_sha1_only {
-        OaepHash::Sha1
-    } else {
-        OaepHash::Sha256
-    }
-}
-
-/// 32 random bytes from the hardware (the HSM's generator; the OS for TPM-held keys).
+/// A fresh data key from the backend's generator.
 pub async fn random_data_key(backend: Arc<NamedBackend>) -> Result<SecretSlice<u8>> {
-    match &backend.backend {
-        Backend::Hsm(_) => on_hsm(backend, move |hsm| Ok(hsm.random(DATA_KEY_LEN)?)).await,
-        Backend::Tpm(_) => {
-            use rand::RngCore;
-            let mut bytes = zeroize::Zeroizing::new(vec![0u8; DATA_KEY_LEN]);
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            Ok(SecretSlice::from(bytes.to_vec()))
+    backend.backend.random(DATA_KEY_LEN).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::KeyBackend;
+    use crate::store::{HardwareHandle, KeyState, Purpose, VersionState};
+
+    /// A backend that does nothing: whatever reaches it answers `UNIMPLEMENTED`, so a
+    /// refusal with another code was made above the trait, for every backend alike.
+    #[derive(Debug)]
+    struct Nothing;
+
+    impl KeyBackend for Nothing {
+        fn kind(&self) -> &'static str {
+            "nothing"
         }
+        fn describe(&self) -> String {
+            "does nothing".into()
+        }
+    }
+
+    fn key(algorithm: Algorithm) -> (KeyRecord, VersionRecord) {
+        let version = VersionRecord {
+            version: 1,
+            state: VersionState::Active,
+            handle: HardwareHandle::new("nothing", vec![1]),
+            created_at: 0,
+        };
+        let key = KeyRecord {
+            name: "k".into(),
+            algorithm,
+            purpose: Purpose::EncryptDecrypt,
+            backend: "n".into(),
+            state: KeyState::Enabled,
+            primary_version: 1,
+            created_at: 0,
+            destroy_after: None,
+            tags: Default::default(),
+            versions: vec![version.clone()],
+        };
+        (key, version)
+    }
+
+    fn backend() -> Arc<NamedBackend> {
+        Arc::new(NamedBackend::new("n", Nothing))
+    }
+
+    fn envelope() -> pb::Ciphertext {
+        pb::Ciphertext {
+            key: "k".into(),
+            version: 1,
+            iv: Vec::new(),
+            data: vec![1],
+        }
+    }
+
+    #[tokio::test]
+    async fn rsa_keys_refuse_associated_data_before_any_backend_is_asked() {
+        let (key, version) = key(Algorithm::Rsa2048);
+        let plaintext = SecretSlice::from(b"secret".to_vec());
+        let aad = b"bound?".to_vec();
+        let err = encrypt(backend(), &key, &version, plaintext, aad.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BrokerError::InvalidArgument(m) if m.starts_with("aad:")));
+        let err = decrypt(backend(), &key, &version, envelope(), aad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BrokerError::InvalidArgument(m) if m.starts_with("aad:")));
+    }
+
+    #[tokio::test]
+    async fn aes_plaintexts_over_the_limit_are_refused_before_any_backend_is_asked() {
+        let (key, version) = key(Algorithm::Aes256);
+        let plaintext = SecretSlice::from(vec![0u8; MAX_PLAINTEXT + 1]);
+        let err = encrypt(backend(), &key, &version, plaintext, Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BrokerError::InvalidArgument(m) if m.starts_with("plaintext:")));
+        // At the limit, the request goes on to the backend (which cannot encrypt).
+        let plaintext = SecretSlice::from(vec![0u8; MAX_PLAINTEXT]);
+        let err = encrypt(backend(), &key, &version, plaintext, b"aad".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BrokerError::Unsupported(_)));
     }
 }

@@ -1,15 +1,15 @@
 //! Start-up reconciliation between the store and the hardware, and destruction of keys
-//! whose waiting period is over.
+//! whose waiting period is over. Every backend is asked the same questions through
+//! [`crate::backends::KeyBackend`]: is an interrupted creation's object there
+//! (`exists`), which objects do you hold (`list_objects`), destroy this one (`destroy`).
 
 use std::collections::BTreeSet;
 
-use hsm_backend::KeyId;
-
 use super::manager::{KeyManager, LABEL_PREFIX, Reconciliation, now};
-use crate::backends::{Backend, on_hsm};
+use crate::backends::NamedBackend;
 use crate::config::OrphanAction;
 use crate::error::{BrokerError, Result};
-use crate::store::{HardwareHandle, KeyState, StoreError};
+use crate::store::{KeyState, PendingVersion, StoreError};
 
 impl KeyManager {
     /// Destroys keys whose waiting period is over. Returns their names.
@@ -34,61 +34,66 @@ impl KeyManager {
         Ok(destroyed)
     }
 
-    /// Resolves interrupted creations and finds HSM objects the store does not know.
+    /// Resolves interrupted creations and finds objects the store does not know.
     pub async fn reconcile(&self) -> Result<Reconciliation> {
         let mut report = Reconciliation::default();
         for pending in self.store.pending_versions()? {
-            if let HardwareHandle::Hsm { object_id } = &pending.handle {
-                if self.hsm_object_exists(&pending.backend, object_id).await? {
-                    self.destroy_object(&pending.backend, &pending.handle).await;
-                    report.half_made_destroyed += 1;
-                }
+            if self.half_made(&pending).await? {
+                self.destroy_object(&pending.backend, &pending.handle).await;
+                report.half_made_destroyed += 1;
             }
             self.store.abandon_version(&pending.name, pending.version)?;
             report.pending_dropped += 1;
         }
         for backend in self.backends.all() {
-            if !matches!(backend.backend, Backend::Hsm(_)) {
-                continue;
-            }
-            let known: BTreeSet<Vec<u8>> = self
-                .store
-                .known_hsm_objects(&backend.name)?
-                .into_iter()
-                .collect();
-            let b = backend.clone();
-            let objects = on_hsm(b, |hsm| Ok(hsm.list_keys()?)).await?;
-            for object in objects {
-                if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.id.as_bytes()) {
-                    continue;
-                }
-                tracing::warn!(backend = %backend.name, id = %object.id, label = %object.label, "HSM object not in the store");
-                report.orphans.push((
-                    backend.name.clone(),
-                    object.id.to_string(),
-                    object.label.clone(),
-                ));
-                if self.config.orphans == OrphanAction::Destroy {
-                    let handle = HardwareHandle::Hsm {
-                        object_id: object.id.as_bytes().to_vec(),
-                    };
-                    self.destroy_object(&backend.name, &handle).await;
-                    report.orphans_destroyed += 1;
-                }
-            }
+            self.find_orphans(&backend, &mut report).await?;
         }
         Ok(report)
     }
 
-    async fn hsm_object_exists(&self, backend: &str, object_id: &[u8]) -> Result<bool> {
-        let backend = self.backends.get(backend)?;
-        let id = KeyId::new(object_id.to_vec())
-            .map_err(|e| BrokerError::Internal(format!("stored HSM id: {e}")))?;
-        on_hsm(backend, move |hsm| match hsm.describe_key(&id) {
-            Ok(_) => Ok(true),
-            Err(hsm_backend::HsmError::KeyNotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        })
-        .await
+    /// Whether an interrupted creation got as far as making its object. A backend that
+    /// cannot look objects up is told so in the log: an object it made may be left.
+    async fn half_made(&self, pending: &PendingVersion) -> Result<bool> {
+        let backend = self.backends.get(&pending.backend)?;
+        match backend.backend.exists(&pending.handle).await {
+            Err(BrokerError::Unsupported(_)) => {
+                tracing::warn!(backend = %backend.name, key = %pending.name, version = pending.version, "interrupted creation on a backend that cannot look objects up; an object may be left");
+                Ok(false)
+            }
+            found => found,
+        }
+    }
+
+    /// Objects with the broker's label that the store does not know, reported and, by
+    /// configuration, destroyed.
+    async fn find_orphans(
+        &self,
+        backend: &NamedBackend,
+        report: &mut Reconciliation,
+    ) -> Result<()> {
+        let objects = backend.backend.list_objects().await?;
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let known: BTreeSet<Vec<u8>> = self
+            .store
+            .known_handles(&backend.name)?
+            .into_iter()
+            .collect();
+        for object in objects {
+            if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.handle.bytes()) {
+                continue;
+            }
+            let id = hex::encode(object.handle.bytes());
+            tracing::warn!(backend = %backend.name, %id, label = %object.label, "object not in the store");
+            report
+                .orphans
+                .push((backend.name.clone(), id, object.label.clone()));
+            if self.config.orphans == OrphanAction::Destroy {
+                self.destroy_object(&backend.name, &object.handle).await;
+                report.orphans_destroyed += 1;
+            }
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! capability for its admin action.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::manager::KeyManager;
@@ -35,10 +34,8 @@ impl KeyManager {
                 record.name()
             )));
         }
-        // The same token or TPM under two names would make each name's keys look like
-        // orphans to the other's reconciliation.
         let known = self.store.backends()?;
-        if let Some(existing) = known.iter().find(|k| same_hardware(k, &record)) {
+        if let Some(existing) = known.iter().find(|k| backends::same_hardware(k, &record)) {
             return Err(BrokerError::AlreadyExists(format!(
                 "this hardware is already registered as {:?}",
                 existing.name()
@@ -48,7 +45,7 @@ impl KeyManager {
         let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open)).await??;
         self.store.add_backend(&record)?;
         let opened = self.backends.insert(opened)?;
-        tracing::info!(backend = %opened.name, kind = opened.backend.kind(), "backend registered");
+        tracing::info!(backend = %opened.name, kind = opened.kind(), "backend registered");
         Ok(opened)
     }
 
@@ -73,24 +70,5 @@ impl KeyManager {
     pub fn store_policy(&self, auth: &Authorized, text: &str) -> Result<()> {
         auth.require_broker(Action::SetPolicy)?;
         Ok(self.store.set_policy(text)?)
-    }
-}
-
-fn same_hardware(known: &BackendRecord, new: &BackendRecord) -> bool {
-    match (known, new) {
-        (
-            BackendRecord::Hsm {
-                module_path: m1,
-                token_label: t1,
-                ..
-            },
-            BackendRecord::Hsm {
-                module_path: m2,
-                token_label: t2,
-                ..
-            },
-        ) => Path::new(m1) == Path::new(m2) && t1 == t2,
-        (BackendRecord::Tpm { tcti: t1, .. }, BackendRecord::Tpm { tcti: t2, .. }) => t1 == t2,
-        _ => false,
     }
 }

@@ -1,13 +1,10 @@
-//! What a key may be: names, tags, and which algorithm and purpose each backend holds.
+//! What a key may be: its name and tags, and the label its objects get. Which algorithms
+//! and purposes a backend holds is the backend's to say (`KeyBackend::check_spec`).
 
 use std::collections::BTreeMap;
 
-use hsm_backend::{EcCurve, KeyAlgorithm, KeyLabel, KeySpec, KeyUsage};
-use tpm_backend::TpmKeyKind;
-
 use super::manager::{LABEL_PREFIX, MAX_NAME_LEN};
 use crate::error::{BrokerError, Result};
-use crate::store::{Algorithm, Purpose};
 
 const MAX_TAGS: usize = 32;
 
@@ -51,41 +48,8 @@ pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-pub fn hsm_spec(algorithm: Algorithm, purpose: Purpose) -> Result<KeySpec> {
-    let alg = match algorithm {
-        Algorithm::EcP256 => KeyAlgorithm::Ec(EcCurve::P256),
-        Algorithm::EcP384 => KeyAlgorithm::Ec(EcCurve::P384),
-        Algorithm::Rsa2048 => KeyAlgorithm::Rsa(2048),
-        Algorithm::Rsa3072 => KeyAlgorithm::Rsa(3072),
-        Algorithm::Rsa4096 => KeyAlgorithm::Rsa(4096),
-        Algorithm::Aes256 => KeyAlgorithm::Aes256,
-    };
-    let usage = match purpose {
-        Purpose::SignVerify => KeyUsage::SignVerify,
-        Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
-    };
-    KeySpec::new(alg, usage).map_err(|_| {
-        BrokerError::InvalidArgument(format!(
-            "purpose: {} keys cannot be used for {}",
-            super::convert::algorithm_name(algorithm),
-            super::convert::purpose_name(purpose)
-        ))
-    })
-}
-
-pub fn tpm_kind(algorithm: Algorithm, purpose: Purpose) -> Result<TpmKeyKind> {
-    match (algorithm, purpose) {
-        (Algorithm::EcP256, Purpose::SignVerify) => Ok(TpmKeyKind::EcP256Sign),
-        (Algorithm::Rsa2048, Purpose::SignVerify) => Ok(TpmKeyKind::Rsa2048Sign),
-        (Algorithm::Rsa2048, Purpose::EncryptDecrypt) => Ok(TpmKeyKind::Rsa2048Decrypt),
-        _ => Err(BrokerError::Unsupported(
-            "TPM backends hold EC P-256 signing keys and RSA-2048 signing or decryption keys"
-                .into(),
-        )),
-    }
-}
-
-pub fn label(name: &str, version: u32) -> Result<KeyLabel> {
-    KeyLabel::new(format!("{LABEL_PREFIX}{name}:v{version}"))
-        .map_err(|e| BrokerError::InvalidArgument(e.to_string()))
+/// The name a version's object gets where the hardware keeps names: `kb:<key>:v<version>`.
+/// Reconciliation knows the broker's objects by the prefix.
+pub fn label(name: &str, version: u32) -> String {
+    format!("{LABEL_PREFIX}{name}:v{version}")
 }

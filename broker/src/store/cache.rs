@@ -132,8 +132,8 @@ impl KeyStore for CachedKeyStore {
         self.inner.due_for_destruction(now)
     }
 
-    fn known_hsm_objects(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
-        self.inner.known_hsm_objects(backend)
+    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
+        self.inner.known_handles(backend)
     }
 
     fn add_backend(&self, backend: &BackendRecord) -> Result<()> {
@@ -162,9 +162,7 @@ mod tests {
     use crate::store::{Algorithm, Purpose, VersionState};
 
     fn hsm(id: &str) -> HardwareHandle {
-        HardwareHandle::Hsm {
-            object_id: id.as_bytes().to_vec(),
-        }
+        HardwareHandle::new("hsm", id.as_bytes().to_vec())
     }
 
     /// A cached store over an in-memory one, with key `k` (version 1) enabled.

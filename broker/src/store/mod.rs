@@ -78,20 +78,44 @@ pub enum VersionState {
     Retired,
 }
 
-/// Where a version lives in hardware.
+/// Where a version lives in hardware: opaque bytes, tagged with the kind of backend that
+/// made them (`handle_kind` in the store). Only that backend's module reads the bytes, as
+/// its own typed handle (an HSM's `CKA_ID`, a TPM's wrapped blob); see
+/// `crate::backends::TypedHandle`. The store keeps them and never looks inside.
 #[derive(Clone, PartialEq, Eq)]
-pub enum HardwareHandle {
-    /// The `CKA_ID` the broker chose for the object in the backend's token.
-    Hsm { object_id: Vec<u8> },
-    /// The TPM-wrapped public and private blob (`tpm_backend::TpmBlob::to_bytes`).
-    Tpm { blob: Vec<u8> },
+pub struct HardwareHandle {
+    kind: String,
+    bytes: Vec<u8>,
 }
 
+impl HardwareHandle {
+    /// A handle of `kind` (the backend kind, e.g. `"hsm"`) made of `bytes`.
+    pub fn new(kind: impl Into<String>, bytes: Vec<u8>) -> HardwareHandle {
+        HardwareHandle {
+            kind: kind.into(),
+            bytes,
+        }
+    }
+
+    /// The kind of backend that made it.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The bytes, as the backend encoded them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Short handles (object ids) in hex; long ones (wrapped blobs) by length only.
 impl fmt::Debug for HardwareHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HardwareHandle::Hsm { object_id } => write!(f, "Hsm({})", hex::encode(object_id)),
-            HardwareHandle::Tpm { blob } => write!(f, "Tpm({} bytes)", blob.len()),
+        const SHOWN: usize = 32;
+        if self.bytes.len() <= SHOWN {
+            write!(f, "{}({})", self.kind, hex::encode(&self.bytes))
+        } else {
+            write!(f, "{}({} bytes)", self.kind, self.bytes.len())
         }
     }
 }
@@ -236,9 +260,10 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// `destroy_after` is at or before `now`.
     fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>>;
 
-    /// Every HSM object id the store knows for a backend, in any state but `Destroyed`
-    /// keys and `Retired` versions (including `Creating` ones).
-    fn known_hsm_objects(&self, backend: &str) -> Result<Vec<Vec<u8>>>;
+    /// The handle bytes of every version the store knows for a backend, in any state but
+    /// `Destroyed` keys and `Retired` versions (including `Creating` ones): what the
+    /// orphan scan compares the backend's objects with.
+    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>>;
 
     /// Registers a backend.
     ///

@@ -287,20 +287,19 @@ impl KeyStore for SqliteStore {
         })
     }
 
-    fn known_hsm_objects(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
-        self.read("known_hsm_objects", |tx| {
+    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
+        self.read("known_handles", |tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT v.handle FROM key_versions v JOIN keys k ON k.name = v.key_name \
                      WHERE k.backend = ?1 AND k.state <> ?2 AND v.state <> ?3 \
-                     AND v.handle_kind = ?4 ORDER BY k.name, v.version",
+                     ORDER BY k.name, v.version",
                 )
                 .sql()?;
             let params = params![
                 backend,
                 KeyState::Destroyed.text(),
                 VersionState::Retired.text(),
-                rows::HSM
             ];
             stmt.query_map(params, |row| row.get(0))
                 .sql()?

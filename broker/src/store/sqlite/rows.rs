@@ -78,20 +78,14 @@ fn unknown(what: &str, text: &str) -> StoreError {
 }
 
 /// A handle as its `handle_kind` and bytes.
-pub(super) fn handle_parts(handle: &HardwareHandle) -> (&'static str, &[u8]) {
-    match handle {
-        HardwareHandle::Hsm { object_id } => (HSM, object_id),
-        HardwareHandle::Tpm { blob } => (TPM, blob),
-    }
+pub(super) fn handle_parts(handle: &HardwareHandle) -> (&str, &[u8]) {
+    (handle.kind(), handle.bytes())
 }
 
-/// A handle from its `handle_kind` and bytes.
-pub(super) fn handle_from(kind: &str, bytes: Vec<u8>) -> Result<HardwareHandle> {
-    match kind {
-        HSM => Ok(HardwareHandle::Hsm { object_id: bytes }),
-        TPM => Ok(HardwareHandle::Tpm { blob: bytes }),
-        other => Err(unknown("handle kind", other)),
-    }
+/// A handle from its `handle_kind` and bytes. Any kind is kept as it is: the backend of
+/// that kind reads the bytes, the store does not.
+pub(super) fn handle_from(kind: String, bytes: Vec<u8>) -> HardwareHandle {
+    HardwareHandle::new(kind, bytes)
 }
 
 /// A `keys` row as stored, before decoding.
@@ -187,7 +181,7 @@ fn load_versions(conn: &Connection, name: &str) -> Result<Vec<VersionRecord>> {
             Ok(VersionRecord {
                 version,
                 state: VersionState::parse(&state)?,
-                handle: handle_from(&kind, handle)?,
+                handle: handle_from(kind, handle),
                 created_at,
             })
         })
@@ -324,7 +318,7 @@ pub(super) fn pending_versions(conn: &Connection) -> Result<Vec<PendingVersion>>
     raw.into_iter()
         .map(|(name, backend, version, kind, handle)| {
             Ok(PendingVersion {
-                handle: handle_from(&kind, handle)?,
+                handle: handle_from(kind, handle),
                 name,
                 backend,
                 version,

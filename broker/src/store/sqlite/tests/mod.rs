@@ -63,9 +63,7 @@ fn new_key(name: &str) -> NewKey {
 }
 
 fn hsm(id: &str) -> HardwareHandle {
-    HardwareHandle::Hsm {
-        object_id: id.as_bytes().to_vec(),
-    }
+    HardwareHandle::new("hsm", id.as_bytes().to_vec())
 }
 
 /// Creates and completes version 1 of an HSM key.

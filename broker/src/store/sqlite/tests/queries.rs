@@ -39,7 +39,7 @@ fn due_for_destruction_is_at_or_before_now() {
 }
 
 #[test]
-fn known_hsm_objects_skip_destroyed_keys_and_retired_versions() {
+fn known_handles_skip_destroyed_keys_and_retired_versions() {
     let store = store();
     create(&store, "a");
     rotate(&store, "a");
@@ -67,12 +67,12 @@ fn known_hsm_objects_skip_destroyed_keys_and_retired_versions() {
         .iter()
         .map(|s| s.as_bytes().to_vec())
         .collect();
-    assert_eq!(store.known_hsm_objects(HSM_BACKEND).unwrap(), ids);
+    assert_eq!(store.known_handles(HSM_BACKEND).unwrap(), ids);
     assert_eq!(
-        store.known_hsm_objects("hsm-b").unwrap(),
+        store.known_handles("hsm-b").unwrap(),
         vec![b"other/1".to_vec()]
     );
-    assert!(store.known_hsm_objects("nowhere").unwrap().is_empty());
+    assert!(store.known_handles("nowhere").unwrap().is_empty());
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn tpm_handles_round_trip() {
         purpose: Purpose::EncryptDecrypt,
         ..new_key("t")
     };
-    let blob = |b: &[u8]| HardwareHandle::Tpm { blob: b.to_vec() };
+    let blob = |b: &[u8]| HardwareHandle::new("tpm", b.to_vec());
     store.begin_create(&key, &blob(b"")).unwrap();
     assert_eq!(store.pending_versions().unwrap()[0].handle, blob(b""));
     let done = store.complete_version("t", 1, &blob(&[0, 1, 255])).unwrap();
@@ -93,7 +93,20 @@ fn tpm_handles_round_trip() {
         (done.algorithm, done.purpose),
         (Algorithm::Rsa2048, Purpose::EncryptDecrypt)
     );
-    assert!(store.known_hsm_objects(TPM_BACKEND).unwrap().is_empty());
+    assert_eq!(store.known_handles(TPM_BACKEND).unwrap(), [vec![0, 1, 255]]);
+}
+
+/// The store keeps a handle of a kind it has never heard of as it is: a new backend kind
+/// needs no store change.
+#[test]
+fn handles_of_any_kind_round_trip() {
+    let store = store();
+    let future = HardwareHandle::new("tpm2-pkcs11", b"object 7".to_vec());
+    store.begin_create(&new_key("f"), &future).unwrap();
+    assert_eq!(store.pending_versions().unwrap()[0].handle, future);
+    let done = store.complete_version("f", 1, &future).unwrap();
+    assert_eq!(done.version(1).unwrap().handle.kind(), "tpm2-pkcs11");
+    assert_eq!(done.version(1).unwrap().handle.bytes(), b"object 7");
 }
 
 #[test]
@@ -125,7 +138,7 @@ fn pending_versions_lists_every_creating_version() {
         backend: TPM_BACKEND.into(),
         ..new_key("b")
     };
-    let blob = HardwareHandle::Tpm { blob: vec![] };
+    let blob = HardwareHandle::new("tpm", vec![]);
     store.begin_create(&tpm_key, &blob).unwrap();
     create(&store, "c");
     let pending = |name: &str, backend: &str, version, handle| PendingVersion {

@@ -1,0 +1,226 @@
+//! TPM 2.0 (`tpm_backend::TpmBackend`): keys created under the storage root key and kept
+//! as their TPM-wrapped blob ([`TpmBlob`]), which is only usable inside this TPM.
+//!
+//! The TPM holds no object for a key between calls: the blob, kept in the store, *is* the
+//! key. So there is nothing to find after a crash, nothing to destroy and nothing to list.
+//! Calls are queued to the TPM's own worker thread and awaited. Public-key operations (RSA
+//! encryption) run in software on the blob's public half: nothing secret is involved.
+
+use async_trait::async_trait;
+use hsm_backend::Digest;
+use secrecy::{ExposeSecret, SecretSlice};
+use tpm_backend::{
+    HierarchyAuth, HierarchyAuths, Tcti, TpmBackend, TpmBlob, TpmConfig, TpmError, TpmKeyKind,
+    TpmSignScheme,
+};
+
+use super::provide::{KeyBackend, KeyRef, ObjectSpec, Scheme, Sealed};
+use super::{Kind, NamedBackend, TypedHandle};
+use crate::error::{BrokerError, Result};
+use crate::store::{Algorithm, BackendRecord, HardwareHandle, Purpose};
+
+/// How TPM backends register (`super::KINDS`).
+pub const KIND: Kind = Kind {
+    open: open_record,
+    same_hardware,
+};
+
+impl TypedHandle for TpmBlob {
+    const KIND: &'static str = "tpm";
+
+    fn to_bytes(&self) -> Vec<u8> {
+        TpmBlob::to_bytes(self)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> std::result::Result<TpmBlob, String> {
+        TpmBlob::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// One TPM.
+#[derive(Debug)]
+pub struct TpmKeys {
+    tpm: TpmBackend,
+    description: String,
+}
+
+/// Connects to a TPM.
+///
+/// # Errors
+/// The TCTI is malformed or the TPM does not answer.
+pub fn open(name: &str, tcti: &str) -> Result<NamedBackend> {
+    open_with(name, tcti, HierarchyAuths::default())
+}
+
+/// As [`open`], presenting these hierarchy auth values.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with(name: &str, tcti: &str, auths: HierarchyAuths) -> Result<NamedBackend> {
+    let parsed = Tcti::new(tcti).map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
+    let mut config = TpmConfig::new(parsed);
+    config.hierarchy_auth = auths;
+    let tpm = TpmBackend::connect(config).map_err(|e| {
+        BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?}: {e}"))
+    })?;
+    let keys = TpmKeys {
+        tpm,
+        description: format!("TPM {tcti}"),
+    };
+    Ok(NamedBackend::new(name, keys))
+}
+
+/// Reads a TPM hierarchy auth value: hex text in a file that group and others cannot read.
+///
+/// # Errors
+/// The file is missing, too open, not hex, or the value is empty or too long; the message
+/// names the file but never shows its content.
+pub fn read_auth(path: &std::path::Path) -> Result<HierarchyAuth> {
+    let bad = |why: String| BrokerError::FailedPrecondition(format!("{}: {why}", path.display()));
+    let bytes = crate::tls::read_secret_file(path).map_err(|e| bad(e.to_string()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not hex text".into()))?;
+    let decoded =
+        zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(|_| bad("not hex text".into()))?);
+    HierarchyAuth::new(decoded).map_err(|e| bad(e.to_string()))
+}
+
+fn open_record(record: &BackendRecord) -> Option<Result<NamedBackend>> {
+    let BackendRecord::Tpm { name, tcti } = record else {
+        return None;
+    };
+    Some(open(name, tcti))
+}
+
+fn same_hardware(a: &BackendRecord, b: &BackendRecord) -> bool {
+    match (a, b) {
+        (BackendRecord::Tpm { tcti: t1, .. }, BackendRecord::Tpm { tcti: t2, .. }) => t1 == t2,
+        _ => false,
+    }
+}
+
+/// The TPM template for an algorithm and purpose.
+fn key_kind(algorithm: Algorithm, purpose: Purpose) -> Result<TpmKeyKind> {
+    match (algorithm, purpose) {
+        (Algorithm::EcP256, Purpose::SignVerify) => Ok(TpmKeyKind::EcP256Sign),
+        (Algorithm::Rsa2048, Purpose::SignVerify) => Ok(TpmKeyKind::Rsa2048Sign),
+        (Algorithm::Rsa2048, Purpose::EncryptDecrypt) => Ok(TpmKeyKind::Rsa2048Decrypt),
+        _ => Err(BrokerError::Unsupported(
+            "TPM backends hold EC P-256 signing keys and RSA-2048 signing or decryption keys"
+                .into(),
+        )),
+    }
+}
+
+fn sign_scheme(scheme: Scheme) -> TpmSignScheme {
+    match scheme {
+        Scheme::Ecdsa => TpmSignScheme::EcdsaSha256,
+        Scheme::RsaPkcs1v15 => TpmSignScheme::RsaPkcs1v15Sha256,
+        Scheme::RsaPss => TpmSignScheme::RsaPssSha256,
+    }
+}
+
+#[async_trait]
+impl KeyBackend for TpmKeys {
+    fn kind(&self) -> &'static str {
+        TpmBlob::KIND
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
+        key_kind(algorithm, purpose).map(|_| ())
+    }
+
+    /// The intent is the default empty handle: the blob exists only once it is made.
+    async fn create(&self, spec: &ObjectSpec, _intent: HardwareHandle) -> Result<HardwareHandle> {
+        let blob = self
+            .tpm
+            .create_key(key_kind(spec.algorithm, spec.purpose)?)
+            .await?;
+        Ok(blob.encode())
+    }
+
+    /// Never: the TPM keeps no object for a key (see the module doc).
+    async fn exists(&self, _handle: &HardwareHandle) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Nothing to do: the TPM keeps no object for a key (see the module doc).
+    async fn destroy(&self, _handle: &HardwareHandle) -> Result<()> {
+        Ok(())
+    }
+
+    async fn sign(
+        &self,
+        key: KeyRef<'_>,
+        scheme: Scheme,
+        digests: Vec<Digest>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let blob = TpmBlob::decode(key.handle)?;
+        let scheme = sign_scheme(scheme);
+        let mut out = Vec::with_capacity(digests.len());
+        for d in &digests {
+            let bytes: [u8; 32] = d.as_bytes().try_into().map_err(|_| {
+                BrokerError::InvalidArgument("TPM keys sign SHA-256 digests".into())
+            })?;
+            out.push(self.tpm.sign(&blob, scheme, bytes).await?);
+        }
+        Ok(out)
+    }
+
+    async fn public_key(&self, handle: &HardwareHandle) -> Result<Vec<u8>> {
+        Ok(TpmBlob::decode(handle)?.public_key_der()?)
+    }
+
+    /// RSA-OAEP with SHA-256, in software, with the blob's public key.
+    async fn encrypt(
+        &self,
+        key: KeyRef<'_>,
+        plaintext: SecretSlice<u8>,
+        _aad: Vec<u8>,
+    ) -> Result<Sealed> {
+        use rsa::pkcs8::DecodePublicKey;
+        let spki = TpmBlob::decode(key.handle)?.public_key_der()?;
+        let public = rsa::RsaPublicKey::from_public_key_der(&spki)
+            .map_err(|e| BrokerError::Internal(format!("TPM public key: {e}")))?;
+        let data = public
+            .encrypt(
+                &mut rand::rngs::OsRng,
+                rsa::Oaep::new::<sha2::Sha256>(),
+                plaintext.expose_secret(),
+            )
+            .map_err(|_| BrokerError::InvalidArgument("plaintext: too long for RSA-OAEP".into()))?;
+        Ok(Sealed {
+            iv: Vec::new(),
+            data,
+        })
+    }
+
+    async fn decrypt(
+        &self,
+        key: KeyRef<'_>,
+        sealed: Sealed,
+        _aad: Vec<u8>,
+    ) -> Result<SecretSlice<u8>> {
+        let blob = TpmBlob::decode(key.handle)?;
+        self.tpm
+            .rsa_decrypt(&blob, &sealed.data)
+            .await
+            .map_err(|e| match e {
+                TpmError::InvalidInput(_) | TpmError::Tpm { .. } => {
+                    BrokerError::IntegrityFailure("decryption failed".into())
+                }
+                other => other.into(),
+            })
+    }
+
+    /// From the operating system's generator: `tpm_backend` offers no random call.
+    async fn random(&self, len: usize) -> Result<SecretSlice<u8>> {
+        use rand::RngCore;
+        let mut bytes = zeroize::Zeroizing::new(vec![0u8; len]);
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Ok(SecretSlice::from(bytes.to_vec()))
+    }
+}
