@@ -278,7 +278,7 @@ async fn kill_9_during_creation_leaves_no_half_made_key_and_no_unnoticed_orphan(
     assert_eq!(broker.broker_objects(), expected);
     let log = broker.log();
     assert!(
-        log.contains("HSM object not in the store") && log.contains("kb:ghost:v1"),
+        log.contains("object not in the store") && log.contains("kb:ghost:v1"),
         "{log}"
     );
     assert!(log.contains("store and hardware reconciled"), "{log}");
