@@ -2,7 +2,7 @@
 //!
 //! - SEV-SNP: the real Milan report from the `sev` package, with the VCEK chain cached (a
 //!   long-lived verifier) and cold (a new verifier per report, as a first contact costs).
-//! - TPM: a quote from a fresh swtpm, verified against its AK.
+//! - TPM: a quote from a fresh swtpm, verified against its enrolled AK.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -37,7 +37,13 @@ fn main() {
     let extra = tpm_extra_data(&nonce, b"bench key");
     let selection = PcrSelection::sha256(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let quote = common::tpm_evidence(backend.quote(&ak, &extra, &selection).wait().unwrap());
-    let ak_spki = ak.public_key_der().unwrap();
+    let policy = attest::policy::AppraisalPolicy::from_toml(&format!(
+        "[[tpm.attestation_keys]]\nlabel = \"bench\"\nspki = \"{}\"\n[tpm.pcrs]\n0 = [\"{}\"]\n",
+        hex::encode(ak.public_key_der().unwrap()),
+        "00".repeat(32)
+    ))
+    .unwrap();
+    let enrolled = policy.tpm.as_ref().unwrap().attestation_keys()[0].clone();
 
     println!("attest verification throughput, 1 thread, {seconds} s per row");
     println!("{:<44} {:>12}", "operation", "per second");
@@ -60,7 +66,7 @@ fn main() {
         (
             "TPM quote (8 PCRs), ECDSA P-256 AK",
             Box::new(|| {
-                tpm::verify(&quote, &ak_spki, &extra).unwrap();
+                tpm::verify(&quote, &enrolled, &extra).unwrap();
             }),
         ),
     ];

@@ -21,11 +21,11 @@ use crate::tpm::{self, TpmEvidence};
 pub enum Evidence {
     /// An SEV-SNP report.
     Snp(SnpEvidence),
-    /// A TPM quote and the AK (SPKI DER) it is checked with.
+    /// A TPM quote and the AK (SPKI DER) the workload says signed it.
     Tpm {
         /// The quote.
         quote: TpmEvidence,
-        /// The enrolled or EK-bound AK public key.
+        /// Selects among the AKs the policy enrols; any other key is refused.
         ak_spki_der: Vec<u8>,
     },
     /// Insecure development evidence.
@@ -87,11 +87,9 @@ impl Appraiser {
                     .tpm
                     .as_ref()
                     .ok_or(Refusal::EvidenceKind("TPM"))?;
-                let verified = tpm::verify(
-                    quote,
-                    ak_spki_der,
-                    &tpm_extra_data(nonce, ephemeral_spki_der),
-                )?;
+                let ak = policy.attestation_key(ak_spki_der)?;
+                let verified =
+                    tpm::verify(quote, ak, &tpm_extra_data(nonce, ephemeral_spki_der))?;
                 tpm::appraise(&verified, policy)?
             }
             Evidence::InsecureDev(dev_evidence) => dev::appraise(

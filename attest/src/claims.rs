@@ -58,6 +58,9 @@ pub struct Claims {
     /// Processor generation and endorsement key, like `genoa/vcek` (SNP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// The label of the enrolled attestation key that signed the quote (TPM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_key: Option<String>,
     /// PCR values (hex) by index (TPM).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pcrs: BTreeMap<u8, String>,

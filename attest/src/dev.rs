@@ -40,6 +40,7 @@ pub fn appraise(
         debug: None,
         vmpl: None,
         platform: None,
+        attestation_key: None,
         pcrs: Default::default(),
     })
 }

@@ -20,6 +20,11 @@ pub enum AttestError {
     /// The certificate does not belong to the chip or TCB the report claims.
     #[error("certificate does not match the report: {0}")]
     CertificateMismatch(String),
+    /// The TPM quote names an attestation key that the appraisal policy does not enrol
+    /// (named by [`crate::policy::ak_fingerprint`]). Anyone can sign a "quote" with a key
+    /// of their own, so only an enrolled AK makes one evidence.
+    #[error("the TPM attestation key {0} is not enrolled in the appraisal policy")]
+    UntrustedAttestationKey(String),
     /// The evidence does not commit to this challenge and this session key.
     #[error("evidence is not bound to the challenge and key")]
     BindingMismatch,

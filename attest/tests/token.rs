@@ -108,6 +108,7 @@ fn appraisal(valid_for: u64, issued_secs_ago: u64) -> Appraisal {
         debug: None,
         vmpl: None,
         platform: None,
+        attestation_key: None,
         pcrs: Default::default(),
     };
     Appraisal::new(

@@ -17,7 +17,7 @@ use attest::challenge::{ChallengeStore, Nonce};
 use attest::claims::TeeKind;
 use attest::clock::SystemClock;
 use attest::dev::InsecureDevEvidence;
-use attest::policy::AppraisalPolicy;
+use attest::policy::{AppraisalPolicy, EnrolledAttestationKey, TpmPolicy};
 use attest::snp::SnpVerifier;
 use attest::tpm::{self, TpmEvidence};
 use attest::{Appraiser, AttestError, Evidence, Refusal};
@@ -49,12 +49,28 @@ fn quote(q: &Quoting, nonce: &Nonce, pcrs: &[u8]) -> TpmEvidence {
     common::tpm_evidence(q.backend.quote(&q.ak, &extra, &selection).wait().unwrap())
 }
 
-fn tpm_policy(pcrs: &BTreeMap<u8, [u8; 32]>) -> AppraisalPolicy {
-    let mut text = String::from("[tpm.pcrs]\n");
+/// `[tpm]` enrolling `ak` as "swtpm-ak" and requiring `pcrs`.
+fn tpm_section(ak_spki: &[u8], pcrs: &BTreeMap<u8, [u8; 32]>) -> String {
+    let mut text = format!(
+        "[[tpm.attestation_keys]]\nlabel = \"swtpm-ak\"\nspki = \"{}\"\n[tpm.pcrs]\n",
+        hex::encode(ak_spki)
+    );
     for (i, v) in pcrs {
         text += &format!("{i} = [\"{}\"]\n", hex::encode(v));
     }
-    AppraisalPolicy::from_toml(&text).unwrap()
+    text
+}
+
+fn tpm_policy(ak_spki: &[u8], pcrs: &BTreeMap<u8, [u8; 32]>) -> TpmPolicy {
+    AppraisalPolicy::from_toml(&tpm_section(ak_spki, pcrs))
+        .unwrap()
+        .tpm
+        .unwrap()
+}
+
+/// The enrolled AK of a policy that enrols exactly `ak_spki`.
+fn enrolled(ak_spki: &[u8]) -> EnrolledAttestationKey {
+    tpm_policy(ak_spki, &[(16, [0; 32])].into()).attestation_keys()[0].clone()
 }
 
 #[test]
@@ -62,12 +78,14 @@ fn a_swtpm_quote_verifies_and_its_pcrs_are_appraised() {
     let q = quoting();
     let nonce = Nonce::from_bytes([3; 32]);
     let evidence = quote(&q, &nonce, &[0, 7, 16]);
-    let ak = q.ak.public_key_der().unwrap();
-    let verified = tpm::verify(&evidence, &ak, &tpm_extra_data(&nonce, EPHEMERAL_SPKI)).unwrap();
-    let policy = tpm_policy(&evidence.pcr_values);
-    let claims = tpm::appraise(&verified, policy.tpm.as_ref().unwrap()).unwrap();
+    let ak_spki = q.ak.public_key_der().unwrap();
+    let policy = tpm_policy(&ak_spki, &evidence.pcr_values);
+    let ak = policy.attestation_key(&ak_spki).unwrap();
+    let verified = tpm::verify(&evidence, ak, &tpm_extra_data(&nonce, EPHEMERAL_SPKI)).unwrap();
+    let claims = tpm::appraise(&verified, &policy).unwrap();
     assert_eq!(claims.tee, TeeKind::Tpm);
     assert_eq!(claims.pcrs.len(), 3);
+    assert_eq!(claims.attestation_key.as_deref(), Some("swtpm-ak"));
 }
 
 #[test]
@@ -75,7 +93,7 @@ fn wrong_nonce_wrong_ak_and_wrong_pcrs_are_refused() {
     let q = quoting();
     let nonce = Nonce::from_bytes([3; 32]);
     let evidence = quote(&q, &nonce, &[0, 16]);
-    let ak = q.ak.public_key_der().unwrap();
+    let ak = enrolled(&q.ak.public_key_der().unwrap());
     let expected = tpm_extra_data(&nonce, EPHEMERAL_SPKI);
 
     let other_nonce = tpm_extra_data(&Nonce::from_bytes([4; 32]), EPHEMERAL_SPKI);
@@ -89,13 +107,15 @@ fn wrong_nonce_wrong_ak_and_wrong_pcrs_are_refused() {
         Err(AttestError::BindingMismatch)
     );
 
-    let other_ak = q
-        .backend
-        .create_attestation_key()
-        .wait()
-        .unwrap()
-        .public_key_der()
-        .unwrap();
+    // Another AK of the same TPM, enrolled too: it did not sign this quote.
+    let other_ak = enrolled(
+        &q.backend
+            .create_attestation_key()
+            .wait()
+            .unwrap()
+            .public_key_der()
+            .unwrap(),
+    );
     assert!(matches!(
         tpm::verify(&evidence, &other_ak, &expected),
         Err(AttestError::Signature(_))
@@ -122,9 +142,9 @@ fn wrong_nonce_wrong_ak_and_wrong_pcrs_are_refused() {
     let verified = tpm::verify(&evidence, &ak, &expected).unwrap();
     let mut reference = evidence.pcr_values.clone();
     reference.insert(16, [0x01; 32]);
-    let policy = tpm_policy(&reference);
+    let policy = tpm_policy(&q.ak.public_key_der().unwrap(), &reference);
     assert_eq!(
-        tpm::appraise(&verified, policy.tpm.as_ref().unwrap()),
+        tpm::appraise(&verified, &policy),
         Err(AttestError::Refused(Refusal::Pcr(16)))
     );
 }
@@ -207,7 +227,7 @@ fn a_quote_made_by_tpm2_quote_verifies() {
         signature: std::fs::read(dir.join("quote.sig")).unwrap(),
         pcr_values,
     };
-    let ak = std::fs::read(dir.join("ak.der")).unwrap();
+    let ak = enrolled(&std::fs::read(dir.join("ak.der")).unwrap());
     let verified = tpm::verify(&evidence, &ak, &tpm_extra_data(&nonce, EPHEMERAL_SPKI)).unwrap();
     assert_eq!(verified.pcrs.len(), 2);
     assert_eq!(
@@ -234,10 +254,10 @@ fn appraiser(policy: &str) -> Appraiser {
 fn the_appraiser_accepts_a_challenge_once_and_refuses_its_replay() {
     let q = quoting();
     let probe = quote(&q, &Nonce::from_bytes([0; 32]), &[7, 16]);
-    let mut policy = String::from("result_validity_seconds = 60\n[tpm.pcrs]\n");
-    for (i, v) in &probe.pcr_values {
-        policy += &format!("{i} = [\"{}\"]\n", hex::encode(v));
-    }
+    let policy = format!(
+        "result_validity_seconds = 60\n{}",
+        tpm_section(&q.ak.public_key_der().unwrap(), &probe.pcr_values)
+    );
     let appraiser = appraiser(&policy);
     let challenge = appraiser.challenges.issue().unwrap();
     let evidence = Evidence::Tpm {
@@ -276,7 +296,13 @@ fn development_evidence_is_refused_unless_allowed_and_is_marked_insecure() {
             measurement: [0x42; 48],
         })
     };
-    let strict = appraiser(&format!("[tpm.pcrs]\n0 = [\"{}\"]\n", "00".repeat(32)));
+    let software_ak = p256::SecretKey::from_slice(&[5; 32]).unwrap().public_key();
+    let strict = appraiser(&tpm_section(
+        p256::pkcs8::EncodePublicKey::to_public_key_der(&software_ak)
+            .unwrap()
+            .as_bytes(),
+        &[(0, [0; 32])].into(),
+    ));
     let c = strict.challenges.issue().unwrap();
     assert_eq!(
         strict.appraise(&dev(&c.nonce), &c.nonce, EPHEMERAL_SPKI),

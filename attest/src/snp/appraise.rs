@@ -102,6 +102,7 @@ pub fn appraise(verified: &VerifiedReport, policy: &SnpPolicy) -> Result<Claims>
         debug: Some(r.policy.debug_allowed()),
         vmpl: Some(r.vmpl),
         platform: Some(format!("{generation}/{signer}")),
+        attestation_key: None,
         pcrs: Default::default(),
     })
 }

@@ -1,18 +1,21 @@
 //! TPM 2.0 quotes: verify the signature with an enrolled AK, the binding in `extraData`,
 //! and the PCR digest against the PCR values sent with the quote; then appraise the PCRs.
+//!
+//! [`verify`] takes an [`EnrolledAttestationKey`], which only a loaded appraisal policy
+//! makes: a key that arrives in the request it vouches for cannot reach the signature
+//! check (a software key can sign any "quote").
 
 pub mod wire;
 
 use std::collections::BTreeMap;
 
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
 use sha2::{Digest, Sha256};
 
 use crate::binding::constant_time_eq;
 use crate::claims::{Claims, TeeKind};
 use crate::error::{AttestError, Refusal, Result};
-use crate::policy::TpmPolicy;
+use crate::policy::{EnrolledAttestationKey, TpmPolicy};
 
 /// A quote as a workload sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,22 +35,23 @@ pub struct VerifiedQuote {
     pub quote: wire::QuoteInfo,
     /// The quoted PCR values.
     pub pcrs: BTreeMap<u8, [u8; 32]>,
+    /// The label of the enrolled AK that signed it.
+    pub attestation_key: String,
 }
 
-/// Verifies a quote with the AK's public key (SPKI DER, ECDSA P-256), as enrolled or as
-/// bound to a trusted EK certificate by credential activation.
+/// Verifies a quote with an attestation key the appraisal policy enrols (see
+/// [`TpmPolicy::attestation_key`]).
 ///
 /// # Errors
 /// [`AttestError::Malformed`], [`AttestError::Signature`], [`AttestError::BindingMismatch`].
 pub fn verify(
     evidence: &TpmEvidence,
-    ak_spki_der: &[u8],
+    ak: &EnrolledAttestationKey,
     expected_extra_data: &[u8],
 ) -> Result<VerifiedQuote> {
     let quote = wire::parse_quote(&evidence.attest)?;
     let (r, s) = wire::parse_ecdsa_signature(&evidence.signature)?;
-    let key = p256::ecdsa::VerifyingKey::from_public_key_der(ak_spki_der)
-        .map_err(|_| AttestError::Signature("the AK is not an ECDSA P-256 public key".into()))?;
+    let key = ak.verifying_key();
     let signature = p256::ecdsa::Signature::from_scalars(r, s)
         .map_err(|_| AttestError::Signature("not a valid ECDSA P-256 signature".into()))?;
     key.verify_prehash(&Sha256::digest(&evidence.attest), &signature)
@@ -82,6 +86,7 @@ pub fn verify(
     Ok(VerifiedQuote {
         quote,
         pcrs: evidence.pcr_values.clone(),
+        attestation_key: ak.label().to_string(),
     })
 }
 
@@ -104,6 +109,7 @@ pub fn appraise(verified: &VerifiedQuote, policy: &TpmPolicy) -> Result<Claims> 
         debug: None,
         vmpl: None,
         platform: None,
+        attestation_key: Some(verified.attestation_key.clone()),
         pcrs: verified
             .pcrs
             .iter()

@@ -1,6 +1,7 @@
 //! TPM 2.0 wire structures a quote verifier reads: `TPMS_ATTEST` (quote) and
 //! `TPMT_SIGNATURE` (ECDSA). Big-endian, length-prefixed, every read bounds-checked;
-//! trailing bytes are refused.
+//! trailing bytes are refused. The marshalling direction exists so tests and tools can
+//! build the structures a TPM would (and so an attacker's forgery can be tested).
 
 use crate::error::{AttestError, Result};
 
@@ -180,6 +181,66 @@ pub fn parse_ecdsa_signature(bytes: &[u8]) -> Result<([u8; 32], [u8; 32])> {
     Ok((sig_r, sig_s))
 }
 
+/// Marshals a quote as a TPM does (`safe` = 1, firmware version 0, which
+/// [`parse_quote`] does not keep); selections name PCRs 0 to 31.
+///
+/// # Errors
+/// [`AttestError::Malformed`] if a field is longer than a TPM2B allows.
+pub fn marshal_quote(quote: &QuoteInfo) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&TPM_GENERATED_VALUE.to_be_bytes());
+    out.extend_from_slice(&TPM_ST_ATTEST_QUOTE.to_be_bytes());
+    tpm2b(&mut out, &quote.qualified_signer, "qualifiedSigner")?;
+    tpm2b(&mut out, &quote.extra_data, "extraData")?;
+    out.extend_from_slice(&quote.clock.to_be_bytes());
+    out.extend_from_slice(&quote.reset_count.to_be_bytes());
+    out.extend_from_slice(&quote.restart_count.to_be_bytes());
+    out.push(1);
+    out.extend_from_slice(&0u64.to_be_bytes());
+    let count = u32::try_from(quote.selections.len())
+        .map_err(|_| AttestError::Malformed("too many PCR banks".into()))?;
+    out.extend_from_slice(&count.to_be_bytes());
+    for bank in &quote.selections {
+        out.extend_from_slice(&bank.hash.to_be_bytes());
+        let mut bitmap = [0u8; 4];
+        for pcr in &bank.pcrs {
+            let byte = bitmap
+                .get_mut(usize::from(*pcr / 8))
+                .ok_or_else(|| AttestError::Malformed(format!("PCR {pcr}")))?;
+            *byte |= 1 << (pcr % 8);
+        }
+        let size: u8 = if bitmap.last() == Some(&0) { 3 } else { 4 };
+        out.push(size);
+        out.extend_from_slice(bitmap.get(..usize::from(size)).unwrap_or_default());
+    }
+    tpm2b(&mut out, &quote.pcr_digest, "pcrDigest")?;
+    Ok(out)
+}
+
+/// Marshals an ECDSA-with-SHA-256 `TPMT_SIGNATURE` from its two 32-byte scalars.
+pub fn marshal_ecdsa_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(72);
+    out.extend_from_slice(&TPM_ALG_ECDSA.to_be_bytes());
+    out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+    for scalar in [r, s] {
+        out.extend_from_slice(&32u16.to_be_bytes());
+        out.extend_from_slice(scalar);
+    }
+    out
+}
+
+fn tpm2b(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<()> {
+    if bytes.len() > MAX_TPM2B {
+        return Err(AttestError::Malformed(format!(
+            "{what} is {} bytes, over {MAX_TPM2B}",
+            bytes.len()
+        )));
+    }
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
 /// `TPM_ALG_SHA256`, for comparing bank selections.
 pub const SHA256_BANK: u16 = TPM_ALG_SHA256;
 
@@ -199,5 +260,32 @@ mod tests {
             .chain([0, 0])
             .collect::<Vec<_>>();
         assert!(parse_ecdsa_signature(&oversized).is_err());
+    }
+
+    #[test]
+    fn marshalled_quotes_and_signatures_parse_back() {
+        let quote = QuoteInfo {
+            qualified_signer: vec![0x00, 0x0b, 7, 7],
+            extra_data: vec![9; 32],
+            clock: 1234,
+            reset_count: 5,
+            restart_count: 6,
+            selections: vec![PcrBankSelection {
+                hash: SHA256_BANK,
+                pcrs: vec![0, 7, 16, 23],
+            }],
+            pcr_digest: vec![3; 32],
+        };
+        assert_eq!(parse_quote(&marshal_quote(&quote).unwrap()).unwrap(), quote);
+        let (r, s) = ([1; 32], [2; 32]);
+        assert_eq!(
+            parse_ecdsa_signature(&marshal_ecdsa_signature(&r, &s)).unwrap(),
+            (r, s)
+        );
+        let too_long = QuoteInfo {
+            extra_data: vec![0; 69],
+            ..quote
+        };
+        assert!(marshal_quote(&too_long).is_err());
     }
 }

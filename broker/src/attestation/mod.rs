@@ -2,6 +2,7 @@
 //! tokens signed in the HSM, and their verification when a caller presents one to gain
 //! the claims in its authorization context.
 
+pub mod dev;
 mod service;
 mod signer;
 

@@ -19,10 +19,6 @@ use crate::request::Gate;
 
 /// Longest ephemeral public key accepted (an RSA-4096 SPKI is 550 bytes).
 const MAX_SPKI_LEN: usize = 1024;
-/// Whether TPM attestation keys can be enrolled in the appraisal policy. Not yet: until
-/// then every TPM quote is refused, because a quote checked against the key that came with
-/// it proves nothing.
-const TPM_AK_ENROLMENT: bool = false;
 /// Most PCRs a quote can select.
 const MAX_PCRS: usize = 24;
 
@@ -88,16 +84,9 @@ fn evidence(wire: Option<pb::attest_request::Evidence>) -> Result<Evidence, Stat
                     return Err(invalid(format!("tpm.pcr_indices: {index} is repeated")));
                 }
             }
-            // A quote proves something only when its attestation key is trusted through
-            // configuration (an enrolled AK, or one certified by the TPM's EK). The key in
-            // the request proves nothing by itself: anyone can sign a "quote" in software.
-            // Until AK enrolment lands, TPM evidence is refused (fail closed).
-            if !TPM_AK_ENROLMENT {
-                tracing::warn!("TPM evidence refused: no attestation key can be enrolled yet");
-                return Err(Status::permission_denied(
-                    "attestation refused: the TPM attestation key is not enrolled",
-                ));
-            }
+            // The key in the request only names which enrolled AK signed the quote: the
+            // appraiser refuses any key the appraisal policy does not enrol
+            // (attest/src/policy/tpm.rs), since anyone can sign a "quote" in software.
             Ok(Evidence::Tpm {
                 quote: TpmEvidence {
                     attest: tpm.attest,

@@ -219,6 +219,9 @@ fn claims_record(claims: &Claims) -> Result<RestrictedExpression, String> {
         let record = RestrictedExpression::new_record(svns).map_err(|e| format!("tcb: {e}"))?;
         fields.push(("tcb".to_string(), record));
     }
+    if let Some(ak) = &claims.attestation_key {
+        fields.push(("attestation_key".to_string(), string(ak)));
+    }
     if !claims.pcrs.is_empty() {
         let pcrs = claims
             .pcrs

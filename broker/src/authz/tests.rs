@@ -74,6 +74,7 @@ pub(super) fn snp_claims(measurement: &str) -> Claims {
         debug: Some(false),
         vmpl: Some(0),
         platform: Some("genoa/vcek".to_string()),
+        attestation_key: None,
         pcrs: BTreeMap::new(),
     }
 }
@@ -265,11 +266,13 @@ fn claims_in_context_permit_what_is_denied_without_them() {
 }
 
 #[test]
-fn pcrs_are_a_set_of_index_equals_hex_strings() {
+fn pcrs_are_a_set_of_index_equals_hex_strings_and_the_ak_has_its_label() {
     let pcr7 = "3d".repeat(32);
     let authz = Authorizer::from_text(&format!(
         r#"permit (principal, action == Keybroker::Action::"Sign", resource)
         when {{ context has claims && context.claims.tee == "tpm" &&
+               context.claims has attestation_key &&
+               context.claims.attestation_key == "rack1-host7" &&
                context.claims has pcrs &&
                context.claims.pcrs.containsAll(["0={zero}", "7={pcr7}"]) }};"#,
         zero = "00".repeat(32)
@@ -283,6 +286,7 @@ fn pcrs_are_a_set_of_index_equals_hex_strings() {
         debug: None,
         vmpl: None,
         platform: None,
+        attestation_key: Some("rack1-host7".to_string()),
         pcrs: BTreeMap::from([
             (0, "00".repeat(32)),
             (7, pcr7.to_uppercase()),
@@ -294,6 +298,9 @@ fn pcrs_are_a_set_of_index_equals_hex_strings() {
     let mut changed = claims.clone();
     changed.pcrs.insert(7, "00".repeat(32));
     assert!(!decide_with(&authz, APP, Action::Sign, key("k", &none), Some(&changed)).allowed);
+    let mut other_host = claims.clone();
+    other_host.attestation_key = Some("rack2-host1".to_string());
+    assert!(!decide_with(&authz, APP, Action::Sign, key("k", &none), Some(&other_host)).allowed);
     let mut none_at_all = claims;
     none_at_all.pcrs.clear();
     let decision = decide_with(

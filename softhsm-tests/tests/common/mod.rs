@@ -25,7 +25,9 @@ pub const TOKEN_LABEL: &str = "e2e";
 
 mod policies;
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use policies::{APPRAISAL_POLICY, ISSUER, POLICY, TRUSTED_MEASUREMENT};
+pub use policies::{
+    APPRAISAL_POLICY, ISSUER, POLICY, TRUSTED_MEASUREMENT, appraisal_policy_enrolling,
+};
 
 /// The user PIN of the broker's token.
 pub const USER_PIN: &str = "user-pin-1234";
@@ -128,6 +130,30 @@ impl BrokerProcess {
         options: BrokerOptions,
         transport: TransportOptions,
     ) -> BrokerProcess {
+        BrokerProcess::start_full(options, transport, APPRAISAL_POLICY, "")
+    }
+
+    /// As [`BrokerProcess::start_with`], with this appraisal policy and extra lines for the
+    /// configuration's `[attestation]` section.
+    pub fn start_attesting(
+        options: BrokerOptions,
+        appraisal_policy: &str,
+        attestation_settings: &str,
+    ) -> BrokerProcess {
+        BrokerProcess::start_full(
+            options,
+            TransportOptions::default(),
+            appraisal_policy,
+            attestation_settings,
+        )
+    }
+
+    fn start_full(
+        options: BrokerOptions,
+        transport: TransportOptions,
+        appraisal_policy: &str,
+        attestation_settings: &str,
+    ) -> BrokerProcess {
         let binary = keybroker_binary(options.release);
         let hsm = SoftHsm::new();
         let tpm = Swtpm::start();
@@ -175,7 +201,7 @@ impl BrokerProcess {
             server_lines.push_str("\nclient_crls = [\"pki/crl.pem\"]\n");
         }
         std::fs::write(d.join("policy.cedar"), POLICY).unwrap();
-        std::fs::write(d.join("attestation.toml"), APPRAISAL_POLICY).unwrap();
+        std::fs::write(d.join("attestation.toml"), appraisal_policy).unwrap();
         std::fs::write(
             d.join("config.toml"),
             format!(
@@ -211,10 +237,12 @@ tcti = "{}"
 [attestation]
 policy = "attestation.toml"
 issuer = "{ISSUER}"
+{}
 "#,
                 hsm.module_path().display(),
                 options.hsm_sessions,
-                tpm.tcti()
+                tpm.tcti(),
+                attestation_settings,
             ),
         )
         .unwrap();

@@ -6,19 +6,26 @@ pub const TRUSTED_MEASUREMENT: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5
 /// The token issuer the test broker is configured with.
 pub const ISSUER: &str = "https://broker.test.keybroker";
 
-/// The appraisal policy: development evidence, TPM quotes whose PCR 16 (the debug PCR)
-/// is still zero, as on a fresh swtpm, and SEV-SNP reports with one measurement.
+/// The appraisal policy: development evidence and SEV-SNP reports with one measurement.
+/// TPM quotes need an enrolled attestation key: see [`appraisal_policy_enrolling`].
 pub const APPRAISAL_POLICY: &str = r#"result_validity_seconds = 120
 
 [snp]
 allowed_measurements = ["5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"]
 
-[tpm.pcrs]
-16 = ["0000000000000000000000000000000000000000000000000000000000000000"]
-
 [dev]
 allow_insecure = true
 "#;
+
+/// [`APPRAISAL_POLICY`] that also accepts TPM quotes signed by the AK `ak_spki_der`
+/// (enrolled as `label`) whose PCR 16 (the debug PCR) is still zero, as on a fresh swtpm.
+pub fn appraisal_policy_enrolling(label: &str, ak_spki_der: &[u8]) -> String {
+    let spki: String = ak_spki_der.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{APPRAISAL_POLICY}\n[[tpm.attestation_keys]]\nlabel = \"{label}\"\nspki = \"{spki}\"\n\n[tpm.pcrs]\n16 = [\"{}\"]\n",
+        "00".repeat(32)
+    )
+}
 
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
 /// keys and their public keys, for keys tagged team=payments; attest; and encrypt and

@@ -14,6 +14,10 @@
 //! allow_smt = true
 //! vmpl = 0
 //!
+//! [[tpm.attestation_keys]]
+//! label = "rack1-host7"
+//! spki = "<hex of the AK's SubjectPublicKeyInfo DER>"
+//!
 //! [tpm.pcrs]
 //! 7 = ["<64 hex characters>"]
 //!
@@ -21,11 +25,13 @@
 //! allow_insecure = false
 //! ```
 
-use std::collections::BTreeMap;
+mod tpm;
 
 use serde::Deserialize;
 
 use crate::error::{AttestError, Result};
+pub use tpm::{EnrolledAttestationKey, TpmPolicy, ak_fingerprint};
+use tpm::TpmSection;
 
 /// SNP report versions shipping firmware produces (5 from Turin).
 pub const DEFAULT_REPORT_VERSIONS: [u32; 4] = [2, 3, 4, 5];
@@ -91,12 +97,6 @@ pub struct MinimumTcb {
     pub fmc: u8,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TpmSection {
-    pcrs: BTreeMap<String, Vec<String>>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DevSection {
@@ -129,13 +129,6 @@ pub struct SnpPolicy {
     pub report_versions: Vec<u32>,
 }
 
-/// What a TPM quote's PCRs must hold: for each PCR, the acceptable values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TpmPolicy {
-    /// PCR index (0 to 23) → acceptable SHA-256 values.
-    pub pcrs: BTreeMap<u8, Vec<[u8; 32]>>,
-}
-
 /// A validated appraisal policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppraisalPolicy {
@@ -160,7 +153,7 @@ fn fixed_hex<const N: usize>(field: &str, text: &str) -> Result<[u8; N]> {
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| bad())
 }
 
-fn hex_list<const N: usize>(field: &str, items: &[String]) -> Result<Vec<[u8; N]>> {
+pub(crate) fn hex_list<const N: usize>(field: &str, items: &[String]) -> Result<Vec<[u8; N]>> {
     items
         .iter()
         .enumerate()
@@ -191,7 +184,7 @@ impl AppraisalPolicy {
             ));
         }
         let snp = file.snp.map(compile_snp).transpose()?;
-        let tpm = file.tpm.map(compile_tpm).transpose()?;
+        let tpm = file.tpm.map(tpm::compile).transpose()?;
         if snp.is_none() && tpm.is_none() && !file.dev.allow_insecure {
             return Err(AttestError::Policy(
                 "the policy accepts no evidence: add [snp], [tpm] or [dev] allow_insecure".into(),
@@ -249,30 +242,6 @@ fn compile_snp(s: SnpSection) -> Result<SnpPolicy> {
     })
 }
 
-fn compile_tpm(t: TpmSection) -> Result<TpmPolicy> {
-    if t.pcrs.is_empty() {
-        return Err(AttestError::Policy(
-            "tpm.pcrs: must name at least one PCR".into(),
-        ));
-    }
-    let mut pcrs = BTreeMap::new();
-    for (index, values) in &t.pcrs {
-        let field = format!("tpm.pcrs.{index}");
-        let pcr: u8 = index
-            .parse()
-            .ok()
-            .filter(|i| *i <= 23)
-            .ok_or_else(|| AttestError::Policy(format!("{field}: a PCR index is 0 to 23")))?;
-        if values.is_empty() {
-            return Err(AttestError::Policy(format!(
-                "{field}: must list at least one value"
-            )));
-        }
-        pcrs.insert(pcr, hex_list(&field, values)?);
-    }
-    Ok(TpmPolicy { pcrs })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,9 +254,13 @@ mod tests {
 
     #[test]
     fn a_full_policy_loads() {
+        use p256::pkcs8::EncodePublicKey;
+        let ak = p256::SecretKey::from_slice(&[1; 32]).unwrap().public_key();
+        let spki = ak.to_public_key_der().unwrap();
         let text = format!(
-            "result_validity_seconds = 120\n[snp]\nallowed_measurements = [\"{}\"]\nmin_tcb = {{ bootloader = 3, snp = 8 }}\nvmpl = 0\n[tpm.pcrs]\n7 = [\"{}\"]\n[dev]\nallow_insecure = true\n",
+            "result_validity_seconds = 120\n[snp]\nallowed_measurements = [\"{}\"]\nmin_tcb = {{ bootloader = 3, snp = 8 }}\nvmpl = 0\n[[tpm.attestation_keys]]\nlabel = \"host-a\"\nspki = \"{}\"\n[tpm.pcrs]\n7 = [\"{}\"]\n[dev]\nallow_insecure = true\n",
             measurement(),
+            hex::encode(spki.as_bytes()),
             "bb".repeat(32)
         );
         let p = AppraisalPolicy::from_toml(&text).unwrap();
@@ -296,7 +269,9 @@ mod tests {
         assert_eq!(snp.min_tcb.snp, 8);
         assert!(!snp.allow_debug && snp.allow_smt);
         assert_eq!(snp.report_versions, vec![2, 3, 4, 5]);
-        assert_eq!(p.tpm.unwrap().pcrs[&7], vec![[0xbb; 32]]);
+        let tpm = p.tpm.unwrap();
+        assert_eq!(tpm.pcrs[&7], vec![[0xbb; 32]]);
+        assert_eq!(tpm.attestation_key(spki.as_bytes()).unwrap().label(), "host-a");
         assert!(p.allow_insecure_dev);
     }
 

@@ -1,0 +1,97 @@
+//! End to end: a workload attests to the real `keybroker` process over mTLS, receives an
+//! HSM-signed attestation token, and presents it to use keys the policy gates on
+//! attestation claims. Every refusal keeps the broker serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../common/mod.rs"]
+mod common;
+mod dev_mode;
+mod flows;
+mod tpm;
+
+use attest::binding::{snp_report_data, tpm_extra_data};
+use attest::challenge::Nonce;
+use common::{BrokerOptions, BrokerProcess, ISSUER, TRUSTED_MEASUREMENT, appraisal_policy_enrolling};
+use keybroker_api::v1 as pb;
+use p256::pkcs8::EncodePublicKey;
+use pb::attestation_service_client::AttestationServiceClient;
+use pb::key_service_client::KeyServiceClient;
+use softhsm_tests::Swtpm;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmConfig};
+
+const HEADER: &str = "x-keybroker-attestation";
+
+/// The workload's ephemeral key (it would live inside its TEE), SPKI DER.
+fn ephemeral_spki(seed: u8) -> Vec<u8> {
+    let secret = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
+    secret
+        .public_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+async fn attestation(broker: &BrokerProcess, who: &str) -> AttestationServiceClient<Channel> {
+    AttestationServiceClient::new(broker.channel(who).await.unwrap())
+}
+
+async fn challenge(client: &mut AttestationServiceClient<Channel>) -> Nonce {
+    let c = client
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    Nonce::from_slice(&c.nonce).unwrap()
+}
+
+fn dev_request(
+    nonce: &Nonce,
+    spki: &[u8],
+    bound_to: &[u8],
+    measurement: &str,
+) -> pb::AttestRequest {
+    pb::AttestRequest {
+        nonce: nonce.as_bytes().to_vec(),
+        ephemeral_public_key: spki.to_vec(),
+        evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
+            report_data: snp_report_data(nonce, bound_to).to_vec(),
+            measurement: measurement.into(),
+        })),
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(HEADER, token.parse().unwrap());
+    request
+}
+
+fn encrypt(name: &str) -> pb::EncryptRequest {
+    pb::EncryptRequest {
+        name: name.into(),
+        plaintext: b"attested secret".to_vec(),
+        aad: Vec::new(),
+    }
+}
+
+async fn vault_key(broker: &BrokerProcess) {
+    let mut admin = broker.keys("admin").await;
+    let mut create = common::create(
+        "vault",
+        pb::KeyAlgorithm::Aes256,
+        pb::KeyPurpose::EncryptDecrypt,
+        "softhsm",
+    );
+    create.tags = [("team".to_string(), "vault".to_string())].into();
+    admin.create_key(create).await.unwrap();
+}
