@@ -58,17 +58,25 @@ impl Appraiser {
         }
     }
 
-    /// Appraises evidence made for `nonce` and the workload's ephemeral key.
+    /// The appraisal policy.
+    pub fn policy(&self) -> &AppraisalPolicy {
+        &self.policy
+    }
+
+    /// Appraises evidence that `owner` made for its challenge `nonce` and its ephemeral
+    /// key.
     ///
     /// # Errors
-    /// A challenge error, a verification error, or a refusal; each precise.
+    /// A challenge error (including a challenge issued to another identity), a
+    /// verification error, or a refusal; each precise.
     pub fn appraise(
         &self,
+        owner: &str,
         evidence: &Evidence,
         nonce: &Nonce,
         ephemeral_spki_der: &[u8],
     ) -> Result<Appraisal> {
-        self.challenges.redeem(nonce)?;
+        self.challenges.redeem(nonce, owner)?;
         let claims = match evidence {
             Evidence::Snp(snp_evidence) => {
                 let policy = self
@@ -88,8 +96,7 @@ impl Appraiser {
                     .as_ref()
                     .ok_or(Refusal::EvidenceKind("TPM"))?;
                 let ak = policy.attestation_key(ak_spki_der)?;
-                let verified =
-                    tpm::verify(quote, ak, &tpm_extra_data(nonce, ephemeral_spki_der))?;
+                let verified = tpm::verify(quote, ak, &tpm_extra_data(nonce, ephemeral_spki_der))?;
                 tpm::appraise(&verified, policy)?
             }
             Evidence::InsecureDev(dev_evidence) => dev::appraise(

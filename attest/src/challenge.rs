@@ -54,45 +54,95 @@ pub struct Challenge {
     pub expires_at: SystemTime,
 }
 
-/// Outstanding challenges.
+/// Outstanding challenges, each owned by the identity that asked for it.
 #[derive(Debug)]
 pub struct ChallengeStore {
     ttl: Duration,
     capacity: usize,
+    per_owner: usize,
     clock: Arc<dyn Clock>,
-    outstanding: Mutex<HashMap<Nonce, Entry>>,
+    state: Mutex<State>,
 }
 
-/// A challenge's expiry, and whether it was used (kept until expiry to name replays).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<Nonce, Entry>,
+    /// Unused, possibly expired, challenges per owner (expired ones leave at the next purge).
+    unused: HashMap<Arc<str>, usize>,
+}
+
+/// A challenge's owner and expiry, and whether it was used (kept until expiry to name
+/// replays).
+#[derive(Debug, Clone)]
 struct Entry {
+    owner: Arc<str>,
     expires_at: SystemTime,
     used: bool,
 }
 
+impl State {
+    /// Forgets expired challenges.
+    fn purge(&mut self, now: SystemTime) {
+        let unused = &mut self.unused;
+        self.entries.retain(|_, entry| {
+            let keep = entry.expires_at > now;
+            if !keep && !entry.used {
+                release(unused, &entry.owner);
+            }
+            keep
+        });
+    }
+
+    fn unused_of(&self, owner: &str) -> usize {
+        self.unused.get(owner).copied().unwrap_or(0)
+    }
+}
+
+fn release(unused: &mut HashMap<Arc<str>, usize>, owner: &str) {
+    if let Some(count) = unused.get_mut(owner) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            unused.remove(owner);
+        }
+    }
+}
+
 impl ChallengeStore {
-    /// A store whose challenges live `ttl` and of which at most `capacity` are outstanding.
-    pub fn new(ttl: Duration, capacity: usize, clock: Arc<dyn Clock>) -> ChallengeStore {
+    /// A store whose challenges live `ttl`, of which at most `capacity` are remembered at
+    /// once (outstanding, or used and not yet expired) and at most `per_owner` are
+    /// outstanding for one owner, so that one caller cannot fill the store for everyone.
+    pub fn new(
+        ttl: Duration,
+        capacity: usize,
+        per_owner: usize,
+        clock: Arc<dyn Clock>,
+    ) -> ChallengeStore {
         ChallengeStore {
             ttl,
             capacity: capacity.max(1),
+            per_owner: per_owner.max(1),
             clock,
-            outstanding: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    /// Issues a fresh challenge.
+    /// Issues a fresh challenge to `owner`; only `owner` can redeem it.
     ///
     /// # Errors
-    /// [`AttestError::ChallengeStoreFull`] when `capacity` unexpired challenges are out.
-    pub fn issue(&self) -> Result<Challenge> {
+    /// [`AttestError::ChallengeQuotaExceeded`] when `owner` already has `per_owner`
+    /// unexpired challenges outstanding; [`AttestError::ChallengeStoreFull`] when
+    /// `capacity` unexpired challenges are remembered.
+    pub fn issue(&self, owner: &str) -> Result<Challenge> {
         let now = self.clock.now();
-        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-        if outstanding.len() >= self.capacity {
-            outstanding.retain(|_, entry| entry.expires_at > now);
-            if outstanding.len() >= self.capacity {
-                return Err(AttestError::ChallengeStoreFull);
-            }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.unused_of(owner) >= self.per_owner || state.entries.len() >= self.capacity {
+            state.purge(now);
+        }
+        if state.unused_of(owner) >= self.per_owner {
+            return Err(AttestError::ChallengeQuotaExceeded(self.per_owner));
+        }
+        if state.entries.len() >= self.capacity {
+            return Err(AttestError::ChallengeStoreFull);
         }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -100,45 +150,62 @@ impl ChallengeStore {
             nonce: Nonce(bytes),
             expires_at: now + self.ttl,
         };
+        let owner: Arc<str> = match state.unused.get_key_value(owner) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(owner),
+        };
+        *state.unused.entry(owner.clone()).or_insert(0) += 1;
         let entry = Entry {
+            owner,
             expires_at: challenge.expires_at,
             used: false,
         };
-        outstanding.insert(challenge.nonce, entry);
+        state.entries.insert(challenge.nonce, entry);
         Ok(challenge)
     }
 
-    /// Consumes a nonce: succeeds once, within its lifetime.
+    /// Consumes a nonce for `owner`: succeeds once, within its lifetime, for the identity
+    /// it was issued to. A refusal changes nothing, except that an expired nonce is
+    /// forgotten.
     ///
     /// # Errors
     /// [`AttestError::UnknownChallenge`] if never issued (or forgotten after expiry),
+    /// [`AttestError::ForeignChallenge`] if issued to another identity,
     /// [`AttestError::ReplayedChallenge`] if already used, [`AttestError::ExpiredChallenge`].
-    pub fn redeem(&self, nonce: &Nonce) -> Result<()> {
+    pub fn redeem(&self, nonce: &Nonce, owner: &str) -> Result<()> {
         let now = self.clock.now();
-        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = outstanding
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        let entry = state
+            .entries
             .get_mut(nonce)
             .ok_or(AttestError::UnknownChallenge)?;
+        if *entry.owner != *owner {
+            return Err(AttestError::ForeignChallenge);
+        }
         if entry.used {
             return Err(AttestError::ReplayedChallenge);
         }
         if entry.expires_at <= now {
-            outstanding.remove(nonce);
+            release(&mut state.unused, owner);
+            state.entries.remove(nonce);
             return Err(AttestError::ExpiredChallenge);
         }
         entry.used = true;
+        release(&mut state.unused, owner);
         Ok(())
     }
 
     /// Challenges remembered now (outstanding, or used and not yet expired).
     pub fn len(&self) -> usize {
-        self.outstanding
+        self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .entries
             .len()
     }
 
-    /// Whether no challenge is outstanding.
+    /// Whether no challenge is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -152,9 +219,13 @@ mod tests {
     use super::*;
     use crate::clock::FixedClock;
 
+    const A: &str = "spiffe://td/a";
+    const B: &str = "spiffe://td/b";
+
     fn store(ttl: u64, capacity: usize, now: u64) -> ChallengeStore {
         ChallengeStore::new(
             Duration::from_secs(ttl),
+            capacity,
             capacity,
             Arc::new(FixedClock::at_unix(now)),
         )
@@ -163,33 +234,42 @@ mod tests {
     #[test]
     fn a_nonce_is_accepted_once() {
         let s = store(60, 10, 1_000);
-        let c = s.issue().unwrap();
-        assert_eq!(s.redeem(&c.nonce), Ok(()));
-        assert_eq!(s.redeem(&c.nonce), Err(AttestError::ReplayedChallenge));
+        let c = s.issue(A).unwrap();
+        assert_eq!(s.redeem(&c.nonce, A), Ok(()));
+        assert_eq!(s.redeem(&c.nonce, A), Err(AttestError::ReplayedChallenge));
     }
 
     #[test]
     fn unknown_and_expired_nonces_are_refused() {
         let s = store(60, 10, 1_000);
         assert_eq!(
-            s.redeem(&Nonce([7; 32])),
+            s.redeem(&Nonce([7; 32]), A),
             Err(AttestError::UnknownChallenge)
         );
         let expired = store(0, 10, 1_000);
-        let c = expired.issue().unwrap();
-        assert_eq!(expired.redeem(&c.nonce), Err(AttestError::ExpiredChallenge));
-        assert_eq!(expired.redeem(&c.nonce), Err(AttestError::UnknownChallenge));
+        let c = expired.issue(A).unwrap();
+        assert_eq!(
+            expired.redeem(&c.nonce, A),
+            Err(AttestError::ExpiredChallenge)
+        );
+        assert_eq!(
+            expired.redeem(&c.nonce, A),
+            Err(AttestError::UnknownChallenge)
+        );
     }
 
     #[test]
     fn the_store_is_bounded_and_expired_entries_make_room() {
         let s = store(60, 2, 1_000);
-        s.issue().unwrap();
-        s.issue().unwrap();
-        assert_eq!(s.issue(), Err(AttestError::ChallengeStoreFull));
+        s.issue(A).unwrap();
+        s.issue(B).unwrap();
+        assert_eq!(
+            s.issue("spiffe://td/c"),
+            Err(AttestError::ChallengeStoreFull)
+        );
         let short = store(0, 2, 1_000);
         for _ in 0..10 {
-            short.issue().unwrap();
+            short.issue(A).unwrap();
         }
         assert!(short.len() <= 2);
     }
@@ -197,10 +277,10 @@ mod tests {
     #[test]
     fn concurrent_redeems_of_one_nonce_succeed_exactly_once() {
         let s = Arc::new(store(60, 100, 1_000));
-        let c = s.issue().unwrap();
+        let c = s.issue(A).unwrap();
         let wins: usize = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8)
-                .map(|_| scope.spawn(|| s.redeem(&c.nonce).is_ok()))
+                .map(|_| scope.spawn(|| s.redeem(&c.nonce, A).is_ok()))
                 .collect();
             handles
                 .into_iter()
@@ -208,5 +288,47 @@ mod tests {
                 .sum()
         });
         assert_eq!(wins, 1);
+    }
+
+    #[test]
+    fn a_challenge_belongs_to_the_identity_that_asked_for_it() {
+        let s = store(60, 10, 1_000);
+        let c = s.issue(A).unwrap();
+        assert_eq!(s.redeem(&c.nonce, B), Err(AttestError::ForeignChallenge));
+        // The refusal used nothing up: the owner still redeems it, once.
+        assert_eq!(s.redeem(&c.nonce, A), Ok(()));
+        assert_eq!(s.redeem(&c.nonce, B), Err(AttestError::ForeignChallenge));
+        assert_eq!(s.redeem(&c.nonce, A), Err(AttestError::ReplayedChallenge));
+    }
+
+    #[test]
+    fn one_identity_cannot_take_every_challenge() {
+        let s = ChallengeStore::new(
+            Duration::from_secs(60),
+            100,
+            3,
+            Arc::new(FixedClock::at_unix(1_000)),
+        );
+        let mine: Vec<_> = (0..3).map(|_| s.issue(A).unwrap()).collect();
+        assert_eq!(s.issue(A), Err(AttestError::ChallengeQuotaExceeded(3)));
+        assert!(s.issue(B).is_ok(), "another identity is still served");
+        // Redeeming one gives the owner room for one more.
+        s.redeem(&mine[0].nonce, A).unwrap();
+        assert!(s.issue(A).is_ok());
+        assert_eq!(s.issue(A), Err(AttestError::ChallengeQuotaExceeded(3)));
+    }
+
+    #[test]
+    fn expired_challenges_leave_the_owner_quota() {
+        let s = ChallengeStore::new(
+            Duration::from_secs(0),
+            100,
+            2,
+            Arc::new(FixedClock::at_unix(1_000)),
+        );
+        for _ in 0..10 {
+            s.issue(A).unwrap();
+        }
+        assert!(s.len() <= 2);
     }
 }

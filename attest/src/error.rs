@@ -37,9 +37,15 @@ pub enum AttestError {
     /// The challenge nonce was already used.
     #[error("challenge already used")]
     ReplayedChallenge,
+    /// The challenge was issued to another identity.
+    #[error("the challenge was issued to another identity")]
+    ForeignChallenge,
     /// Too many challenges are outstanding.
     #[error("too many outstanding challenges")]
     ChallengeStoreFull,
+    /// This identity already has this many challenges outstanding.
+    #[error("this identity already has {0} challenges outstanding; use or let them expire")]
+    ChallengeQuotaExceeded(usize),
     /// The evidence verified but its claims fail the appraisal policy.
     #[error("appraisal refused: {0}")]
     Refused(Refusal),

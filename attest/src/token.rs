@@ -1,4 +1,15 @@
-//! Attestation tokens: an appraisal signed as a JWT (ES256 or ES384).
+//! Attestation tokens: an appraisal signed as a JWT (ES256 or ES384), bound to the client
+//! certificate of the workload it was issued to.
+//!
+//! **Binding (RFC 8705 §3).** `cnf.x5t#S256` is the base64url SHA-256 of the DER of the
+//! client certificate whose key the evidence bound. A relying party accepts the token only
+//! on a mutual-TLS connection authenticated with that certificate
+//! ([`Confirmation::matches_certificate`]), so a copy of the token is useless to anyone
+//! who does not hold the certificate's private key, which lives in the workload's TEE.
+//!
+//! **Signatures.** ECDSA signatures are malleable: `(r, s)` and `(r, n - s)` both verify.
+//! Tokens are issued with low S, and [`TokenVerifier::verify`] refuses high S, so one
+//! token has exactly one encoding.
 //!
 //! The signing key stays wherever its [`TokenSigner`] keeps it (the broker keeps it in the
 //! HSM). The header type and all verification come from `jsonwebtoken`; the JWK set from
@@ -45,12 +56,34 @@ pub trait TokenSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String>;
 }
 
-/// The confirmation claim: which key the token is bound to (RFC 7800).
+/// The confirmation claim: which client certificate the token is bound to (RFC 7800,
+/// with the certificate thumbprint method of RFC 8705 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Confirmation {
-    /// Base64url SHA-256 of the ephemeral key's SPKI DER (`x5t#S256`-style thumbprint).
+    /// Base64url (unpadded) SHA-256 of the client certificate's DER.
     #[serde(rename = "x5t#S256")]
-    pub spki_sha256: String,
+    pub certificate_sha256: String,
+}
+
+impl Confirmation {
+    /// The confirmation of the certificate whose DER hashes to `certificate_sha256`.
+    pub fn for_certificate_digest(certificate_sha256: &[u8; 32]) -> Confirmation {
+        Confirmation {
+            certificate_sha256: b64url(certificate_sha256),
+        }
+    }
+
+    /// The confirmation of a DER certificate.
+    pub fn for_certificate(der: &[u8]) -> Confirmation {
+        Confirmation::for_certificate_digest(&Sha256::digest(der).into())
+    }
+
+    /// Whether the certificate whose DER hashes to `certificate_sha256` is the one the
+    /// token is bound to.
+    pub fn matches_certificate(&self, certificate_sha256: &[u8; 32]) -> bool {
+        self.certificate_sha256 == b64url(certificate_sha256)
+    }
 }
 
 /// The claims an attestation token carries.
@@ -82,19 +115,60 @@ fn b64url(bytes: &[u8]) -> String {
 fn raw_signature(algorithm: TokenAlgorithm, der: &[u8]) -> Result<Vec<u8>> {
     let bad =
         |e: String| AttestError::Signature(format!("token signer returned a bad signature: {e}"));
+    // Low S: an HSM returns either of the two valid encodings, verifiers accept one.
     Ok(match algorithm {
-        TokenAlgorithm::Es256 => p256::ecdsa::Signature::from_der(der)
-            .map_err(|e| bad(e.to_string()))?
-            .to_bytes()
-            .to_vec(),
-        TokenAlgorithm::Es384 => p384::ecdsa::Signature::from_der(der)
-            .map_err(|e| bad(e.to_string()))?
-            .to_bytes()
-            .to_vec(),
+        TokenAlgorithm::Es256 => {
+            let sig = p256::ecdsa::Signature::from_der(der).map_err(|e| bad(e.to_string()))?;
+            sig.normalize_s().unwrap_or(sig).to_bytes().to_vec()
+        }
+        TokenAlgorithm::Es384 => {
+            let sig = p384::ecdsa::Signature::from_der(der).map_err(|e| bad(e.to_string()))?;
+            sig.normalize_s().unwrap_or(sig).to_bytes().to_vec()
+        }
     })
 }
 
-/// Signs an appraisal for `subject`, bound to the ephemeral key, as a compact JWS.
+/// Whether a raw (`r || s`) JWS signature has a high S, which [`TokenVerifier::verify`]
+/// refuses. A signature of the wrong length is left to the verifier to refuse.
+fn has_high_s(algorithm: jsonwebtoken::Algorithm, raw: &[u8]) -> bool {
+    match algorithm {
+        jsonwebtoken::Algorithm::ES256 => {
+            p256::ecdsa::Signature::from_slice(raw).is_ok_and(|sig| sig.normalize_s().is_some())
+        }
+        jsonwebtoken::Algorithm::ES384 => {
+            p384::ecdsa::Signature::from_slice(raw).is_ok_and(|sig| sig.normalize_s().is_some())
+        }
+        _ => false,
+    }
+}
+
+/// A token whose signing input is ready and whose signature is not: for a signer that
+/// must be awaited (the broker's HSM gate), where [`TokenSigner`] cannot be used.
+#[derive(Debug)]
+pub struct UnsignedToken {
+    signing_input: String,
+    algorithm: TokenAlgorithm,
+}
+
+impl UnsignedToken {
+    /// What the key signs (hashing with SHA-256 for ES256, SHA-384 for ES384).
+    pub fn signing_input(&self) -> &[u8] {
+        self.signing_input.as_bytes()
+    }
+
+    /// The compact JWS, given the DER-encoded ECDSA signature over
+    /// [`UnsignedToken::signing_input`].
+    ///
+    /// # Errors
+    /// [`AttestError::Signature`] for a signature that is not DER ECDSA of the algorithm.
+    pub fn finish(self, der_signature: &[u8]) -> Result<String> {
+        let signature = raw_signature(self.algorithm, der_signature)?;
+        Ok(format!("{}.{}", self.signing_input, b64url(&signature)))
+    }
+}
+
+/// Signs an appraisal for `subject`, bound to the client certificate `cnf` names, as a
+/// compact JWS.
 ///
 /// # Errors
 /// The signer failed or returned a malformed signature.
@@ -102,9 +176,36 @@ pub fn issue(
     appraisal: &Appraisal,
     issuer: &str,
     subject: &str,
-    ephemeral_spki_der: &[u8],
+    cnf: Confirmation,
     signer: &dyn TokenSigner,
 ) -> Result<String> {
+    let unsigned = prepare(
+        appraisal,
+        issuer,
+        subject,
+        cnf,
+        signer.algorithm(),
+        signer.key_id(),
+    )?;
+    let der = signer
+        .sign(unsigned.signing_input())
+        .map_err(AttestError::Signature)?;
+    unsigned.finish(&der)
+}
+
+/// The header and claims of a token for `subject`, bound to the client certificate `cnf`
+/// names, to be signed by the key `key_id` with `algorithm`.
+///
+/// # Errors
+/// The claims cannot be serialised.
+pub fn prepare(
+    appraisal: &Appraisal,
+    issuer: &str,
+    subject: &str,
+    cnf: Confirmation,
+    algorithm: TokenAlgorithm,
+    key_id: &str,
+) -> Result<UnsignedToken> {
     let mut jti = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut jti);
     let claims = TokenClaims {
@@ -114,17 +215,15 @@ pub fn issue(
         nbf: appraisal.issued_at.saturating_sub(CLOCK_SKEW_SECONDS),
         exp: appraisal.expires_at,
         jti: hex::encode(jti),
-        cnf: Confirmation {
-            spki_sha256: b64url(&Sha256::digest(ephemeral_spki_der)),
-        },
+        cnf,
         attestation: serde_json::to_value::<&Claims>(&appraisal.claims)
             .map_err(|e| AttestError::Malformed(format!("claims: {e}")))?,
     };
-    let mut header = jsonwebtoken::Header::new(match signer.algorithm() {
+    let mut header = jsonwebtoken::Header::new(match algorithm {
         TokenAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
         TokenAlgorithm::Es384 => jsonwebtoken::Algorithm::ES384,
     });
-    header.kid = Some(signer.key_id().to_string());
+    header.kid = Some(key_id.to_string());
     let part = |json: serde_json::Result<Vec<u8>>| {
         json.map(|bytes| b64url(&bytes))
             .map_err(|e| AttestError::Malformed(format!("token: {e}")))
@@ -134,11 +233,21 @@ pub fn issue(
         part(serde_json::to_vec(&header))?,
         part(serde_json::to_vec(&claims))?
     );
-    let der = signer
-        .sign(signing_input.as_bytes())
-        .map_err(AttestError::Signature)?;
-    let signature = raw_signature(signer.algorithm(), &der)?;
-    Ok(format!("{signing_input}.{}", b64url(&signature)))
+    Ok(UnsignedToken {
+        signing_input,
+        algorithm,
+    })
+}
+
+/// A token-signing public key, as the JWK set publishes it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedKey<'a> {
+    /// The key id tokens name (`kid`).
+    pub key_id: &'a str,
+    /// The algorithm.
+    pub algorithm: TokenAlgorithm,
+    /// The public key, SubjectPublicKeyInfo DER.
+    pub spki_der: &'a [u8],
 }
 
 /// The JWK set that publishes the signers' public keys, as JSON.
@@ -146,13 +255,29 @@ pub fn issue(
 /// # Errors
 /// A signer's key is not a P-256 or P-384 public key matching its algorithm.
 pub fn jwks(signers: &[&dyn TokenSigner]) -> Result<String> {
-    let keys = signers
+    let keys: Vec<PublishedKey<'_>> = signers
+        .iter()
+        .map(|s| PublishedKey {
+            key_id: s.key_id(),
+            algorithm: s.algorithm(),
+            spki_der: s.public_key_der(),
+        })
+        .collect();
+    jwks_of(&keys)
+}
+
+/// The JWK set of these public keys, as JSON.
+///
+/// # Errors
+/// A key is not a P-256 or P-384 public key matching its algorithm.
+pub fn jwks_of(published: &[PublishedKey<'_>]) -> Result<String> {
+    let keys = published
         .iter()
         .map(|s| {
-            let bad = |e: String| AttestError::Malformed(format!("token key {}: {e}", s.key_id()));
-            let (key, alg): (Key, Signing) = match s.algorithm() {
+            let bad = |e: String| AttestError::Malformed(format!("token key {}: {e}", s.key_id));
+            let (key, alg): (Key, Signing) = match s.algorithm {
                 TokenAlgorithm::Es256 => {
-                    let public = p256::PublicKey::from_public_key_der(s.public_key_der())
+                    let public = p256::PublicKey::from_public_key_der(s.spki_der)
                         .map_err(|e| bad(e.to_string()))?;
                     (
                         Key::from(&jose_jwk::crypto::Key::from(public)),
@@ -160,7 +285,7 @@ pub fn jwks(signers: &[&dyn TokenSigner]) -> Result<String> {
                     )
                 }
                 TokenAlgorithm::Es384 => {
-                    let public = p384::PublicKey::from_public_key_der(s.public_key_der())
+                    let public = p384::PublicKey::from_public_key_der(s.spki_der)
                         .map_err(|e| bad(e.to_string()))?;
                     (
                         Key::from(&jose_jwk::crypto::Key::from(public)),
@@ -172,13 +297,26 @@ pub fn jwks(signers: &[&dyn TokenSigner]) -> Result<String> {
                 key,
                 prm: Parameters {
                     alg: Some(JwaAlgorithm::Signing(alg)),
-                    kid: Some(s.key_id().to_string()),
+                    kid: Some(s.key_id.to_string()),
                     ..Parameters::default()
                 },
             })
         })
         .collect::<Result<Vec<_>>>()?;
     serde_json::to_string(&JwkSet { keys }).map_err(|e| AttestError::Malformed(e.to_string()))
+}
+
+/// The key id (`kid`) a token's header names, unverified: to choose which key to verify
+/// it with.
+///
+/// # Errors
+/// [`AttestError::Signature`] when the header does not parse or names no key.
+pub fn key_id(token: &str) -> Result<String> {
+    let invalid = |why: String| AttestError::Signature(format!("attestation token: {why}"));
+    jsonwebtoken::decode_header(token)
+        .map_err(|e| invalid(e.to_string()))?
+        .kid
+        .ok_or_else(|| invalid("no key id".into()))
 }
 
 /// Verifies tokens offline against a published JWK set: the set is parsed once, for a
@@ -231,8 +369,8 @@ impl TokenVerifier {
     /// Verifies a token and returns its claims.
     ///
     /// # Errors
-    /// [`AttestError::Signature`] for any failure: unknown key id, bad signature, wrong
-    /// issuer, expired or not yet valid (beyond the allowed skew).
+    /// [`AttestError::Signature`] for any failure: unknown key id, bad signature, a high-S
+    /// signature, wrong issuer, expired or not yet valid (beyond the allowed skew).
     pub fn verify(&self, token: &str) -> Result<TokenClaims> {
         use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
         let invalid = |why: String| AttestError::Signature(format!("attestation token: {why}"));
@@ -250,6 +388,19 @@ impl TokenVerifier {
             .find(|(id, _)| *id == kid)
             .map(|(_, key)| key)
             .ok_or_else(|| invalid(format!("unknown key id {kid}")))?;
+        let raw_signature = token
+            .rsplit('.')
+            .next()
+            .and_then(|part| {
+                use jose_b64::base64ct::{Base64UrlUnpadded, Encoding};
+                Base64UrlUnpadded::decode_vec(part).ok()
+            })
+            .ok_or_else(|| invalid("the signature is not base64url".into()))?;
+        if has_high_s(header.alg, &raw_signature) {
+            return Err(invalid(
+                "the ECDSA signature has a high S (not the canonical encoding)".into(),
+            ));
+        }
         let mut validation = Validation::new(header.alg);
         validation.leeway = CLOCK_SKEW_SECONDS;
         validation.validate_nbf = true;

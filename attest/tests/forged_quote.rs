@@ -25,6 +25,9 @@ use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
+/// The identity that asks for the challenges and appraises its evidence.
+const WORKLOAD: &str = "spiffe://example.org/workload";
+
 const EPHEMERAL_SPKI: &[u8] = b"stand-in for the workload's ephemeral key SPKI";
 
 fn software_key(seed: u8) -> SigningKey {
@@ -74,7 +77,7 @@ fn appraiser(enrolled: &SigningKey) -> Appraiser {
     );
     let clock = Arc::new(SystemClock);
     Appraiser::new(
-        ChallengeStore::new(Duration::from_secs(60), 100, clock.clone()),
+        ChallengeStore::new(Duration::from_secs(60), 100, 100, clock.clone()),
         SnpVerifier::new(clock.clone()).unwrap(),
         AppraisalPolicy::from_toml(&policy).unwrap(),
         clock,
@@ -82,7 +85,7 @@ fn appraiser(enrolled: &SigningKey) -> Appraiser {
 }
 
 fn attempt(appraiser: &Appraiser, signer: &SigningKey, named_ak: &[u8]) -> attest::Result<()> {
-    let challenge = appraiser.challenges.issue().unwrap();
+    let challenge = appraiser.challenges.issue(WORKLOAD).unwrap();
     let pcrs = [(16u8, [0u8; 32])].into();
     let quote = forge(
         signer,
@@ -94,7 +97,7 @@ fn attempt(appraiser: &Appraiser, signer: &SigningKey, named_ak: &[u8]) -> attes
         ak_spki_der: named_ak.to_vec(),
     };
     appraiser
-        .appraise(&evidence, &challenge.nonce, EPHEMERAL_SPKI)
+        .appraise(WORKLOAD, &evidence, &challenge.nonce, EPHEMERAL_SPKI)
         .map(|appraisal| {
             assert_eq!(appraisal.claims.attestation_key.as_deref(), Some("host-a"));
         })

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use attest::AttestError;
 use attest::claims::{Appraisal, Claims, TeeKind};
 use attest::policy::AppraisalPolicy;
-use attest::token::{self, TokenAlgorithm, TokenSigner};
+use attest::token::{self, Confirmation, TokenAlgorithm, TokenSigner};
 use hsm_backend::secrecy::SecretString;
 use hsm_backend::{
     Digest, EcCurve, HashAlgorithm, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage,
     Pin, Pkcs11Module, PoolConfig, SignatureAlgorithm, TokenSelector, provision,
 };
+use sha2::Digest as _;
 use softhsm_tests::SoftHsm;
 
 /// A token signer whose key lives in the HSM, as the broker's will.
@@ -119,7 +120,9 @@ fn appraisal(valid_for: u64, issued_secs_ago: u64) -> Appraisal {
 }
 
 const ISSUER: &str = "https://broker.example/keybroker";
-const SPKI: &[u8] = b"the workload's ephemeral key";
+/// The DER of the client certificate the workload attested on (any bytes: only its hash
+/// goes into the token).
+const CERT: &[u8] = b"the workload's client certificate";
 
 /// A token for `spiffe://example/a` from an appraisal valid `valid_for` seconds, made
 /// `issued_secs_ago` seconds ago.
@@ -128,7 +131,7 @@ fn token_for(signer: &dyn TokenSigner, valid_for: u64, issued_secs_ago: u64) -> 
         &appraisal(valid_for, issued_secs_ago),
         ISSUER,
         "spiffe://example/a",
-        SPKI,
+        Confirmation::for_certificate(CERT),
         signer,
     )
     .unwrap()
@@ -154,7 +157,7 @@ fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
             &appraisal(300, 0),
             ISSUER,
             "spiffe://example/workload",
-            SPKI,
+            Confirmation::for_certificate(CERT),
             signer,
         )
         .unwrap();
@@ -164,6 +167,35 @@ fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
         assert_eq!(claims.attestation["insecure"], true);
         assert_eq!(claims.exp - claims.iat, 300);
         assert_eq!(claims.iat - claims.nbf, token::CLOCK_SKEW_SECONDS);
+        // RFC 8705: the token names the client certificate, by the SHA-256 of its DER.
+        let digest: [u8; 32] = sha2::Sha256::digest(CERT).into();
+        assert!(claims.cnf.matches_certificate(&digest));
+        assert!(!claims.cnf.matches_certificate(&[0; 32]));
+        assert_eq!(
+            serde_json::to_value(&claims.cnf).unwrap(),
+            serde_json::json!({ "x5t#S256": jose_b64_encode(&digest) })
+        );
+    }
+}
+
+#[test]
+fn tokens_are_issued_with_low_s_and_a_high_s_twin_is_refused() {
+    use p256::ecdsa::Signature;
+    let (_softhsm, backend) = hsm();
+    let signer = signer(&backend, "token-key", TokenAlgorithm::Es256);
+    let jwks = token::jwks(&[&signer]).unwrap();
+    // The HSM returns high S about half the time; every issued token must verify.
+    for _ in 0..16 {
+        let jwt = token_for(&signer, 300, 0);
+        token::verify(&jwt, &jwks, ISSUER).unwrap();
+        // (r, n - s) is as valid an ECDSA signature as (r, s): the malleable twin.
+        let (input, raw) = jwt.rsplit_once('.').unwrap();
+        let sig = Signature::from_slice(&jose_b64_decode(raw)).unwrap();
+        let (r, s) = sig.split_scalars();
+        let twin = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+        let forged = format!("{input}.{}", jose_b64_encode(&twin.to_bytes()));
+        let err = token::verify(&forged, &jwks, ISSUER).unwrap_err();
+        assert!(err.to_string().contains("high S"), "{err}");
     }
 }
 

@@ -24,6 +24,9 @@ use attest::{Appraiser, AttestError, Evidence, Refusal};
 use softhsm_tests::Swtpm;
 use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmBlob, TpmConfig};
 
+/// The identity that asks for the challenges and appraises its evidence.
+const WORKLOAD: &str = "spiffe://example.org/workload";
+
 const EPHEMERAL_SPKI: &[u8] = b"stand-in for the workload's ephemeral key SPKI";
 
 struct Quoting {
@@ -243,7 +246,7 @@ fn a_quote_made_by_tpm2_quote_verifies() {
 fn appraiser(policy: &str) -> Appraiser {
     let clock = Arc::new(SystemClock);
     Appraiser::new(
-        ChallengeStore::new(Duration::from_secs(60), 1000, clock.clone()),
+        ChallengeStore::new(Duration::from_secs(60), 1000, 1000, clock.clone()),
         SnpVerifier::new(clock.clone()).unwrap(),
         AppraisalPolicy::from_toml(policy).unwrap(),
         clock,
@@ -259,31 +262,36 @@ fn the_appraiser_accepts_a_challenge_once_and_refuses_its_replay() {
         tpm_section(&q.ak.public_key_der().unwrap(), &probe.pcr_values)
     );
     let appraiser = appraiser(&policy);
-    let challenge = appraiser.challenges.issue().unwrap();
+    let challenge = appraiser.challenges.issue(WORKLOAD).unwrap();
     let evidence = Evidence::Tpm {
         quote: quote(&q, &challenge.nonce, &[7, 16]),
         ak_spki_der: q.ak.public_key_der().unwrap(),
     };
     let appraisal = appraiser
-        .appraise(&evidence, &challenge.nonce, EPHEMERAL_SPKI)
+        .appraise(WORKLOAD, &evidence, &challenge.nonce, EPHEMERAL_SPKI)
         .unwrap();
     assert_eq!(appraisal.expires_at - appraisal.issued_at, 60);
     assert_eq!(
-        appraiser.appraise(&evidence, &challenge.nonce, EPHEMERAL_SPKI),
+        appraiser.appraise(WORKLOAD, &evidence, &challenge.nonce, EPHEMERAL_SPKI),
         Err(AttestError::ReplayedChallenge)
     );
     assert_eq!(
-        appraiser.appraise(&evidence, &Nonce::from_bytes([1; 32]), EPHEMERAL_SPKI),
+        appraiser.appraise(
+            WORKLOAD,
+            &evidence,
+            &Nonce::from_bytes([1; 32]),
+            EPHEMERAL_SPKI
+        ),
         Err(AttestError::UnknownChallenge)
     );
     // SNP evidence is refused by a policy without an [snp] section.
-    let c = appraiser.challenges.issue().unwrap();
+    let c = appraiser.challenges.issue(WORKLOAD).unwrap();
     let snp = Evidence::Snp(attest::snp::SnpEvidence {
         report: vec![0; 1184],
         vek_der: None,
     });
     assert_eq!(
-        appraiser.appraise(&snp, &c.nonce, EPHEMERAL_SPKI),
+        appraiser.appraise(WORKLOAD, &snp, &c.nonce, EPHEMERAL_SPKI),
         Err(AttestError::Refused(Refusal::EvidenceKind("SEV-SNP")))
     );
 }
@@ -303,21 +311,21 @@ fn development_evidence_is_refused_unless_allowed_and_is_marked_insecure() {
             .as_bytes(),
         &[(0, [0; 32])].into(),
     ));
-    let c = strict.challenges.issue().unwrap();
+    let c = strict.challenges.issue(WORKLOAD).unwrap();
     assert_eq!(
-        strict.appraise(&dev(&c.nonce), &c.nonce, EPHEMERAL_SPKI),
+        strict.appraise(WORKLOAD, &dev(&c.nonce), &c.nonce, EPHEMERAL_SPKI),
         Err(AttestError::Refused(Refusal::InsecureEvidence))
     );
     let lax = appraiser("[dev]\nallow_insecure = true\n");
-    let c = lax.challenges.issue().unwrap();
+    let c = lax.challenges.issue(WORKLOAD).unwrap();
     let appraisal = lax
-        .appraise(&dev(&c.nonce), &c.nonce, EPHEMERAL_SPKI)
+        .appraise(WORKLOAD, &dev(&c.nonce), &c.nonce, EPHEMERAL_SPKI)
         .unwrap();
     assert!(appraisal.claims.insecure);
     assert_eq!(appraisal.claims.tee, TeeKind::InsecureDev);
-    let c2 = lax.challenges.issue().unwrap();
+    let c2 = lax.challenges.issue(WORKLOAD).unwrap();
     assert_eq!(
-        lax.appraise(&dev(&c.nonce), &c2.nonce, EPHEMERAL_SPKI),
+        lax.appraise(WORKLOAD, &dev(&c.nonce), &c2.nonce, EPHEMERAL_SPKI),
         Err(AttestError::BindingMismatch),
         "evidence bound to another challenge"
     );

@@ -177,6 +177,16 @@ pub struct AttestationConfig {
     /// without one.
     #[serde(default)]
     pub certificate_cache: Option<PathBuf>,
+    /// Most challenges one identity may have outstanding.
+    #[serde(default = "defaults::challenges_per_identity")]
+    pub challenges_per_identity: usize,
+    /// How long a token-signing key signs before a new one replaces it.
+    #[serde(default = "defaults::token_key_rotation_seconds")]
+    pub token_key_rotation_seconds: u64,
+    /// How long a replaced token-signing key still verifies (and stays in the JWK set).
+    /// Tokens it signed are refused afterwards, even if they have not expired.
+    #[serde(default = "defaults::token_key_overlap_seconds")]
+    pub token_key_overlap_seconds: u64,
 }
 
 impl Default for AttestationConfig {
@@ -187,6 +197,9 @@ impl Default for AttestationConfig {
             signing_backend: None,
             challenge_ttl_seconds: defaults::challenge_ttl_seconds(),
             certificate_cache: None,
+            challenges_per_identity: defaults::challenges_per_identity(),
+            token_key_rotation_seconds: defaults::token_key_rotation_seconds(),
+            token_key_overlap_seconds: defaults::token_key_overlap_seconds(),
         }
     }
 }
@@ -203,6 +216,17 @@ mod defaults {
     }
     pub fn issuer() -> String {
         "keybroker".into()
+    }
+    pub fn challenges_per_identity() -> usize {
+        16
+    }
+    /// 30 days.
+    pub fn token_key_rotation_seconds() -> u64 {
+        30 * 86_400
+    }
+    /// One day: the longest a token lives (`result_validity_seconds` is at most 86400).
+    pub fn token_key_overlap_seconds() -> u64 {
+        86_400
     }
     pub fn challenge_ttl_seconds() -> u64 {
         60
@@ -305,6 +329,29 @@ impl Config {
             || self.attestation.challenge_ttl_seconds > 600
         {
             return bad("attestation.challenge_ttl_seconds", "must be 1 to 600");
+        }
+        if !(1..=10_000).contains(&self.attestation.challenges_per_identity) {
+            return bad("attestation.challenges_per_identity", "must be 1 to 10000");
+        }
+        if !(1..=10 * 365 * 86_400).contains(&self.attestation.token_key_rotation_seconds) {
+            return bad(
+                "attestation.token_key_rotation_seconds",
+                "must be 1 second to 10 years",
+            );
+        }
+        if !(1..=30 * 86_400).contains(&self.attestation.token_key_overlap_seconds) {
+            return bad(
+                "attestation.token_key_overlap_seconds",
+                "must be 1 second to 30 days",
+            );
+        }
+        if self.attestation.token_key_overlap_seconds > self.attestation.token_key_rotation_seconds
+        {
+            return bad(
+                "attestation.token_key_overlap_seconds",
+                "must not exceed attestation.token_key_rotation_seconds (only one retired key \
+                 verifies at a time)",
+            );
         }
         Ok(())
     }

@@ -193,6 +193,9 @@ pub async fn serve(
         "store and hardware reconciled"
     );
     spawn_destroyer(broker.keys.clone());
+    if let Some(attestation) = &broker.attestation {
+        attestation.spawn_key_rotation();
+    }
     spawn_policy_reloader(broker.authorizer.clone());
     spawn_crl_reloader(tls.clone());
 

@@ -30,8 +30,8 @@ mod tpm;
 use serde::Deserialize;
 
 use crate::error::{AttestError, Result};
-pub use tpm::{EnrolledAttestationKey, TpmPolicy, ak_fingerprint};
 use tpm::TpmSection;
+pub use tpm::{EnrolledAttestationKey, TpmPolicy, ak_fingerprint};
 
 /// SNP report versions shipping firmware produces (5 from Turin).
 pub const DEFAULT_REPORT_VERSIONS: [u32; 4] = [2, 3, 4, 5];
@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(snp.report_versions, vec![2, 3, 4, 5]);
         let tpm = p.tpm.unwrap();
         assert_eq!(tpm.pcrs[&7], vec![[0xbb; 32]]);
-        assert_eq!(tpm.attestation_key(spki.as_bytes()).unwrap().label(), "host-a");
+        assert_eq!(
+            tpm.attestation_key(spki.as_bytes()).unwrap().label(),
+            "host-a"
+        );
         assert!(p.allow_insecure_dev);
     }
 

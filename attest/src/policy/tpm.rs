@@ -197,7 +197,9 @@ mod tests {
     use crate::policy::AppraisalPolicy;
 
     fn spki_hex(seed: u8) -> String {
-        let key = p256::SecretKey::from_slice(&[seed; 32]).unwrap().public_key();
+        let key = p256::SecretKey::from_slice(&[seed; 32])
+            .unwrap()
+            .public_key();
         hex::encode(key.to_public_key_der().unwrap().as_bytes())
     }
 
@@ -243,7 +245,10 @@ mod tests {
                 enrol("x", &a) + &enrol("x", &spki_hex(2)),
                 "tpm.attestation_keys[1].label",
             ),
-            (enrol("x", &a) + &enrol("y", &a), "tpm.attestation_keys[1].spki"),
+            (
+                enrol("x", &a) + &enrol("y", &a),
+                "tpm.attestation_keys[1].spki",
+            ),
             (
                 enrol("x", &a).replace("spki", "spky"),
                 "tpm.attestation_keys[0].spky",

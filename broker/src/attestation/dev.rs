@@ -120,10 +120,9 @@ mod tests {
         use p256::pkcs8::EncodePublicKey;
         let key = p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key();
         let spki = key.to_public_key_der().unwrap();
-        let policy = attest::policy::AppraisalPolicy::from_toml(&dev_appraisal_policy(
-            spki.as_bytes(),
-        ))
-        .unwrap();
+        let policy =
+            attest::policy::AppraisalPolicy::from_toml(&dev_appraisal_policy(spki.as_bytes()))
+                .unwrap();
         assert!(policy.allow_insecure_dev);
         let tpm = policy.tpm.unwrap();
         let ak = tpm.attestation_key(spki.as_bytes()).unwrap();

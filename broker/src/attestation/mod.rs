@@ -4,10 +4,10 @@
 
 pub mod dev;
 mod service;
-mod signer;
+mod token_keys;
 
 pub use service::AttestationServiceImpl;
-pub use signer::HsmTokenSigner;
+pub use token_keys::{RotationSchedule, SigningKey, TokenKeys};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use attest::claims::Claims;
 use attest::clock::SystemClock;
 use attest::policy::AppraisalPolicy;
 use attest::snp::SnpVerifier;
-use attest::token::{TokenSigner, TokenVerifier};
 use tonic::Status;
 
 use crate::authz::Action;
@@ -37,11 +36,8 @@ const MAX_OUTSTANDING_CHALLENGES: usize = 10_000;
 pub struct Attestation {
     /// `None` when no appraisal policy is configured: attestation is refused.
     appraiser: Option<Appraiser>,
-    signer: HsmTokenSigner,
+    keys: Arc<TokenKeys>,
     issuer: String,
-    jwks: String,
-    /// The JWK set parsed once, for the tokens callers present on every call.
-    verifier: TokenVerifier,
 }
 
 impl Attestation {
@@ -73,36 +69,61 @@ impl Attestation {
                 None
             }
         };
-        let signer = HsmTokenSigner::open(signing)?;
-        let jwks = attest::token::jwks(&[&signer as &dyn TokenSigner])
-            .map_err(|e| BrokerError::Internal(format!("JWK set: {e}")))?;
-        let verifier = TokenVerifier::new(&jwks, &config.issuer)
-            .map_err(|e| BrokerError::Internal(format!("JWK set: {e}")))?;
+        let schedule = RotationSchedule {
+            period: Duration::from_secs(config.token_key_rotation_seconds),
+            overlap: Duration::from_secs(config.token_key_overlap_seconds),
+        };
+        if let Some(validity) = appraiser
+            .as_ref()
+            .map(|a| a.policy().result_validity_seconds)
+            .filter(|v| *v > config.token_key_overlap_seconds)
+        {
+            tracing::warn!(
+                token_validity_seconds = validity,
+                overlap_seconds = config.token_key_overlap_seconds,
+                "attestation.token_key_overlap_seconds is shorter than a token's life: tokens \
+                 signed just before a rotation stop working before they expire"
+            );
+        }
+        let keys = TokenKeys::open(signing, &config.issuer, schedule)?;
         Ok(Some(Attestation {
             appraiser,
-            signer,
+            keys: Arc::new(keys),
             issuer: config.issuer.clone(),
-            jwks,
-            verifier,
         }))
     }
 
-    /// The JWK set that verifies this broker's tokens, JSON (`GetJwks`).
+    /// Rotates the token-signing key on schedule, in the background (needs the runtime).
+    pub fn spawn_key_rotation(&self) {
+        self.keys.clone().spawn_rotation();
+    }
+
+    /// The JWK set that verifies this broker's tokens, JSON (`GetJwks`): the current key
+    /// and, during its overlap, the one it replaced.
     ///
     /// # Errors
     /// `INTERNAL` for another call's authorization.
-    pub fn jwks(&self, auth: &Authorized) -> Result<&str, Status> {
+    pub fn jwks(&self, auth: &Authorized) -> Result<String, Status> {
         auth.require_broker(Action::GetJwks)?;
-        Ok(&self.jwks)
+        Ok(self.keys.jwks())
     }
 
-    /// A fresh challenge (`GetChallenge`).
+    /// A fresh challenge for the caller (`GetChallenge`): only the caller can redeem it.
     ///
     /// # Errors
-    /// Attestation is not configured; too many challenges are outstanding.
+    /// Attestation is not configured; the caller, or the broker, has too many challenges
+    /// outstanding.
     pub fn issue_challenge(&self, auth: &Authorized) -> Result<Challenge, Status> {
         auth.require_broker(Action::GetChallenge)?;
-        self.appraiser()?.challenges.issue().map_err(status)
+        self.appraiser()?
+            .challenges
+            .issue(auth.caller().as_str())
+            .map_err(status)
+    }
+
+    /// The token-signing keys.
+    pub fn token_keys(&self) -> &TokenKeys {
+        &self.keys
     }
 
     /// The appraiser, for a caller allowed `Attest`.
@@ -146,19 +167,31 @@ fn appraiser(config: &AttestationConfig, path: &std::path::Path) -> Result<Appra
     let challenges = ChallengeStore::new(
         Duration::from_secs(config.challenge_ttl_seconds),
         MAX_OUTSTANDING_CHALLENGES,
+        config.challenges_per_identity,
         clock.clone(),
     );
     Ok(Appraiser::new(challenges, snp, policy, clock))
 }
 
 impl ClaimsSource for Attestation {
-    fn claims(&self, token: &str, caller: &SpiffeId) -> std::result::Result<Claims, String> {
-        let verified = self.verifier.verify(token).map_err(|e| e.to_string())?;
+    fn claims(
+        &self,
+        token: &str,
+        caller: &SpiffeId,
+        certificate_sha256: &[u8; 32],
+    ) -> std::result::Result<Claims, String> {
+        let verified = self.keys.verify(token)?;
         if verified.sub != caller.as_str() {
             return Err(format!(
                 "the token was issued to {}, not to the caller",
                 verified.sub
             ));
+        }
+        // RFC 8705: only the holder of the certificate the evidence bound may use it.
+        if !verified.cnf.matches_certificate(certificate_sha256) {
+            return Err(
+                "the token is bound to another client certificate than this connection's".into(),
+            );
         }
         serde_json::from_value(verified.attestation)
             .map_err(|e| format!("the token's attestation claims: {e}"))
@@ -175,7 +208,9 @@ fn status(err: attest::AttestError) -> Status {
         E::UnknownChallenge | E::ExpiredChallenge | E::ReplayedChallenge => {
             Status::failed_precondition(format!("{err}: request a new challenge"))
         }
-        E::ChallengeStoreFull => Status::resource_exhausted(err.to_string()),
+        E::ChallengeStoreFull | E::ChallengeQuotaExceeded(_) => {
+            Status::resource_exhausted(err.to_string())
+        }
         E::Policy(_) => Status::internal("internal error"),
         _ => Status::permission_denied(format!("attestation refused: {err}")),
     }

@@ -8,6 +8,7 @@ use attest::Evidence;
 use attest::challenge::Nonce;
 use attest::dev::InsecureDevEvidence;
 use attest::snp::SnpEvidence;
+use attest::token::{Confirmation, TokenAlgorithm};
 use attest::tpm::TpmEvidence;
 use keybroker_api::v1 as pb;
 use pb::attestation_service_server::AttestationService;
@@ -126,6 +127,12 @@ impl AttestationService for AttestationServiceImpl {
         let caller = auth.caller().clone();
         let attestation = self.attestation()?.clone();
         attestation.appraiser_for(&auth)?;
+        // The evidence must bind the key of the client certificate this call came on: the
+        // TLS handshake proved the caller holds it, and the token is bound to that
+        // certificate (RFC 8705), so it works only where that key is.
+        let (certificate_sha256, connection_key) = crate::tls::peer(&request)
+            .and_then(|p| Some((p.certificate_sha256?, p.public_key_der.clone()?)))
+            .ok_or_else(|| Status::unauthenticated("the connection has no client certificate"))?;
         let request = request.into_inner();
         let nonce =
             Nonce::from_slice(&request.nonce).map_err(|_| invalid("nonce: expected 32 bytes"))?;
@@ -136,38 +143,52 @@ impl AttestationService for AttestationServiceImpl {
                 "ephemeral_public_key: a SubjectPublicKeyInfo of 1 to {MAX_SPKI_LEN} bytes"
             )));
         }
+        if request.ephemeral_public_key != connection_key {
+            return Err(invalid(
+                "ephemeral_public_key: must be the SubjectPublicKeyInfo of the client \
+                 certificate this call is made with (the token is bound to that certificate)",
+            ));
+        }
         let evidence = evidence(request.evidence)?;
         let spki = request.ephemeral_public_key;
-        let subject = caller.clone();
-        // Verification and the HSM signature block: keep them off the async workers.
-        let (token, appraisal) = tokio::task::spawn_blocking(move || {
-            let appraiser = attestation.appraiser_for(&auth)?;
-            let appraisal = appraiser
-                .appraise(&evidence, &nonce, &spki)
-                .map_err(status)?;
-            let token = attest::token::issue(
-                &appraisal,
-                attestation.issuer(),
-                subject.as_str(),
-                &spki,
-                &attestation.signer,
-            )
-            .map_err(|e| {
-                tracing::error!(error = %e, "signing an attestation token failed");
-                Status::unavailable("the attestation token could not be signed")
-            })?;
-            Ok::<_, Status>((token, appraisal))
+        let owner = caller.clone();
+        let appraising = attestation.clone();
+        // Verification is CPU work: keep it off the async workers.
+        let appraisal = tokio::task::spawn_blocking(move || {
+            let appraiser = appraising.appraiser_for(&auth)?;
+            appraiser
+                .appraise(owner.as_str(), &evidence, &nonce, &spki)
+                .map_err(status)
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "attestation task failed");
             Status::internal("internal error")
         })??;
+        let keys = attestation.token_keys();
+        let signing_key = keys.signing_key();
+        let unsigned = attest::token::prepare(
+            &appraisal,
+            attestation.issuer(),
+            caller.as_str(),
+            Confirmation::for_certificate_digest(&certificate_sha256),
+            TokenAlgorithm::Es256,
+            signing_key.key_id(),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "preparing an attestation token failed");
+            Status::internal("internal error")
+        })?;
+        let token = keys.sign(&signing_key, unsigned).await.map_err(|e| {
+            tracing::error!(error = %e, "signing an attestation token failed");
+            Status::unavailable("the attestation token could not be signed")
+        })?;
         let claims_json = serde_json::to_string(&appraisal.claims)
             .map_err(|_| Status::internal("internal error"))?;
         tracing::info!(
             caller = %caller,
             tee = ?appraisal.claims.tee,
+            kid = signing_key.key_id(),
             expires_at = appraisal.expires_at,
             "attestation token issued"
         );
@@ -181,7 +202,7 @@ impl AttestationService for AttestationServiceImpl {
     async fn get_jwks(&self, request: Request<pb::GetJwksRequest>) -> Reply<pb::Jwks> {
         let auth = self.gate.authorize(&request, Resource::Broker)?;
         Ok(Response::new(pb::Jwks {
-            json: self.attestation()?.jwks(&auth)?.to_string(),
+            json: self.attestation()?.jwks(&auth)?,
         }))
     }
 }

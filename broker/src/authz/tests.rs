@@ -300,7 +300,16 @@ fn pcrs_are_a_set_of_index_equals_hex_strings_and_the_ak_has_its_label() {
     assert!(!decide_with(&authz, APP, Action::Sign, key("k", &none), Some(&changed)).allowed);
     let mut other_host = claims.clone();
     other_host.attestation_key = Some("rack2-host1".to_string());
-    assert!(!decide_with(&authz, APP, Action::Sign, key("k", &none), Some(&other_host)).allowed);
+    assert!(
+        !decide_with(
+            &authz,
+            APP,
+            Action::Sign,
+            key("k", &none),
+            Some(&other_host)
+        )
+        .allowed
+    );
     let mut none_at_all = claims;
     none_at_all.pcrs.clear();
     let decision = decide_with(

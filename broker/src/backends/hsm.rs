@@ -219,8 +219,9 @@ impl HsmKeys {
         .await?
     }
 
-    /// The token without the gate, for a caller that is already on a blocking thread and
-    /// cannot await it: the attestation token signer (crate::attestation::signer).
+    /// The token without the gate, for start-up before the server runs (finding and
+    /// making the attestation token keys, crate::attestation::token_keys). Every call
+    /// made while serving goes through [`HsmKeys::run`].
     pub fn without_gate(&self) -> &HsmBackend {
         &self.hsm
     }

@@ -25,11 +25,18 @@ pub const ATTESTATION_HEADER: &str = "x-keybroker-attestation";
 
 /// Verifies attestation tokens presented by callers, for the authorization context.
 pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
-    /// The verified claims of `token`.
+    /// The verified claims of `token`, presented by `caller` on a connection authenticated
+    /// by the client certificate whose DER hashes to `certificate_sha256`.
     ///
     /// # Errors
-    /// Why the token is not valid, or was not issued to `caller` (for the log only).
-    fn claims(&self, token: &str, caller: &SpiffeId) -> Result<attest::claims::Claims, String>;
+    /// Why the token is not valid, was not issued to `caller`, or is bound to another
+    /// certificate (for the log only).
+    fn claims(
+        &self,
+        token: &str,
+        caller: &SpiffeId,
+        certificate_sha256: &[u8; 32],
+    ) -> Result<attest::claims::Claims, String>;
 }
 
 /// What an [`Authorized`] call acts on.
@@ -163,10 +170,12 @@ impl Gate {
             tracing::error!("a call reached a handler without an action from the table");
             return Err(Status::permission_denied("permission denied"));
         };
-        let caller = crate::tls::peer(request)
+        let peer = crate::tls::peer(request);
+        let caller = peer
             .and_then(|p| p.identity.clone())
             .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))?;
-        let claims = self.presented_claims(request, &caller)?;
+        let certificate = peer.and_then(|p| p.certificate_sha256.as_ref());
+        let claims = self.presented_claims(request, &caller, certificate)?;
         let authorized_resource = match &resource {
             Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
             Resource::Broker => AuthorizedResource::Broker,
@@ -205,12 +214,14 @@ impl Gate {
     }
 
     /// The claims of the attestation token the caller presents, if it presents one. A
-    /// token that is present but not valid is refused rather than ignored, so that a
-    /// workload learns at once that it must attest again.
+    /// token that is present but not valid, or bound to another client certificate than
+    /// this connection's, is refused rather than ignored, so that a workload learns at
+    /// once that it must attest again.
     fn presented_claims<T>(
         &self,
         request: &tonic::Request<T>,
         caller: &SpiffeId,
+        certificate_sha256: Option<&[u8; 32]>,
     ) -> Result<Option<attest::claims::Claims>, Status> {
         let Some(value) = request.metadata().get(ATTESTATION_HEADER) else {
             return Ok(None);
@@ -226,6 +237,11 @@ impl Gate {
             .claims
             .as_ref()
             .ok_or_else(|| refused("attestation is not configured".into()))?;
-        source.claims(token, caller).map(Some).map_err(refused)
+        let certificate = certificate_sha256
+            .ok_or_else(|| refused("the connection has no client certificate".into()))?;
+        source
+            .claims(token, caller, certificate)
+            .map(Some)
+            .map_err(refused)
     }
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::ServerConnection;
+use sha2::Digest as _;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
@@ -30,6 +31,12 @@ pub struct PeerInfo {
     pub not_before: Option<i64>,
     /// The client certificate's notAfter, in seconds since the Unix epoch.
     pub not_after: Option<i64>,
+    /// SHA-256 of the client certificate's DER: what an attestation token's
+    /// `cnf.x5t#S256` names (RFC 8705).
+    pub certificate_sha256: Option<[u8; 32]>,
+    /// The client certificate's SubjectPublicKeyInfo, DER: the key the connection proved
+    /// it holds, which attestation evidence must bind.
+    pub public_key_der: Option<Vec<u8>>,
     /// Whether the connection has calls open, for its idle timeout.
     pub activity: ConnectionActivity,
 }
@@ -68,6 +75,8 @@ impl PeerInfo {
             kx_group,
             not_before: facts.not_before,
             not_after: facts.not_after,
+            certificate_sha256: facts.certificate_sha256,
+            public_key_der: facts.public_key_der,
             activity: ConnectionActivity::new(),
         }
     }
@@ -112,6 +121,8 @@ pub(crate) struct LeafFacts {
     pub(crate) identity: Option<SpiffeId>,
     pub(crate) not_before: Option<i64>,
     pub(crate) not_after: Option<i64>,
+    pub(crate) certificate_sha256: Option<[u8; 32]>,
+    pub(crate) public_key_der: Option<Vec<u8>>,
 }
 
 /// The identity and validity of a DER leaf certificate.
@@ -125,6 +136,8 @@ pub(crate) fn leaf_facts(der: &[u8]) -> LeafFacts {
                 .ok(),
             not_before: Some(cert.validity().not_before.timestamp()),
             not_after: Some(cert.validity().not_after.timestamp()),
+            certificate_sha256: Some(sha2::Sha256::digest(der).into()),
+            public_key_der: Some(cert.public_key().raw.to_vec()),
         },
         Err(e) => {
             tracing::debug!(error = %e, "verified client certificate does not parse");

@@ -33,9 +33,10 @@ impl DevBroker {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let listening = lines.by_ref().map_while(Result::ok).any(|line| {
-            line.starts_with("keybroker: listening on")
-        });
+        let listening = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.starts_with("keybroker: listening on"));
         std::thread::spawn(move || for _ in lines {});
         let dev = DevBroker {
             child,
@@ -87,7 +88,7 @@ async fn dev_mode_enrols_its_host_tpm_ak_and_a_dev_workload_quotes_with_it() {
     let host = TpmBackend::connect(TpmConfig::new(Tcti::new(&tcti).unwrap())).unwrap();
 
     let mut att = dev.attestation("workload").await;
-    let spki = ephemeral_spki(7);
+    let spki = key_spki(&dev.read("pki/workload-key.pem"));
     let nonce = challenge(&mut att).await;
     let quote = host
         .quote(

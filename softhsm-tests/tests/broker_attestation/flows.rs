@@ -16,7 +16,7 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert_eq!(denied.message(), "permission denied");
 
-    let spki = ephemeral_spki(1);
+    let spki = client_spki(&broker, "workload");
     let nonce = challenge(&mut att).await;
     let answer = att
         .attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
@@ -29,7 +29,7 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
     assert_eq!(claims["measurement"], TRUSTED_MEASUREMENT);
 
     // The token verifies offline against the published JWK set, names the caller and
-    // binds the ephemeral key.
+    // is bound to the client certificate it was issued on (RFC 8705 `x5t#S256`).
     let jwks = att
         .get_jwks(pb::GetJwksRequest {})
         .await
@@ -39,11 +39,12 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
     let verified = attest::token::verify(&answer.token, &jwks, ISSUER).unwrap();
     assert_eq!(verified.sub, "spiffe://test.keybroker/workload");
     assert_eq!(verified.exp, u64::try_from(answer.expires_at).unwrap());
-    use base64ct::Encoding as _;
-    use sha2::Digest as _;
-    assert_eq!(
-        verified.cnf.spki_sha256,
-        base64ct::Base64UrlUnpadded::encode_string(&sha2::Sha256::digest(&spki))
+    assert!(
+        verified
+            .cnf
+            .matches_certificate(&broker.client_certificate_sha256("workload")),
+        "{:?}",
+        verified.cnf
     );
 
     // With the token, the gated key works.
@@ -85,7 +86,20 @@ async fn bad_evidence_replays_and_foreign_or_tampered_tokens_are_refused() {
     let broker = BrokerProcess::start();
     vault_key(&broker).await;
     let mut att = attestation(&broker, "workload").await;
-    let spki = ephemeral_spki(2);
+    let spki = client_spki(&broker, "workload");
+
+    // An ephemeral key that is not the connection's: refused before the nonce is used.
+    let nonce = challenge(&mut att).await;
+    let other = ephemeral_spki(3);
+    let err = att
+        .attest(dev_request(&nonce, &other, &other, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("client certificate"), "{err:?}");
+    att.attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap();
 
     // Evidence bound to another key.
     let nonce = challenge(&mut att).await;
@@ -214,7 +228,7 @@ async fn a_real_genoa_report_reaches_the_snp_verifier_and_is_refused_for_its_bin
     let vcek = std::fs::read(format!("{data}genoa_vcek.der")).unwrap();
     let broker = BrokerProcess::start();
     let mut att = attestation(&broker, "workload").await;
-    let spki = ephemeral_spki(5);
+    let spki = client_spki(&broker, "workload");
     let snp = |nonce: &Nonce, report: Vec<u8>, vek_der: Vec<u8>| pb::AttestRequest {
         nonce: nonce.as_bytes().to_vec(),
         ephemeral_public_key: spki.clone(),

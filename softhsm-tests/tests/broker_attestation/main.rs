@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod binding;
 #[path = "../common/mod.rs"]
 mod common;
 mod dev_mode;
@@ -16,7 +17,9 @@ mod tpm;
 
 use attest::binding::{snp_report_data, tpm_extra_data};
 use attest::challenge::Nonce;
-use common::{BrokerOptions, BrokerProcess, ISSUER, TRUSTED_MEASUREMENT, appraisal_policy_enrolling};
+use common::{
+    BrokerOptions, BrokerProcess, ISSUER, TRUSTED_MEASUREMENT, appraisal_policy_enrolling,
+};
 use keybroker_api::v1 as pb;
 use p256::pkcs8::EncodePublicKey;
 use pb::attestation_service_client::AttestationServiceClient;
@@ -28,7 +31,27 @@ use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmConfig};
 
 const HEADER: &str = "x-keybroker-attestation";
 
-/// The workload's ephemeral key (it would live inside its TEE), SPKI DER.
+/// The SPKI DER of a PKCS#8 PEM P-256 private key (the test PKI's client keys).
+fn key_spki(key_pem: &[u8]) -> Vec<u8> {
+    use p256::pkcs8::DecodePrivateKey;
+    let pem = std::str::from_utf8(key_pem).unwrap();
+    p256::SecretKey::from_pkcs8_pem(pem)
+        .unwrap()
+        .public_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// The key of `who`'s client certificate, SPKI DER: what its evidence binds, since the
+/// broker binds the token to the certificate the workload attests with. (In a TEE, that
+/// key lives inside it.)
+fn client_spki(broker: &BrokerProcess, who: &str) -> Vec<u8> {
+    key_spki(&std::fs::read(broker.dir.path().join(format!("pki/{who}-key.pem"))).unwrap())
+}
+
+/// Another P-256 key than any certificate's, SPKI DER.
 fn ephemeral_spki(seed: u8) -> Vec<u8> {
     let secret = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
     secret

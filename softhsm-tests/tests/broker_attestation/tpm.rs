@@ -23,9 +23,8 @@ fn forged_quote(key: &p256::ecdsa::SigningKey, nonce: &Nonce, spki: &[u8]) -> pb
         pcr_digest: sha2::Sha256::digest([0u8; 32]).to_vec(),
     };
     let attest = wire::marshal_quote(&quote).unwrap();
-    let signature: p256::ecdsa::Signature = key
-        .sign_prehash(&sha2::Sha256::digest(&attest))
-        .unwrap();
+    let signature: p256::ecdsa::Signature =
+        key.sign_prehash(&sha2::Sha256::digest(&attest)).unwrap();
     let (r, s) = signature.split_bytes();
     pb::TpmEvidence {
         attest,
@@ -41,7 +40,11 @@ fn forged_quote(key: &p256::ecdsa::SigningKey, nonce: &Nonce, spki: &[u8]) -> pb
     }
 }
 
-pub(super) fn tpm_request(nonce: &Nonce, spki: &[u8], evidence: pb::TpmEvidence) -> pb::AttestRequest {
+pub(super) fn tpm_request(
+    nonce: &Nonce,
+    spki: &[u8],
+    evidence: pb::TpmEvidence,
+) -> pb::AttestRequest {
     pb::AttestRequest {
         nonce: nonce.as_bytes().to_vec(),
         ephemeral_public_key: spki.to_vec(),
@@ -64,7 +67,7 @@ async fn a_quote_from_the_enrolled_swtpm_ak_is_accepted_and_a_software_forgery_i
         "",
     );
     let mut att = attestation(&broker, "workload").await;
-    let spki = ephemeral_spki(4);
+    let spki = client_spki(&broker, "workload");
     let quote_with = |ak: &tpm_backend::TpmBlob, nonce: &Nonce| {
         let extra = tpm_extra_data(nonce, &spki);
         let quote = tpm
@@ -85,7 +88,11 @@ async fn a_quote_from_the_enrolled_swtpm_ak_is_accepted_and_a_software_forgery_i
     let attacker = p256::ecdsa::SigningKey::from_slice(&[0x66; 32]).unwrap();
     let nonce = challenge(&mut att).await;
     let err = att
-        .attest(tpm_request(&nonce, &spki, forged_quote(&attacker, &nonce, &spki)))
+        .attest(tpm_request(
+            &nonce,
+            &spki,
+            forged_quote(&attacker, &nonce, &spki),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");

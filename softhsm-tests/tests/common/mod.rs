@@ -433,6 +433,16 @@ issuer = "{ISSUER}"
         .map_err(|e| e.to_string())
     }
 
+    /// SHA-256 of the DER of `who`'s client certificate: what a token bound to it names.
+    pub fn client_certificate_sha256(&self, who: &str) -> [u8; 32] {
+        use rustls_pki_types::pem::PemObject;
+        use sha2::Digest;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(&self.pem(&format!("{who}.pem")))
+                .unwrap();
+        sha2::Sha256::digest(der.as_ref()).into()
+    }
+
     pub async fn keys(&self, who: &str) -> KeyServiceClient<Channel> {
         KeyServiceClient::new(self.channel(who).await.unwrap())
     }
