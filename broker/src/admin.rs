@@ -144,13 +144,18 @@ impl AdminService for AdminServiceImpl {
         request: Request<pb::ListBackendsRequest>,
     ) -> Reply<pb::ListBackendsResponse> {
         let auth = self.gate.authorize(&request, Resource::Broker)?;
-        let counts = self.keys.key_counts(&auth)?;
+        let counts = self.keys.key_counts(&auth).await?;
+        let count = |name: &str| {
+            counts
+                .get(name)
+                .map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX))
+        };
         let backends = self
             .keys
             .backends()
             .all()
             .iter()
-            .map(|b| backend_to_wire(b, counts.get(&b.name).copied().unwrap_or(0)))
+            .map(|b| backend_to_wire(b, count(&b.name)))
             .collect();
         Ok(Response::new(pb::ListBackendsResponse { backends }))
     }
@@ -172,7 +177,7 @@ impl AdminService for AdminServiceImpl {
         // Validate before storing, store before swapping: what is in force is what a
         // restart loads.
         Authorizer::from_text(&text).map_err(policy_error)?;
-        self.keys.store_policy(&auth, &text)?;
+        self.keys.store_policy(&auth, &text).await?;
         let info = self
             .authorizer
             .set_policy(&auth, &text)
@@ -212,7 +217,7 @@ impl AdminService for AdminServiceImpl {
             ResourceKind::Key if r.key.is_empty() => {
                 return Err(invalid("key: required for this action"));
             }
-            ResourceKind::Key => match self.keys.get(&r.key) {
+            ResourceKind::Key => match self.keys.get(&r.key).await {
                 Ok(key) => Some(key),
                 Err(BrokerError::KeyNotFound(_)) => None,
                 Err(e) => return Err(e.into()),

@@ -76,6 +76,8 @@ impl From<StoreError> for BrokerError {
             StoreError::BackendExists(name) => {
                 BrokerError::InvalidArgument(format!("backend {name:?} is already registered"))
             }
+            StoreError::InvalidQuery(m) => BrokerError::InvalidArgument(m),
+            StoreError::Busy(_) => BrokerError::ResourceExhausted(err.to_string()),
             other => BrokerError::Internal(other.to_string()),
         }
     }

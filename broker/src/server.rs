@@ -85,12 +85,12 @@ impl Broker {
         }
         // Keys reference their backend in the store: record the configured ones too.
         for record in configured_backends(&config) {
-            match store.add_backend(&record) {
+            match store.add_backend(&record).wait() {
                 Ok(()) | Err(crate::store::StoreError::BackendExists(_)) => {}
                 Err(e) => return Err(setup("store")(e)),
             }
         }
-        for record in store.backends().map_err(setup("store"))? {
+        for record in store.backends().wait().map_err(setup("store"))? {
             if backends.get(record.name()).is_ok() {
                 continue;
             }
@@ -142,7 +142,7 @@ fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, Serv
     if !config.policy.files.is_empty() {
         return Authorizer::from_files(&config.policy.files).map_err(setup("policy"));
     }
-    if let Some(text) = store.policy().map_err(setup("store"))? {
+    if let Some(text) = store.policy().wait().map_err(setup("store"))? {
         return Authorizer::from_text(&text).map_err(setup("stored policy"));
     }
     let Some(bootstrap) = &config.policy.bootstrap else {
@@ -153,7 +153,7 @@ fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, Serv
         .map_err(setup("policy.bootstrap"))?;
     // Stored as text, so that it is a store-managed policy from now on.
     let text = authorizer.policy().text;
-    store.set_policy(&text).map_err(setup("store"))?;
+    store.set_policy(&text).wait().map_err(setup("store"))?;
     tracing::info!(file = %bootstrap.display(), "bootstrap policy stored");
     Authorizer::from_text(&text).map_err(setup("policy.bootstrap"))
 }

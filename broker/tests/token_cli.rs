@@ -82,26 +82,29 @@ fn init_then_list_shows_a_ready_token_and_its_mechanisms() {
 fn refusals_have_clear_messages_and_exit_codes() {
     let hsm = SoftHsm::new();
     let so = pin_file(hsm.scratch_dir(), "so.pin", "so-pin-123456", 0o600);
-    let loose = pin_file(hsm.scratch_dir(), "loose.pin", "user-pin-123456", 0o644);
-    let out = keybroker(
-        &hsm,
-        &[
-            "token",
-            "init",
-            "--label",
-            "t",
-            "--so-pin-file",
-            so.to_str().unwrap(),
-            "--user-pin-file",
-            loose.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("readable by other users"),
-        "{}",
-        text(&out)
-    );
+    // Open to others, or only to the group: refused before the token is touched.
+    for mode in [0o644, 0o640] {
+        let loose = pin_file(hsm.scratch_dir(), "loose.pin", "user-pin-123456", mode);
+        let out = keybroker(
+            &hsm,
+            &[
+                "token",
+                "init",
+                "--label",
+                "t",
+                "--so-pin-file",
+                so.to_str().unwrap(),
+                "--user-pin-file",
+                loose.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("other users may access it"),
+            "{}",
+            text(&out)
+        );
+    }
 
     let out = keybroker(&hsm, &["token", "mechanisms", "--label", "absent"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
@@ -127,5 +130,34 @@ fn refusals_have_clear_messages_and_exit_codes() {
         text(&out).contains("/nonexistent/module.so"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn a_pin_file_and_a_pin_variable_together_are_refused_and_change_nothing() {
+    let hsm = SoftHsm::new();
+    let so = pin_file(hsm.scratch_dir(), "so.pin", "so-pin-123456", 0o600);
+    let user = pin_file(hsm.scratch_dir(), "user.pin", "user-pin-123456", 0o600);
+    let out = Command::new(env!("CARGO_BIN_EXE_keybroker"))
+        .args(["token", "init", "--label", "both", "--so-pin-file"])
+        .arg(&so)
+        .args(["--so-pin-env", "KEYBROKER_TEST_SO_PIN", "--user-pin-file"])
+        .arg(&user)
+        .env("KEYBROKER_TEST_SO_PIN", "so-pin-123456")
+        .env("SOFTHSM2_CONF", hsm.conf_path())
+        .env("KEYBROKER_PKCS11_MODULE", hsm.module_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("so-pin-env"), "{}", text(&out));
+    // No token was initialised.
+    let out = keybroker(&hsm, &["token", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["label"] != "both" && r["initialized"] == false),
+        "{rows}"
     );
 }

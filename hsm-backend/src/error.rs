@@ -56,6 +56,9 @@ pub enum HsmError {
     /// A PIN file or variable could not be read.
     #[error("cannot read the PIN from {source_name}: {reason}")]
     PinSource { source_name: String, reason: String },
+    /// Both or neither of a PIN file and a PIN environment variable were given.
+    #[error("give exactly one of a PIN file and a PIN environment variable ({given} given)")]
+    PinSourceCount { given: usize },
     /// No key with this id is on the token.
     #[error("key {0} not found")]
     KeyNotFound(KeyId),

@@ -160,19 +160,18 @@ async fn a_policy_from_files_is_explained_and_reloaded_without_a_restart() {
     // SIGHUP reloads too: back to the original policy, and the stranger is refused again.
     std::fs::write(&file, POLICY).unwrap();
     broker.signal("HUP");
-    let mut reloaded = false;
-    for _ in 0..50 {
-        let now = ops
-            .get_policy(pb::GetPolicyRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if now.digest == before.digest {
-            reloaded = true;
-            break;
+    let reloaded = common::eventually(std::time::Duration::from_secs(10), || {
+        let (mut ops, want) = (ops.clone(), before.digest.clone());
+        async move {
+            let now = ops
+                .get_policy(pb::GetPolicyRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            now.digest == want
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!(
         reloaded,
         "SIGHUP did not reload the policy: {}",

@@ -1,5 +1,6 @@
 //! End to end: the real `keybroker keys sign` CLI, as the workload, and OpenSSL checking
-//! its signatures with the public key the CLI exported.
+//! its signatures with the public key the CLI exported; `keybroker keys list` following
+//! pages and filtering by tag.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -164,5 +165,63 @@ async fn cli_signatures_verify_with_openssl() {
         text(&out.stderr).contains("PermissionDenied"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+fn listed_names(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_lists_every_page_filters_by_tag_and_refuses_an_open_key_file() {
+    let broker = BrokerProcess::start();
+    let mut admin = broker.keys("admin").await;
+    for i in 0..5 {
+        let mut request = create(
+            &format!("l-{i}"),
+            pb::KeyAlgorithm::EcP256,
+            pb::KeyPurpose::SignVerify,
+            "softhsm",
+        );
+        if i < 3 {
+            request.tags.insert("env".into(), "prod".into());
+        }
+        admin.create_key(request).await.unwrap();
+    }
+    let config = client_config(&broker, "admin");
+    let all = keys_cli(&config, &["list", "--page-size", "2", "--json"]);
+    assert_eq!(listed_names(&all), ["l-0", "l-1", "l-2", "l-3", "l-4"]);
+    let prod = keys_cli(
+        &config,
+        &[
+            "list",
+            "--tag",
+            "env=prod",
+            "--tag",
+            "team=payments",
+            "--page-size",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(listed_names(&prod), ["l-0", "l-1", "l-2"]);
+    let bad = keys_cli(&config, &["list", "--tag", "env"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+
+    // The client key is a secret file: open to the group, it is refused before any call.
+    let key = broker.dir.path().join("pki/admin-key.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let open = keys_cli(&config, &["list"]);
+    assert_eq!(open.status.code(), Some(2), "{}", text(&open.stderr));
+    let message = text(&open.stderr);
+    assert!(
+        message.contains("admin-key.pem") && message.contains("chmod 600"),
+        "{message}"
     );
 }

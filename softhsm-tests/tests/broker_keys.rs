@@ -1,4 +1,6 @@
-//! End to end: the real `keybroker` process on SoftHSM2 and swtpm, called over mTLS.
+//! End to end: the real `keybroker` process on SoftHSM2 and swtpm, called over mTLS: every
+//! key operation, listing page by page, restarts, and a `kill -9` in the middle of a
+//! creation.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,6 +9,11 @@
 )]
 
 mod common;
+// Listing and crash recovery, in files of their own so that each stays short.
+#[path = "broker_keys/crash.rs"]
+mod crash;
+#[path = "broker_keys/listing.rs"]
+mod listing;
 
 use common::{BrokerProcess, create};
 use keybroker_api::v1 as pb;
@@ -213,6 +220,7 @@ async fn every_key_operation_works_on_both_backends() {
     let listed = keys
         .list_keys(pb::ListKeysRequest {
             prefix: "tpm-".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

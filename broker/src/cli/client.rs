@@ -48,17 +48,21 @@ impl ClientConfig {
         Ok(config)
     }
 
-    /// Connects (TCP, TLS, HTTP/2).
+    /// Connects (TCP, TLS, HTTP/2). The private key is read as a secret file: it must not
+    /// be open to group or others.
     ///
     /// # Errors
-    /// Unreadable files, or the broker cannot be reached or is not trusted.
+    /// Unreadable files, a key file open to others, or the broker cannot be reached or is
+    /// not trusted.
     pub async fn connect(&self) -> Result<Channel, CliError> {
         let read = |p: &Path| {
             std::fs::read(p)
                 .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
         };
-        let (ca, cert, key) = (read(&self.ca)?, read(&self.cert)?, read(&self.key)?);
-        crate::tls::client_channel(&self.endpoint, &ca, &cert, &key)
+        let (ca, cert) = (read(&self.ca)?, read(&self.cert)?);
+        let key = secret_file::SecretFile::read(&self.key)
+            .map_err(|e| CliError::Usage(format!("client key: {e}")))?;
+        crate::tls::client_channel(&self.endpoint, &ca, &cert, key.bytes())
             .await
             .map_err(|e| CliError::Connect(e.to_string()))
     }

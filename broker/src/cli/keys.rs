@@ -51,10 +51,17 @@ pub enum KeysCommand {
         #[arg(long = "tag", value_parser = parse_tag)]
         tags: Vec<(String, String)>,
     },
-    /// List keys.
+    /// List keys, following every page.
     List {
+        /// Only keys whose name starts with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Only keys with this tag, NAME=VALUE (repeatable: all must match).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Keys per request (the broker allows at most 1000; 0: its default).
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
     },
     /// Show one key and its versions.
     Get { name: String },
@@ -130,12 +137,18 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
             })
             .await?
             .into_inner(),
-        KeysCommand::List { prefix } => {
-            let list = keys
-                .list_keys(pb::ListKeysRequest { prefix })
-                .await?
-                .into_inner();
-            return print_keys(&list.keys, json);
+        KeysCommand::List {
+            prefix,
+            tags,
+            page_size,
+        } => {
+            let request = pb::ListKeysRequest {
+                prefix,
+                page_size,
+                page_token: String::new(),
+                tags: tags.into_iter().collect(),
+            };
+            return print_keys(&list_all(&mut keys, request).await?, json);
         }
         KeysCommand::Get { name } => keys.get_key(key_ref(name)).await?.into_inner(),
         KeysCommand::Rotate { name } => keys.rotate_key(key_ref(name)).await?.into_inner(),
@@ -166,6 +179,34 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
         }
     };
     print_keys(&[key], json)
+}
+
+/// Most pages `keys list` follows: a broker that keeps answering with a next page (a
+/// bug, or a token that does not move) must not keep the CLI in a loop.
+const MAX_PAGES: usize = 100_000;
+
+/// Every key `request` selects, following `next_page_token` from page to page.
+async fn list_all(
+    keys: &mut KeyServiceClient<tonic::transport::Channel>,
+    mut request: pb::ListKeysRequest,
+) -> Result<Vec<pb::Key>, CliError> {
+    let mut all = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let page = keys.list_keys(request.clone()).await?.into_inner();
+        all.extend(page.keys);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        if page.next_page_token == request.page_token {
+            return Err(CliError::Check(
+                "the broker returned the same page token twice".into(),
+            ));
+        }
+        request.page_token = page.next_page_token;
+    }
+    Err(CliError::Check(format!(
+        "more than {MAX_PAGES} pages of keys"
+    )))
 }
 
 fn state(k: &pb::Key) -> String {

@@ -12,7 +12,7 @@ pub use client::ClientConfig;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use hsm_backend::{HsmError, Pin};
+use hsm_backend::HsmError;
 
 /// Keybroker: a hardware-backed key manager.
 #[derive(Debug, Parser)]
@@ -101,17 +101,6 @@ pub struct ModuleArg {
     pub module: PathBuf,
 }
 
-/// Reads a PIN from a file or an environment variable.
-fn read_pin(file: Option<&PathBuf>, env: Option<&String>) -> Result<Pin, CliError> {
-    match (file, env) {
-        (Some(path), _) => Ok(Pin::from_file(path)?),
-        (None, Some(var)) => Ok(Pin::from_env(var)?),
-        (None, None) => Err(CliError::Usage(
-            "a PIN file or PIN variable is required".into(),
-        )),
-    }
-}
-
 /// A failed command, with its exit code.
 #[derive(Debug)]
 pub enum CliError {
@@ -176,7 +165,10 @@ impl From<tonic::Status> for CliError {
 
 impl From<HsmError> for CliError {
     fn from(e: HsmError) -> Self {
-        CliError::Hsm(e)
+        match e {
+            HsmError::PinSourceCount { .. } => CliError::Usage(e.to_string()),
+            other => CliError::Hsm(other),
+        }
     }
 }
 
@@ -261,4 +253,21 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Output(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_file_and_a_pin_variable_together_are_a_usage_error() {
+        let both = hsm_backend::Pin::from_file_or_env(
+            Some(std::path::Path::new("/etc/keybroker/pin")),
+            Some("KEYBROKER_PIN"),
+        );
+        let Err(err) = both.map(drop) else {
+            panic!("both sources accepted");
+        };
+        assert_eq!(CliError::from(err).exit_code(), 2);
+    }
 }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use hsm_backend::{Pkcs11Module, TokenDescription, TokenSelector, provision};
+use hsm_backend::{Pin, Pkcs11Module, TokenDescription, TokenSelector, provision};
 use serde::Serialize;
 
-use super::{CliError, ModuleArg, print_json, read_pin};
+use super::{CliError, ModuleArg, print_json};
 
 /// Token commands.
 #[derive(Debug, Subcommand)]
@@ -137,8 +137,9 @@ pub(super) fn run(cmd: TokenCommand, json: bool) -> Result<(), CliError> {
             user_pin_file,
             user_pin_env,
         } => {
-            let so_pin = read_pin(so_pin_file.as_ref(), so_pin_env.as_ref())?;
-            let user_pin = read_pin(user_pin_file.as_ref(), user_pin_env.as_ref())?;
+            let so_pin = Pin::from_file_or_env(so_pin_file.as_deref(), so_pin_env.as_deref())?;
+            let user_pin =
+                Pin::from_file_or_env(user_pin_file.as_deref(), user_pin_env.as_deref())?;
             let module = Pkcs11Module::load(&module.module)?;
             let description = provision::init_token(&module, &label, &so_pin)?;
             provision::init_user_pin(&module, &TokenSelector::Label(label), &so_pin, &user_pin)?;

@@ -25,7 +25,8 @@ use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
 use crate::store::cache::CachedKeyStore;
 use crate::store::{
-    Algorithm, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose, VersionRecord,
+    Algorithm, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
+    VersionRecord,
     VersionState,
 };
 
@@ -98,20 +99,21 @@ impl KeyManager {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub fn find_for_authorization(&self, name: &str) -> Result<Option<KeyRecord>> {
+    pub async fn find_for_authorization(&self, name: &str) -> Result<Option<KeyRecord>> {
         if check_key_name(name).is_err() {
             return Ok(None);
         }
-        Ok(self.store.get(name)?)
+        Ok(self.store.get(name).await?)
     }
 
-    /// Keys whose names start with `prefix` (`ListKeys`).
+    /// One page of the keys that `query` selects (`ListKeys`): the store filters by name
+    /// prefix and tags and pages in SQL, never loading more than the page.
     ///
     /// # Errors
-    /// The store cannot be read.
-    pub fn list(&self, auth: &Authorized, prefix: &str) -> Result<Vec<KeyRecord>> {
+    /// The store cannot be read, or the page token is not one it issued.
+    pub async fn list(&self, auth: &Authorized, query: &KeyQuery) -> Result<KeyPage> {
         auth.require_broker(Action::ListKeys)?;
-        Ok(self.store.list(prefix)?)
+        Ok(self.store.list(query).await?)
     }
 
     /// The name of the backend a new key goes to: the requested one, else the configured
@@ -155,7 +157,7 @@ impl KeyManager {
         auth.require_key(&[Action::CreateKey], &key.name)?;
         self.check_new_key(&key, &backend)?;
         let intent = backend.backend.intent();
-        self.store.begin_create(&key, &intent)?;
+        self.store.begin_create(&key, &intent).await?;
         self.make_version(&key.name, 1, key.algorithm, key.purpose, backend, intent)
             .await
     }
@@ -163,10 +165,10 @@ impl KeyManager {
     /// Adds a version and makes it primary.
     pub async fn rotate(&self, auth: &Authorized, name: &str) -> Result<KeyRecord> {
         auth.require_key(&[Action::RotateKey], name)?;
-        let key = self.get(name)?;
+        let key = self.get(name).await?;
         let backend = self.backends.get(&key.backend)?;
         let intent = backend.backend.intent();
-        let version = self.store.begin_version(name, &intent, now())?;
+        let version = self.store.begin_version(name, &intent, now()).await?;
         self.make_version(name, version, key.algorithm, key.purpose, backend, intent)
             .await
     }
@@ -187,9 +189,9 @@ impl KeyManager {
         };
         let made = backend.backend.create(&spec, intent).await;
         match made {
-            Ok(handle) => Ok(self.store.complete_version(name, version, &handle)?),
+            Ok(handle) => Ok(self.store.complete_version(name, version, &handle).await?),
             Err(e) => {
-                if let Err(store_err) = self.store.abandon_version(name, version) {
+                if let Err(store_err) = self.store.abandon_version(name, version).await {
                     tracing::error!(key = name, version, %store_err, "cannot drop a failed creation; reconciliation will");
                 }
                 Err(e)
@@ -230,10 +232,11 @@ impl KeyManager {
     ///
     /// # Errors
     /// An invalid name, an unknown key, or the store cannot be read.
-    pub fn get(&self, name: &str) -> Result<KeyRecord> {
+    pub async fn get(&self, name: &str) -> Result<KeyRecord> {
         check_key_name(name)?;
         self.store
-            .get(name)?
+            .get(name)
+            .await?
             .ok_or_else(|| BrokerError::KeyNotFound(name.to_string()))
     }
 
@@ -276,14 +279,14 @@ impl KeyManager {
     }
 
     /// Moves a key between states.
-    pub fn transition(
+    pub async fn transition(
         &self,
         auth: &Authorized,
         name: &str,
         change: StateChange,
     ) -> Result<KeyRecord> {
         auth.require_key(&[change.action()], name)?;
-        let key = self.get(name)?;
+        let key = self.get(name).await?;
         use KeyState as S;
         let result = match change {
             StateChange::Disable => self.store.set_state(name, &[S::Enabled], S::Disabled, None),
@@ -333,7 +336,7 @@ impl KeyManager {
                     .set_state(name, &[S::PendingDestruction, S::Revoked], target, None)
             }
         };
-        Ok(result?)
+        Ok(result.await?)
     }
 
     /// Retires an older version: it refuses every use, and its hardware object is destroyed.
@@ -344,8 +347,8 @@ impl KeyManager {
         version: u32,
     ) -> Result<KeyRecord> {
         auth.require_key(&[Action::RetireKeyVersion], name)?;
-        let key = self.get(name)?;
-        let retired = self.store.retire_version(name, version)?;
+        let key = self.get(name).await?;
+        let retired = self.store.retire_version(name, version).await?;
         if let Some(v) = key.version(version) {
             self.destroy_object(&key.backend, &v.handle).await;
         }

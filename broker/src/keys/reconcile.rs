@@ -15,13 +15,17 @@ impl KeyManager {
     /// Destroys keys whose waiting period is over. Returns their names.
     pub async fn destroy_due(&self) -> Result<Vec<String>> {
         let mut destroyed = Vec::new();
-        for key in self.store.due_for_destruction(now())? {
-            match self.store.set_state(
-                &key.name,
-                &[KeyState::PendingDestruction, KeyState::Revoked],
-                KeyState::Destroyed,
-                None,
-            ) {
+        for key in self.store.due_for_destruction(now()).await? {
+            match self
+                .store
+                .set_state(
+                    &key.name,
+                    &[KeyState::PendingDestruction, KeyState::Revoked],
+                    KeyState::Destroyed,
+                    None,
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(StoreError::StateConflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -37,12 +41,14 @@ impl KeyManager {
     /// Resolves interrupted creations and finds objects the store does not know.
     pub async fn reconcile(&self) -> Result<Reconciliation> {
         let mut report = Reconciliation::default();
-        for pending in self.store.pending_versions()? {
+        for pending in self.store.pending_versions().await? {
             if self.half_made(&pending).await? {
                 self.destroy_object(&pending.backend, &pending.handle).await;
                 report.half_made_destroyed += 1;
             }
-            self.store.abandon_version(&pending.name, pending.version)?;
+            self.store
+                .abandon_version(&pending.name, pending.version)
+                .await?;
             report.pending_dropped += 1;
         }
         for backend in self.backends.all() {
@@ -77,7 +83,8 @@ impl KeyManager {
         }
         let known: BTreeSet<Vec<u8>> = self
             .store
-            .known_handles(&backend.name)?
+            .known_handles(&backend.name)
+            .await?
             .into_iter()
             .collect();
         for object in objects {

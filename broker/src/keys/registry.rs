@@ -34,7 +34,7 @@ impl KeyManager {
                 record.name()
             )));
         }
-        let known = self.store.backends()?;
+        let known = self.store.backends().await?;
         if let Some(existing) = known.iter().find(|k| backends::same_hardware(k, &record)) {
             return Err(BrokerError::AlreadyExists(format!(
                 "this hardware is already registered as {:?}",
@@ -43,7 +43,7 @@ impl KeyManager {
         }
         let to_open = record.clone();
         let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open)).await??;
-        self.store.add_backend(&record)?;
+        self.store.add_backend(&record).await?;
         let opened = self.backends.insert(opened)?;
         tracing::info!(backend = %opened.name, kind = opened.kind(), "backend registered");
         Ok(opened)
@@ -53,13 +53,10 @@ impl KeyManager {
     ///
     /// # Errors
     /// The store cannot be read.
-    pub fn key_counts(&self, auth: &Authorized) -> Result<BTreeMap<String, u32>> {
+    pub async fn key_counts(&self, auth: &Authorized) -> Result<BTreeMap<String, u64>> {
         auth.require_broker(Action::ListBackends)?;
-        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-        for key in self.store.list("")? {
-            *counts.entry(key.backend).or_default() += 1;
-        }
-        Ok(counts)
+        // One `COUNT(*) … GROUP BY backend` in the store: no key is loaded.
+        Ok(self.store.count_keys_by_backend().await?)
     }
 
     /// Stores a policy set through the API (validated by the caller first), so that a
@@ -67,8 +64,8 @@ impl KeyManager {
     ///
     /// # Errors
     /// The store cannot be written.
-    pub fn store_policy(&self, auth: &Authorized, text: &str) -> Result<()> {
+    pub async fn store_policy(&self, auth: &Authorized, text: &str) -> Result<()> {
         auth.require_broker(Action::SetPolicy)?;
-        Ok(self.store.set_policy(text)?)
+        Ok(self.store.set_policy(text).await?)
     }
 }

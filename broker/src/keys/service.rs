@@ -17,7 +17,7 @@ use super::ops::{self, Scheme};
 use crate::authz::{KeyResource, Resource};
 use crate::error::BrokerError;
 use crate::request::{Authorized, Gate};
-use crate::store::{KeyRecord, NewKey};
+use crate::store::{KeyQuery, KeyRecord, NewKey};
 
 /// Most digests in one `SignBatch`.
 pub const MAX_BATCH: usize = 1024;
@@ -66,12 +66,12 @@ impl KeyServiceImpl {
     /// Authorizes the call on the key it names, before any other check. An unknown key (or
     /// a name that is not a key name) is authorized as an attribute-less resource first, so
     /// that a caller without a grant cannot learn which names exist or are valid.
-    fn authorized_key<T>(
+    async fn authorized_key<T>(
         &self,
         request: &Request<T>,
         name: &str,
     ) -> Result<(Authorized, KeyRecord), Status> {
-        match self.manager.find_for_authorization(name)? {
+        match self.manager.find_for_authorization(name).await? {
             Some(key) => {
                 let auth = self.gate.authorize(request, resource(&key))?;
                 Ok((auth, key))
@@ -85,6 +85,7 @@ impl KeyServiceImpl {
                 Err(self
                     .manager
                     .get(name)
+                    .await
                     .err()
                     .unwrap_or_else(|| BrokerError::KeyNotFound(name.to_string()))
                     .into())
@@ -98,8 +99,8 @@ impl KeyServiceImpl {
         change: StateChange,
     ) -> Reply<pb::Key> {
         let name = request.get_ref().name.clone();
-        let (auth, _) = self.authorized_key(&request, &name)?;
-        let key = self.manager.transition(&auth, &name, change)?;
+        let (auth, _) = self.authorized_key(&request, &name).await?;
+        let key = self.manager.transition(&auth, &name, change).await?;
         tracing::info!(key = %name, state = state_name(key.state), "key state changed");
         Ok(Response::new(key_to_wire(&key)))
     }
@@ -147,7 +148,7 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn get_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        let (_auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (_auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
@@ -156,9 +157,18 @@ impl KeyService for KeyServiceImpl {
         request: Request<pb::ListKeysRequest>,
     ) -> Reply<pb::ListKeysResponse> {
         let auth = self.gate.authorize(&request, Resource::Broker)?;
-        let keys = self.manager.list(&auth, &request.get_ref().prefix)?;
+        let r = request.into_inner();
+        let query = KeyQuery::new(
+            r.prefix,
+            r.tags.into_iter().collect(),
+            &r.page_token,
+            r.page_size,
+        )
+        .map_err(BrokerError::from)?;
+        let page = self.manager.list(&auth, &query).await?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.iter().map(key_to_wire).collect(),
+            keys: page.keys.iter().map(key_to_wire).collect(),
+            next_page_token: page.next_page_token(),
         }))
     }
 
@@ -166,7 +176,7 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Reply<pb::PublicKey> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let (version, spki) = self
             .manager
             .public_key(&auth, &key, request.get_ref().version)
@@ -181,7 +191,7 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Reply<pb::SignResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let r = request.into_inner();
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = sign_input(r.input);
@@ -201,7 +211,7 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::SignBatchRequest>,
     ) -> Reply<pb::SignBatchResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let r = request.into_inner();
         if r.digests.is_empty() || r.digests.len() > MAX_BATCH {
             return Err(BrokerError::InvalidArgument(format!("digests: 1 to {MAX_BATCH}")).into());
@@ -220,7 +230,7 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Reply<pb::VerifyResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let r = request.into_inner();
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = match r.input {
@@ -237,7 +247,7 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Reply<pb::EncryptResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let mut r = request.into_inner();
         let plaintext = SecretSlice::from(std::mem::take(&mut r.plaintext));
         let aad = std::mem::take(&mut r.aad);
@@ -249,7 +259,7 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Reply<pb::DecryptResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let r = request.into_inner();
         let decrypted = self
             .manager
@@ -265,7 +275,7 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Reply<pb::GenerateDataKeyResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name)?;
+        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
         let r = request.into_inner();
         let data_key = self.manager.generate_data_key(&auth, &key, r.aad).await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {
@@ -277,7 +287,7 @@ impl KeyService for KeyServiceImpl {
 
     async fn rotate_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
         let name = request.get_ref().name.clone();
-        let (auth, _) = self.authorized_key(&request, &name)?;
+        let (auth, _) = self.authorized_key(&request, &name).await?;
         let key = self.manager.rotate(&auth, &name).await?;
         tracing::info!(key = %name, version = key.primary_version, "key rotated");
         Ok(Response::new(key_to_wire(&key)))
@@ -297,7 +307,7 @@ impl KeyService for KeyServiceImpl {
 
     async fn retire_key_version(&self, request: Request<pb::KeyVersionRef>) -> Reply<pb::Key> {
         let r = request.get_ref().clone();
-        let (auth, _) = self.authorized_key(&request, &r.name)?;
+        let (auth, _) = self.authorized_key(&request, &r.name).await?;
         let key = self
             .manager
             .retire_version(&auth, &r.name, r.version)
@@ -310,11 +320,11 @@ impl KeyService for KeyServiceImpl {
         request: Request<pb::ScheduleKeyDestructionRequest>,
     ) -> Reply<pb::Key> {
         let r = request.get_ref().clone();
-        let (auth, _) = self.authorized_key(&request, &r.name)?;
+        let (auth, _) = self.authorized_key(&request, &r.name).await?;
         let change = StateChange::ScheduleDestruction {
             days: r.pending_days,
         };
-        let key = self.manager.transition(&auth, &r.name, change)?;
+        let key = self.manager.transition(&auth, &r.name, change).await?;
         Ok(Response::new(key_to_wire(&key)))
     }
 

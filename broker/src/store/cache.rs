@@ -1,19 +1,23 @@
 //! A [`KeyStore`] decorator that keeps the key records read on the request path, so a
-//! sign or encrypt does not run a database transaction (three queries behind the
-//! store's one connection) on every call.
+//! sign or encrypt does not queue a store request (three queries on a reader thread) on
+//! every call.
 //!
-//! Every write made through the decorator drops the whole cache, and a read that raced
-//! with a write does not refill it with what it read before that write (a generation
-//! counter guards the refill). That keeps disable, revoke and retire effective as soon as
-//! the call that made them returns. It relies on this process being the only writer of
-//! key records, which holds while the broker opens the store alone: a store shared by
-//! several replicas needs a change feed (or no cache) instead.
+//! The cache is current only while the store's [`KeyStore::generation`] has not moved
+//! since it was filled: the writer bumps it after every write, before the write's caller
+//! can see the answer, so disable, revoke and retire are effective as soon as the call
+//! that made them returns. Because the store bumps it, this holds even for a write whose
+//! caller stopped waiting (a cancelled RPC), and for writes that bypass this decorator.
+//! A read refills the cache only if the generation was the same before and after it. It
+//! relies on this process being the only writer of key records, which holds while the
+//! broker opens the store alone: a store shared by several replicas needs a change feed
+//! (or no cache) instead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    BackendRecord, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, PendingVersion, Result,
+    BackendRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey,
+    PendingVersion, StoreCall,
 };
 
 /// Most records kept; past it, reads go to the store until the next write.
@@ -21,7 +25,7 @@ const MAX_CACHED_KEYS: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct Cached {
-    /// Bumped by every write; a read refills only if it saw none.
+    /// The store's generation the records were read at.
     generation: u64,
     by_name: HashMap<String, KeyRecord>,
 }
@@ -30,14 +34,14 @@ struct Cached {
 #[derive(Debug)]
 pub struct CachedKeyStore {
     inner: Arc<dyn KeyStore>,
-    cached: RwLock<Cached>,
+    cached: Arc<RwLock<Cached>>,
 }
 
 impl CachedKeyStore {
     pub fn new(inner: Arc<dyn KeyStore>) -> CachedKeyStore {
         CachedKeyStore {
             inner,
-            cached: RwLock::default(),
+            cached: Arc::default(),
         }
     }
 
@@ -45,37 +49,48 @@ impl CachedKeyStore {
         self.cached.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Cached> {
-        self.cached.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Caches a record read from the inner store, unless a write happened since the
-    /// reader saw generation `seen` (the record may predate it).
-    fn remember(&self, key: &KeyRecord, seen: u64) {
-        let mut cached = self.write();
-        if cached.generation == seen && cached.by_name.len() < MAX_CACHED_KEYS {
-            cached.by_name.insert(key.name.clone(), key.clone());
+    /// A cached record, if the cache is current.
+    fn hit(&self, name: &str) -> Option<KeyRecord> {
+        let cached = self.read();
+        if cached.generation != self.inner.generation() {
+            return None;
         }
+        cached.by_name.get(name).cloned()
     }
+}
 
-    /// Runs a write on the inner store, then forgets every cached record, whatever the
-    /// outcome (a failed compare-and-set may mean the record changed).
-    fn writing<T>(&self, write: impl FnOnce(&dyn KeyStore) -> Result<T>) -> Result<T> {
-        let result = write(self.inner.as_ref());
-        let mut cached = self.write();
-        cached.generation = cached.generation.wrapping_add(1);
+fn write(cached: &RwLock<Cached>) -> RwLockWriteGuard<'_, Cached> {
+    cached.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Caches `key`, read from `store` while its generation was `seen` throughout; a cache
+/// from an older generation is emptied first.
+fn remember(cached: &RwLock<Cached>, store: &dyn KeyStore, key: &KeyRecord, seen: u64) {
+    let mut cached = write(cached);
+    if store.generation() != seen {
+        return;
+    }
+    if cached.generation != seen {
         cached.by_name.clear();
-        result
+        cached.generation = seen;
+    }
+    if cached.by_name.len() < MAX_CACHED_KEYS {
+        cached.by_name.insert(key.name.clone(), key.clone());
     }
 }
 
 impl KeyStore for CachedKeyStore {
-    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> Result<()> {
-        self.writing(|s| s.begin_create(key, handle))
+    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> StoreCall<()> {
+        self.inner.begin_create(key, handle)
     }
 
-    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64) -> Result<u32> {
-        self.writing(|s| s.begin_version(name, handle, created_at))
+    fn begin_version(
+        &self,
+        name: &str,
+        handle: &HardwareHandle,
+        created_at: i64,
+    ) -> StoreCall<u32> {
+        self.inner.begin_version(name, handle, created_at)
     }
 
     fn complete_version(
@@ -83,35 +98,40 @@ impl KeyStore for CachedKeyStore {
         name: &str,
         version: u32,
         handle: &HardwareHandle,
-    ) -> Result<KeyRecord> {
-        self.writing(|s| s.complete_version(name, version, handle))
+    ) -> StoreCall<KeyRecord> {
+        self.inner.complete_version(name, version, handle)
     }
 
-    fn abandon_version(&self, name: &str, version: u32) -> Result<()> {
-        self.writing(|s| s.abandon_version(name, version))
+    fn abandon_version(&self, name: &str, version: u32) -> StoreCall<()> {
+        self.inner.abandon_version(name, version)
     }
 
-    fn pending_versions(&self) -> Result<Vec<PendingVersion>> {
+    fn pending_versions(&self) -> StoreCall<Vec<PendingVersion>> {
         self.inner.pending_versions()
     }
 
-    fn get(&self, name: &str) -> Result<Option<KeyRecord>> {
-        let generation = {
-            let cached = self.read();
-            if let Some(key) = cached.by_name.get(name) {
-                return Ok(Some(key.clone()));
-            }
-            cached.generation
-        };
-        let loaded = self.inner.get(name)?;
-        if let Some(key) = &loaded {
-            self.remember(key, generation);
+    /// From the cache when current; else from the store, refilling the cache when the
+    /// caller reads the answer.
+    fn get(&self, name: &str) -> StoreCall<Option<KeyRecord>> {
+        if let Some(key) = self.hit(name) {
+            return StoreCall::ready(Ok(Some(key)));
         }
-        Ok(loaded)
+        let seen = self.inner.generation();
+        let loaded = self.inner.get(name);
+        let (cached, inner) = (self.cached.clone(), self.inner.clone());
+        loaded.inspect(move |key| {
+            if let Ok(Some(key)) = key {
+                remember(&cached, inner.as_ref(), key, seen);
+            }
+        })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<KeyRecord>> {
-        self.inner.list(prefix)
+    fn list(&self, query: &KeyQuery) -> StoreCall<KeyPage> {
+        self.inner.list(query)
+    }
+
+    fn count_keys_by_backend(&self) -> StoreCall<BTreeMap<String, u64>> {
+        self.inner.count_keys_by_backend()
     }
 
     fn set_state(
@@ -120,42 +140,47 @@ impl KeyStore for CachedKeyStore {
         expected: &[KeyState],
         new: KeyState,
         destroy_after: Option<i64>,
-    ) -> Result<KeyRecord> {
-        self.writing(|s| s.set_state(name, expected, new, destroy_after))
+    ) -> StoreCall<KeyRecord> {
+        self.inner.set_state(name, expected, new, destroy_after)
     }
 
-    fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord> {
-        self.writing(|s| s.retire_version(name, version))
+    fn retire_version(&self, name: &str, version: u32) -> StoreCall<KeyRecord> {
+        self.inner.retire_version(name, version)
     }
 
-    fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>> {
+    fn due_for_destruction(&self, now: i64) -> StoreCall<Vec<KeyRecord>> {
         self.inner.due_for_destruction(now)
     }
 
-    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
+    fn known_handles(&self, backend: &str) -> StoreCall<Vec<Vec<u8>>> {
         self.inner.known_handles(backend)
     }
 
-    fn add_backend(&self, backend: &BackendRecord) -> Result<()> {
+    fn add_backend(&self, backend: &BackendRecord) -> StoreCall<()> {
         self.inner.add_backend(backend)
     }
 
-    fn backends(&self) -> Result<Vec<BackendRecord>> {
+    fn backends(&self) -> StoreCall<Vec<BackendRecord>> {
         self.inner.backends()
     }
 
-    fn set_policy(&self, text: &str) -> Result<()> {
+    fn set_policy(&self, text: &str) -> StoreCall<()> {
         self.inner.set_policy(text)
     }
 
-    fn policy(&self) -> Result<Option<String>> {
+    fn policy(&self) -> StoreCall<Option<String>> {
         self.inner.policy()
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::store::sqlite::SqliteStore;
@@ -173,6 +198,7 @@ mod tests {
                 name: "b".into(),
                 tcti: "device:/dev/tpmrm0".into(),
             })
+            .wait()
             .unwrap();
         let cached = CachedKeyStore::new(inner);
         let key = NewKey {
@@ -183,34 +209,57 @@ mod tests {
             tags: BTreeMap::new(),
             created_at: 1,
         };
-        cached.begin_create(&key, &hsm("k/1")).unwrap();
-        cached.complete_version("k", 1, &hsm("k/1")).unwrap();
+        cached.begin_create(&key, &hsm("k/1")).wait().unwrap();
+        cached.complete_version("k", 1, &hsm("k/1")).wait().unwrap();
         cached
+    }
+
+    fn state(store: &CachedKeyStore) -> KeyState {
+        store.get("k").wait().unwrap().unwrap().state
+    }
+
+    fn is_cached(store: &CachedKeyStore, name: &str) -> bool {
+        store.hit(name).is_some()
+    }
+
+    #[test]
+    fn reads_are_served_from_the_cache_until_a_write() {
+        let store = store_with_key();
+        assert!(!is_cached(&store, "k"));
+        assert_eq!(state(&store), KeyState::Enabled);
+        assert!(is_cached(&store, "k"));
+        store
+            .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+            .wait()
+            .unwrap();
+        assert!(!is_cached(&store, "k"));
     }
 
     #[test]
     fn state_changes_are_seen_at_once() {
         let store = store_with_key();
-        assert_eq!(store.get("k").unwrap().unwrap().state, KeyState::Enabled);
+        assert_eq!(state(&store), KeyState::Enabled);
         store
             .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+            .wait()
             .unwrap();
-        assert_eq!(store.get("k").unwrap().unwrap().state, KeyState::Disabled);
+        assert_eq!(state(&store), KeyState::Disabled);
         store
             .set_state("k", &[KeyState::Disabled], KeyState::Revoked, None)
+            .wait()
             .unwrap();
-        assert_eq!(store.get("k").unwrap().unwrap().state, KeyState::Revoked);
+        assert_eq!(state(&store), KeyState::Revoked);
     }
 
     #[test]
     fn rotation_and_retirement_are_seen_at_once() {
         let store = store_with_key();
-        store.get("k").unwrap();
-        let v2 = store.begin_version("k", &hsm("k/2"), 2).unwrap();
-        store.complete_version("k", v2, &hsm("k/2")).unwrap();
-        assert_eq!(store.get("k").unwrap().unwrap().primary_version, 2);
-        store.retire_version("k", 1).unwrap();
-        let key = store.get("k").unwrap().unwrap();
+        store.get("k").wait().unwrap();
+        let v2 = store.begin_version("k", &hsm("k/2"), 2).wait().unwrap();
+        store.complete_version("k", v2, &hsm("k/2")).wait().unwrap();
+        assert_eq!(store.get("k").wait().unwrap().unwrap().primary_version, 2);
+        store.retire_version("k", 1).wait().unwrap();
+        let key = store.get("k").wait().unwrap().unwrap();
         assert_eq!(key.version(1).unwrap().state, VersionState::Retired);
     }
 
@@ -218,22 +267,50 @@ mod tests {
     fn a_read_that_raced_a_write_does_not_refill_the_cache() {
         let store = store_with_key();
         // A reader misses, notes the generation and reads the enabled key...
-        let seen = store.read().generation;
-        let before = store.inner.get("k").unwrap().unwrap();
+        let seen = store.inner.generation();
+        let before = store.inner.get("k").wait().unwrap().unwrap();
         // ...a disable lands before the reader refills...
         store
             .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+            .wait()
             .unwrap();
-        store.remember(&before, seen);
+        remember(&store.cached, store.inner.as_ref(), &before, seen);
         // ...and the stale record is not kept.
         assert!(store.read().by_name.is_empty());
-        assert_eq!(store.get("k").unwrap().unwrap().state, KeyState::Disabled);
+        assert_eq!(state(&store), KeyState::Disabled);
+    }
+
+    #[test]
+    fn a_write_whose_caller_stopped_waiting_still_invalidates_the_cache() {
+        let store = store_with_key();
+        assert_eq!(state(&store), KeyState::Enabled);
+        let before = store.generation();
+        // A cancelled RPC drops its call; the queued write is made all the same.
+        drop(store.set_state("k", &[KeyState::Enabled], KeyState::Disabled, None));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.generation() == before {
+            assert!(Instant::now() < deadline, "the write never finished");
+            std::thread::yield_now();
+        }
+        assert_eq!(state(&store), KeyState::Disabled);
+    }
+
+    #[test]
+    fn a_write_that_bypasses_the_cache_invalidates_it() {
+        let store = store_with_key();
+        assert_eq!(state(&store), KeyState::Enabled);
+        store
+            .inner
+            .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+            .wait()
+            .unwrap();
+        assert_eq!(state(&store), KeyState::Disabled);
     }
 
     #[test]
     fn unknown_keys_are_not_cached() {
         let store = store_with_key();
-        assert!(store.get("nope").unwrap().is_none());
+        assert!(store.get("nope").wait().unwrap().is_none());
         assert!(!store.read().by_name.contains_key("nope"));
     }
 }

@@ -4,9 +4,18 @@
 //! Every method is one transaction, and state changes are compare-and-set, so that
 //! several broker replicas can later share one PostgreSQL database behind this trait.
 //! [`sqlite::SqliteStore`] is the embedded default.
+//!
+//! Every method returns a [`StoreCall`] at once: the blocking work runs on the store's
+//! own threads, never on the async workers, and the caller `.await`s the answer (or
+//! `wait()`s for it where blocking is fine: start-up, tests).
 
 pub mod cache;
+mod call;
+pub mod page;
 pub mod sqlite;
+
+pub use call::StoreCall;
+pub use page::{KeyPage, KeyQuery};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +40,12 @@ pub enum StoreError {
     BackendExists(String),
     #[error("database schema version {found} is newer than this broker ({supported})")]
     SchemaTooNew { found: u32, supported: u32 },
+    /// A listing request the store cannot run (a bad page token, too many tag filters).
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// Too many requests wait for the store already; the caller may retry.
+    #[error("the store is busy ({0} requests queued)")]
+    Busy(usize),
     #[error("store: {0}")]
     Database(String),
 }
@@ -202,7 +217,8 @@ impl BackendRecord {
     }
 }
 
-/// The metadata store.
+/// The metadata store. Each method queues its request and returns at once; the
+/// [`StoreCall`] resolves when the store has run it (see the module doc).
 pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Records the intent to create version 1 of a new key: the key in `Creating` state
     /// with one `Creating` version. Written *before* the hardware object is made.
@@ -210,14 +226,15 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::KeyExists`] if the name is taken (in any state, even `Destroyed`:
     /// names are never reused).
-    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> Result<()>;
+    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> StoreCall<()>;
 
     /// Records the intent to add the next version to an `Enabled` key, returning its
     /// number.
     ///
     /// # Errors
     /// [`StoreError::StateConflict`] unless the key is `Enabled`.
-    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64) -> Result<u32>;
+    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64)
+    -> StoreCall<u32>;
 
     /// The hardware object exists: the version becomes `Active` (with its final handle,
     /// e.g. the TPM blob), and the key's primary version. A `Creating` key becomes
@@ -227,19 +244,24 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         name: &str,
         version: u32,
         handle: &HardwareHandle,
-    ) -> Result<KeyRecord>;
+    ) -> StoreCall<KeyRecord>;
 
     /// Drops a `Creating` version (and the key, if that was version 1).
-    fn abandon_version(&self, name: &str, version: u32) -> Result<()>;
+    fn abandon_version(&self, name: &str, version: u32) -> StoreCall<()>;
 
     /// Every `Creating` version, for startup reconciliation.
-    fn pending_versions(&self) -> Result<Vec<PendingVersion>>;
+    fn pending_versions(&self) -> StoreCall<Vec<PendingVersion>>;
 
     /// A key that is not `Creating`.
-    fn get(&self, name: &str) -> Result<Option<KeyRecord>>;
+    fn get(&self, name: &str) -> StoreCall<Option<KeyRecord>>;
 
-    /// Keys (not `Creating`) whose names start with `prefix`, by name.
-    fn list(&self, prefix: &str) -> Result<Vec<KeyRecord>>;
+    /// One page of the keys (not `Creating`) that match `query`, by name. The store
+    /// filters and pages; it never loads more than the page.
+    fn list(&self, query: &KeyQuery) -> StoreCall<KeyPage>;
+
+    /// How many keys (not `Creating`, `Destroyed` included) each backend holds; a
+    /// backend with none is absent.
+    fn count_keys_by_backend(&self) -> StoreCall<BTreeMap<String, u64>>;
 
     /// Compare-and-set of the key state; `destroy_after` is stored as given.
     ///
@@ -251,32 +273,37 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
         expected: &[KeyState],
         new: KeyState,
         destroy_after: Option<i64>,
-    ) -> Result<KeyRecord>;
+    ) -> StoreCall<KeyRecord>;
 
     /// Marks a non-primary `Active` version `Retired`.
-    fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord>;
+    fn retire_version(&self, name: &str, version: u32) -> StoreCall<KeyRecord>;
 
     /// Keys `PendingDestruction` (or `Revoked` with a destruction scheduled) whose
     /// `destroy_after` is at or before `now`.
-    fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>>;
+    fn due_for_destruction(&self, now: i64) -> StoreCall<Vec<KeyRecord>>;
 
     /// The handle bytes of every version the store knows for a backend, in any state but
     /// `Destroyed` keys and `Retired` versions (including `Creating` ones): what the
     /// orphan scan compares the backend's objects with.
-    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>>;
+    fn known_handles(&self, backend: &str) -> StoreCall<Vec<Vec<u8>>>;
 
     /// Registers a backend.
     ///
     /// # Errors
     /// [`StoreError::BackendExists`] if the name is taken.
-    fn add_backend(&self, backend: &BackendRecord) -> Result<()>;
+    fn add_backend(&self, backend: &BackendRecord) -> StoreCall<()>;
 
     /// Registered backends, by name.
-    fn backends(&self) -> Result<Vec<BackendRecord>>;
+    fn backends(&self) -> StoreCall<Vec<BackendRecord>>;
 
     /// Stores the current authorization policy text.
-    fn set_policy(&self, text: &str) -> Result<()>;
+    fn set_policy(&self, text: &str) -> StoreCall<()>;
 
     /// The stored authorization policy text, if one was set through the API.
-    fn policy(&self) -> Result<Option<String>>;
+    fn policy(&self) -> StoreCall<Option<String>>;
+
+    /// A counter that every finished write request increases, before its [`StoreCall`]
+    /// resolves (whether or not the caller still waits for it). A cache of reads is
+    /// current while this has not moved since it was filled.
+    fn generation(&self) -> u64;
 }

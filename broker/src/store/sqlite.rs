@@ -1,29 +1,49 @@
 //! The embedded [`KeyStore`](super::KeyStore): one SQLite file, so a single broker needs
 //! no database server. WAL mode with `synchronous=FULL` makes every call that returned
-//! durable across a crash or power loss. One connection behind a mutex serialises the
-//! broker's calls; `BEGIN IMMEDIATE` and a busy timeout serialise writes against another
-//! process (the CLI) opening the same file. The schema (`migrations/`) is written for a
-//! later PostgreSQL store to follow.
+//! durable across a crash or power loss.
+//!
+//! No SQLite call runs on an async worker. One writer thread owns the only write
+//! connection, so writes never wait on each other's locks inside the process; a pool of
+//! reader threads, each with a read-only connection, serves reads beside it (WAL gives
+//! each read transaction a snapshot and never blocks it on the writer). Callers get a
+//! [`StoreCall`](super::StoreCall) at once (`sqlite/worker.rs`). `BEGIN IMMEDIATE` and a
+//! busy timeout serialise writes against another process opening the same file; that
+//! wait, too, is on the writer thread. The schema (`migrations/`) is written for a later
+//! PostgreSQL store to follow.
 
 mod keystore;
+mod listing;
 mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::{Result, StoreError};
+use super::{Result, StoreCall, StoreError};
+use worker::Pool;
+
+/// Reader threads (and connections) for a database file.
+const READERS: usize = 2;
+/// Requests that may wait for the writer, and for the readers, before callers get
+/// [`StoreError::Busy`].
+const QUEUE_DEPTH: usize = 1024;
 
 /// A [`KeyStore`](super::KeyStore) in one SQLite database file.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Pool,
+    /// The reader pool; in memory there is one connection, so reads go to the writer.
+    readers: Option<Pool>,
+    /// [`KeyStore::generation`](super::KeyStore::generation), bumped by the writer.
+    generation: Arc<AtomicU64>,
     /// `None` in memory.
     path: Option<PathBuf>,
 }
@@ -67,8 +87,12 @@ impl SqliteStore {
             .mode(0o600)
             .open(path)
             .map_err(|e| io("creating", e))?;
-        let conn = Connection::open(path).sql_in("open")?;
-        SqliteStore::init(conn, true, Some(path.to_owned()))
+        let mut conn = Connection::open(path).sql_in("open")?;
+        prepare(&mut conn, true)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>>>()?;
+        SqliteStore::start(conn, Some(readers), Some(path.to_owned()))
     }
 
     /// A private database in memory, gone when the store is dropped.
@@ -76,19 +100,22 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Database`] if SQLite fails.
     pub fn open_in_memory() -> Result<SqliteStore> {
-        let conn = Connection::open_in_memory().sql_in("open")?;
-        SqliteStore::init(conn, false, None)
+        let mut conn = Connection::open_in_memory().sql_in("open")?;
+        prepare(&mut conn, false)?;
+        SqliteStore::start(conn, None, None)
     }
 
-    fn init(mut conn: Connection, wal: bool, path: Option<PathBuf>) -> Result<SqliteStore> {
-        let prefix = |e: StoreError| match e {
-            StoreError::Database(m) => StoreError::Database(format!("open: {m}")),
-            other => other,
-        };
-        schema::configure(&conn, wal).map_err(prefix)?;
-        schema::migrate(&mut conn).map_err(prefix)?;
+    fn start(
+        writer: Connection,
+        readers: Option<Vec<Connection>>,
+        path: Option<PathBuf>,
+    ) -> Result<SqliteStore> {
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            writer: Pool::start("store-writer", vec![writer], QUEUE_DEPTH)?,
+            readers: readers
+                .map(|readers| Pool::start("store-reader", readers, QUEUE_DEPTH))
+                .transpose()?,
+            generation: Arc::default(),
             path,
         })
     }
@@ -98,40 +125,73 @@ impl SqliteStore {
         schema::latest()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic during a call dropped, so rolled back, its transaction: the connection
-        // is still consistent.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
+    /// Database errors are prefixed with `op`.
+    fn read<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> StoreCall<T> {
+        let pool = self.readers.as_ref().unwrap_or(&self.writer);
+        pool.submit(move |conn| transaction(conn, op, TransactionBehavior::Deferred, f))
     }
 
-    /// Runs `f` in one transaction, committed if it returns `Ok`. Database errors are
-    /// prefixed with `op`.
-    fn transaction<T>(
+    /// Runs `f` in one write transaction on the writer thread, committed if it returns
+    /// `Ok`, then bumps the generation (before the caller can see the answer).
+    fn write<T: Send + 'static>(
         &self,
-        op: &str,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut conn = self.lock();
-        let run = || {
-            let tx = conn.transaction_with_behavior(behavior).sql()?;
-            let value = f(&tx)?;
-            tx.commit().sql()?;
-            Ok(value)
-        };
-        run().map_err(|e| match e {
-            StoreError::Database(m) => StoreError::Database(format!("{op}: {m}")),
-            other => other,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> StoreCall<T> {
+        let generation = self.generation.clone();
+        self.writer.submit(move |conn| {
+            let result = transaction(conn, op, TransactionBehavior::Immediate, f);
+            generation.fetch_add(1, Ordering::Release);
+            result
         })
     }
+}
 
-    fn read<T>(&self, op: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.transaction(op, TransactionBehavior::Deferred, f)
-    }
+/// Configures a connection and migrates the schema. `wal` is false in memory.
+fn prepare(conn: &mut Connection, wal: bool) -> Result<()> {
+    let prefix = |e: StoreError| match e {
+        StoreError::Database(m) => StoreError::Database(format!("open: {m}")),
+        other => other,
+    };
+    schema::configure(conn, wal).map_err(prefix)?;
+    schema::migrate(conn).map_err(prefix)
+}
 
-    fn write<T>(&self, op: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.transaction(op, TransactionBehavior::Immediate, f)
-    }
+/// A read-only connection to a migrated database file.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).sql_in("open reader")?;
+    schema::configure(&conn, true).map_err(|e| match e {
+        StoreError::Database(m) => StoreError::Database(format!("open reader: {m}")),
+        other => other,
+    })?;
+    conn.pragma_update(None, "query_only", true)
+        .sql_in("open reader")?;
+    Ok(conn)
+}
+
+/// Runs `f` in one transaction, committed if it returns `Ok`. Database errors are
+/// prefixed with `op`.
+fn transaction<T>(
+    conn: &mut Connection,
+    op: &str,
+    behavior: TransactionBehavior,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let run = || {
+        let tx = conn.transaction_with_behavior(behavior).sql()?;
+        let value = f(&tx)?;
+        tx.commit().sql()?;
+        Ok(value)
+    };
+    run().map_err(|e| match e {
+        StoreError::Database(m) => StoreError::Database(format!("{op}: {m}")),
+        other => other,
+    })
 }
 
 /// rusqlite results as store results.

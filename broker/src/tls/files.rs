@@ -1,10 +1,11 @@
 //! Reading and writing TLS material on disk, with the rules that keep private keys private:
-//! key files and their directories must not be open to group or others (checked on the
-//! opened file), keys are read into zeroizing buffers, and files are replaced atomically with
-//! their final mode set before any byte is written.
+//! key files are read by the one reader for secret files (`secret-file`: not open to group
+//! or others, checked on the opened file, read into a zeroizing buffer), directories meant
+//! for keys must not be writable by others, and files are replaced atomically with their
+//! final mode set before any byte is written.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -18,34 +19,12 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Reads a file holding private key material, refusing (on Unix) one that group or others
-/// can access. The mode is checked on the opened file, so it cannot be swapped in between.
+/// Reads a file holding private key material through the one reader for secret files
+/// ([`secret_file::SecretFile`]): a regular file that group and others cannot access
+/// (checked on the opened file, so it cannot be swapped in between), read into a
+/// zeroizing buffer, with a size cap.
 pub(crate) fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
-    let io = |source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let metadata = file.metadata().map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-                want: 0o600,
-            });
-        }
-    }
-    // Sized up front so that reading never reallocates and leaves unwiped copies behind.
-    let capacity = usize::try_from(metadata.len())
-        .unwrap_or(0)
-        .saturating_add(1);
-    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
-    file.read_to_end(&mut bytes).map_err(io)?;
-    Ok(bytes)
+    Ok(secret_file::SecretFile::read(path)?.into_bytes())
 }
 
 pub(crate) fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, TlsError> {

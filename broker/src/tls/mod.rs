@@ -85,6 +85,10 @@ pub enum TlsError {
         /// The mode it should have.
         want: u32,
     },
+    /// A private key file was refused by the secret-file reader (open to others, not a
+    /// regular file, too large) or could not be read.
+    #[error(transparent)]
+    SecretFile(#[from] secret_file::SecretFileError),
     /// PEM input that is malformed or holds nothing usable.
     #[error("{what}: {reason}")]
     Pem {

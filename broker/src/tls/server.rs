@@ -310,7 +310,10 @@ mod tests {
         let open =
             ServerTls::from_files(&path("server.pem"), &path("server-key.pem"), &cas).unwrap_err();
         assert!(
-            matches!(open, TlsError::Permissions { mode: 0o644, .. }),
+            matches!(
+                open,
+                TlsError::SecretFile(secret_file::SecretFileError::TooOpen { mode: 0o644, .. })
+            ),
             "{open}"
         );
         assert!(open.to_string().contains("server-key.pem"), "{open}");

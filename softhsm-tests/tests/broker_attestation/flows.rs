@@ -72,13 +72,11 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
 
     // The call log (written as each call completes) names the attested calls.
     let logged = |log: &str| log.contains("KeyService/Decrypt") && log.contains("attested=true");
-    for _ in 0..50 {
-        if logged(&broker.log()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(logged(&broker.log()), "{}", broker.log());
+    let seen = common::eventually(std::time::Duration::from_secs(10), || async {
+        logged(&broker.log())
+    })
+    .await;
+    assert!(seen, "{}", broker.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

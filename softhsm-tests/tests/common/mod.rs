@@ -8,11 +8,12 @@
     clippy::indexing_slicing
 )]
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use broker::tls::devpki::DevPki;
 use keybroker_api::v1 as pb;
@@ -31,6 +32,29 @@ pub use policies::{
 
 /// The user PIN of the broker's token.
 pub const USER_PIN: &str = "user-pin-1234";
+
+/// How often [`eventually`] looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `condition` until it holds, or `timeout` passes; returns whether it held. Tests
+/// wait on what they can observe (a log line, a stored row, an answer), never for a fixed
+/// time: the deadline only bounds a failure.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
 
 /// How [`BrokerProcess::start_with`] builds and configures the broker.
 #[derive(Debug, Clone, Copy)]

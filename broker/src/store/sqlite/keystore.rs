@@ -1,13 +1,18 @@
 //! [`KeyStore`] for [`SqliteStore`]: each method is one transaction, and every state
-//! change checks the current state inside it (compare-and-set).
+//! change checks the current state inside it (compare-and-set). Each copies its
+//! arguments into the request it queues (`sqlite/worker.rs`), so none borrows from the
+//! caller while a store thread runs it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, Text, handle_parts, key_state, load_key, select_keys, version_state};
-use super::{Sql, SqliteStore, is_unique_violation};
+use super::{Sql, SqliteStore, is_unique_violation, listing};
 use crate::store::{
-    BackendRecord, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, PendingVersion, Result,
-    StoreError, VersionState,
+    BackendRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey,
+    PendingVersion, Result, StoreCall, StoreError, VersionState,
 };
 
 /// A lost compare-and-set.
@@ -81,8 +86,9 @@ fn reload(tx: &Connection, name: &str) -> Result<KeyRecord> {
 
 impl KeyStore for SqliteStore {
     /// Also fails with [`StoreError::Database`] if `key.backend` is not registered.
-    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> Result<()> {
-        self.write("begin_create", |tx| {
+    fn begin_create(&self, key: &NewKey, handle: &HardwareHandle) -> StoreCall<()> {
+        let (key, handle) = (key.clone(), handle.clone());
+        self.write("begin_create", move |tx| {
             let registered = tx
                 .query_row(
                     "SELECT 1 FROM backends WHERE name = ?1",
@@ -121,21 +127,27 @@ impl KeyStore for SqliteStore {
             for (name, value) in &key.tags {
                 tag.execute(params![key.name, name, value]).sql()?;
             }
-            insert_version(tx, &key.name, 1, handle, key.created_at)
+            insert_version(tx, &key.name, 1, &handle, key.created_at)
         })
     }
 
-    fn begin_version(&self, name: &str, handle: &HardwareHandle, created_at: i64) -> Result<u32> {
-        self.write("begin_version", |tx| {
-            require(name, key_state(tx, name)?, &[KeyState::Enabled])?;
+    fn begin_version(
+        &self,
+        name: &str,
+        handle: &HardwareHandle,
+        created_at: i64,
+    ) -> StoreCall<u32> {
+        let (name, handle) = (name.to_owned(), handle.clone());
+        self.write("begin_version", move |tx| {
+            require(&name, key_state(tx, &name)?, &[KeyState::Enabled])?;
             let next: u32 = tx
                 .query_row(
                     "SELECT COALESCE(MAX(version), 0) + 1 FROM key_versions WHERE key_name = ?1",
-                    [name],
+                    [&name],
                     |row| row.get(0),
                 )
                 .sql()?;
-            insert_version(tx, name, next, handle, created_at)?;
+            insert_version(tx, &name, next, &handle, created_at)?;
             Ok(next)
         })
     }
@@ -147,13 +159,14 @@ impl KeyStore for SqliteStore {
         name: &str,
         version: u32,
         handle: &HardwareHandle,
-    ) -> Result<KeyRecord> {
-        self.write("complete_version", |tx| {
-            let state = key_state(tx, name)?;
-            let current = version_state(tx, name, version)?;
-            require(name, state, &[KeyState::Creating, KeyState::Enabled])?;
-            require_version(name, state, version, current, VersionState::Creating)?;
-            let (kind, bytes) = handle_parts(handle);
+    ) -> StoreCall<KeyRecord> {
+        let (name, handle) = (name.to_owned(), handle.clone());
+        self.write("complete_version", move |tx| {
+            let state = key_state(tx, &name)?;
+            let current = version_state(tx, &name, version)?;
+            require(&name, state, &[KeyState::Creating, KeyState::Enabled])?;
+            require_version(&name, state, version, current, VersionState::Creating)?;
+            let (kind, bytes) = handle_parts(&handle);
             tx.execute(
                 "UPDATE key_versions SET state = ?3, handle_kind = ?4, handle = ?5 \
                  WHERE key_name = ?1 AND version = ?2",
@@ -171,22 +184,23 @@ impl KeyStore for SqliteStore {
                 ],
             )
             .sql()?;
-            reload(tx, name)
+            reload(tx, &name)
         })
     }
 
     /// The version must be `Creating`; otherwise [`StoreError::StateConflict`].
-    fn abandon_version(&self, name: &str, version: u32) -> Result<()> {
-        self.write("abandon_version", |tx| {
-            let state = key_state(tx, name)?;
-            let current = version_state(tx, name, version)?;
-            require_version(name, state, version, current, VersionState::Creating)?;
+    fn abandon_version(&self, name: &str, version: u32) -> StoreCall<()> {
+        let name = name.to_owned();
+        self.write("abandon_version", move |tx| {
+            let state = key_state(tx, &name)?;
+            let current = version_state(tx, &name, version)?;
+            require_version(&name, state, version, current, VersionState::Creating)?;
             if version == 1 {
-                tx.execute("DELETE FROM key_tags WHERE key_name = ?1", [name])
+                tx.execute("DELETE FROM key_tags WHERE key_name = ?1", [&name])
                     .sql()?;
-                tx.execute("DELETE FROM key_versions WHERE key_name = ?1", [name])
+                tx.execute("DELETE FROM key_versions WHERE key_name = ?1", [&name])
                     .sql()?;
-                tx.execute("DELETE FROM keys WHERE name = ?1", [name])
+                tx.execute("DELETE FROM keys WHERE name = ?1", [&name])
                     .sql()?;
             } else {
                 tx.execute(
@@ -199,28 +213,26 @@ impl KeyStore for SqliteStore {
         })
     }
 
-    fn pending_versions(&self) -> Result<Vec<PendingVersion>> {
+    fn pending_versions(&self) -> StoreCall<Vec<PendingVersion>> {
         self.read("pending_versions", |tx| rows::pending_versions(tx))
     }
 
-    fn get(&self, name: &str) -> Result<Option<KeyRecord>> {
-        self.read("get", |tx| {
+    fn get(&self, name: &str) -> StoreCall<Option<KeyRecord>> {
+        let name = name.to_owned();
+        self.read("get", move |tx| {
             let filter = "name = ?1 AND state <> ?2";
             let keys = select_keys(tx, filter, params![name, KeyState::Creating.text()])?;
             Ok(keys.into_iter().next())
         })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<KeyRecord>> {
-        self.read("list", |tx| {
-            // A byte-wise prefix comparison: no LIKE, so '%' and '_' are literal.
-            let filter = "substr(CAST(name AS BLOB), 1, length(?1)) = ?1 AND state <> ?2";
-            select_keys(
-                tx,
-                filter,
-                params![prefix.as_bytes(), KeyState::Creating.text()],
-            )
-        })
+    fn list(&self, query: &KeyQuery) -> StoreCall<KeyPage> {
+        let query = query.clone();
+        self.read("list", move |tx| listing::page(tx, &query))
+    }
+
+    fn count_keys_by_backend(&self) -> StoreCall<BTreeMap<String, u64>> {
+        self.read("count_keys_by_backend", |tx| listing::count_by_backend(tx))
     }
 
     fn set_state(
@@ -229,35 +241,37 @@ impl KeyStore for SqliteStore {
         expected: &[KeyState],
         new: KeyState,
         destroy_after: Option<i64>,
-    ) -> Result<KeyRecord> {
-        self.write("set_state", |tx| {
-            require(name, key_state(tx, name)?, expected)?;
+    ) -> StoreCall<KeyRecord> {
+        let (name, expected) = (name.to_owned(), expected.to_vec());
+        self.write("set_state", move |tx| {
+            require(&name, key_state(tx, &name)?, &expected)?;
             tx.execute(
                 "UPDATE keys SET state = ?2, destroy_after = ?3 WHERE name = ?1",
                 params![name, new.text(), destroy_after],
             )
             .sql()?;
-            reload(tx, name)
+            reload(tx, &name)
         })
     }
 
     /// Refusals (the primary, or a version not `Active`) are
     /// [`StoreError::StateConflict`].
-    fn retire_version(&self, name: &str, version: u32) -> Result<KeyRecord> {
-        self.write("retire_version", |tx| {
-            let key = reload(tx, name)?;
+    fn retire_version(&self, name: &str, version: u32) -> StoreCall<KeyRecord> {
+        let name = name.to_owned();
+        self.write("retire_version", move |tx| {
+            let key = reload(tx, &name)?;
             let current = key
                 .version(version)
                 .ok_or_else(|| StoreError::VersionNotFound {
-                    name: name.to_owned(),
+                    name: name.clone(),
                     version,
                 })?;
             if version == key.primary_version {
                 let expected = format!("version {version} not to be the primary version");
-                return Err(conflict(name, key.state, expected));
+                return Err(conflict(&name, key.state, expected));
             }
             require_version(
-                name,
+                &name,
                 key.state,
                 version,
                 current.state,
@@ -268,12 +282,12 @@ impl KeyStore for SqliteStore {
                 params![name, version, VersionState::Retired.text()],
             )
             .sql()?;
-            reload(tx, name)
+            reload(tx, &name)
         })
     }
 
-    fn due_for_destruction(&self, now: i64) -> Result<Vec<KeyRecord>> {
-        self.read("due_for_destruction", |tx| {
+    fn due_for_destruction(&self, now: i64) -> StoreCall<Vec<KeyRecord>> {
+        self.read("due_for_destruction", move |tx| {
             let filter = "state IN (?1, ?2) AND destroy_after IS NOT NULL AND destroy_after <= ?3";
             select_keys(
                 tx,
@@ -287,8 +301,9 @@ impl KeyStore for SqliteStore {
         })
     }
 
-    fn known_handles(&self, backend: &str) -> Result<Vec<Vec<u8>>> {
-        self.read("known_handles", |tx| {
+    fn known_handles(&self, backend: &str) -> StoreCall<Vec<Vec<u8>>> {
+        let backend = backend.to_owned();
+        self.read("known_handles", move |tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT v.handle FROM key_versions v JOIN keys k ON k.name = v.key_name \
@@ -308,11 +323,13 @@ impl KeyStore for SqliteStore {
         })
     }
 
-    fn add_backend(&self, backend: &BackendRecord) -> Result<()> {
-        self.write("add_backend", |tx| {
-            rows::validate_backend(backend)?;
-            let inserted = rows::insert_backend(tx, backend);
-            match inserted {
+    fn add_backend(&self, backend: &BackendRecord) -> StoreCall<()> {
+        if let Err(e) = rows::validate_backend(backend) {
+            return StoreCall::ready(Err(e));
+        }
+        let backend = backend.clone();
+        self.write("add_backend", move |tx| {
+            match rows::insert_backend(tx, &backend) {
                 Err(e) if is_unique_violation(&e) => {
                     Err(StoreError::BackendExists(backend.name().to_owned()))
                 }
@@ -321,27 +338,32 @@ impl KeyStore for SqliteStore {
         })
     }
 
-    fn backends(&self) -> Result<Vec<BackendRecord>> {
+    fn backends(&self) -> StoreCall<Vec<BackendRecord>> {
         self.read("backends", |tx| rows::backends(tx))
     }
 
-    fn set_policy(&self, text: &str) -> Result<()> {
-        self.write("set_policy", |tx| {
+    fn set_policy(&self, text: &str) -> StoreCall<()> {
+        let text = text.to_owned();
+        self.write("set_policy", move |tx| {
             tx.execute(
                 "INSERT INTO policy (id, text) VALUES (1, ?1) \
                  ON CONFLICT (id) DO UPDATE SET text = excluded.text",
-                [text],
+                [&text],
             )
             .sql()
             .map(drop)
         })
     }
 
-    fn policy(&self) -> Result<Option<String>> {
+    fn policy(&self) -> StoreCall<Option<String>> {
         self.read("policy", |tx| {
             tx.query_row("SELECT text FROM policy WHERE id = 1", [], |row| row.get(0))
                 .optional()
                 .sql()
         })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }

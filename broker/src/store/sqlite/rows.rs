@@ -106,9 +106,20 @@ pub(super) fn select_keys(
     filter: &'static str,
     params: impl Params,
 ) -> Result<Vec<KeyRecord>> {
+    select_keys_sql(conn, filter, "", params)
+}
+
+/// Keys matching `filter`, by name, then `tail` (e.g. a `LIMIT`). Both are SQL built
+/// only from fixed text and placeholders; every value is in `params`.
+pub(super) fn select_keys_sql(
+    conn: &Connection,
+    filter: &str,
+    tail: &str,
+    params: impl Params,
+) -> Result<Vec<KeyRecord>> {
     let sql = format!(
         "SELECT name, algorithm, purpose, backend, state, primary_version, created_at, \
-         destroy_after FROM keys WHERE {filter} ORDER BY name"
+         destroy_after FROM keys WHERE {filter} ORDER BY name {tail}"
     );
     let mut stmt = conn.prepare_cached(&sql).sql()?;
     let raw = stmt

@@ -38,8 +38,14 @@ fn write_until_killed(path: &Path) {
     let mut out = std::io::stdout().lock();
     for i in 0..WRITER_LIMIT {
         let name = format!("key-{i:06}");
-        store.begin_create(&new_key(&name), &hsm(&name)).unwrap();
-        store.complete_version(&name, 1, &hsm(&name)).unwrap();
+        store
+            .begin_create(&new_key(&name), &hsm(&name))
+            .wait()
+            .unwrap();
+        store
+            .complete_version(&name, 1, &hsm(&name))
+            .wait()
+            .unwrap();
         if writeln!(out, "{ACK}{name}")
             .and_then(|()| out.flush())
             .is_err()
@@ -111,18 +117,18 @@ fn acknowledged_keys_survive_sigkill() {
     eprintln!("{} keys acknowledged before SIGKILL", names.len());
 
     let store = SqliteStore::open(&path).unwrap();
-    let integrity: String = store
-        .lock()
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
+    let integrity: String = on_writer(&store, |conn| {
+        conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap()
+    });
     assert_eq!(integrity, "ok");
     for name in &names {
-        let key = store.get(name).unwrap();
+        let key = store.get(name).wait().unwrap();
         let key = key.unwrap_or_else(|| panic!("acknowledged key {name} is gone"));
         assert_eq!((key.state, key.primary_version), (KeyState::Enabled, 1));
     }
     // At most the one key in flight at the kill is unacknowledged.
-    let stored = store.list("key-").unwrap().len() + store.pending_versions().unwrap().len();
+    let stored = list_all(&store, "key-").len() + store.pending_versions().wait().unwrap().len();
     assert!(
         (names.len()..=names.len() + 1).contains(&stored),
         "{stored} stored, {} acknowledged",

@@ -6,11 +6,14 @@ use crate::store::{PendingVersion, VersionState};
 #[test]
 fn created_key_is_invisible_until_version_1_completes() {
     let store = store();
-    store.begin_create(&new_key("k"), &hsm("intent")).unwrap();
-    assert_eq!(store.get("k").unwrap(), None);
-    assert!(store.list("").unwrap().is_empty());
+    store
+        .begin_create(&new_key("k"), &hsm("intent"))
+        .wait()
+        .unwrap();
+    assert_eq!(store.get("k").wait().unwrap(), None);
+    assert!(list_all(&store, "").is_empty());
     assert_eq!(
-        store.pending_versions().unwrap(),
+        store.pending_versions().wait().unwrap(),
         vec![PendingVersion {
             name: "k".into(),
             backend: HSM_BACKEND.into(),
@@ -19,7 +22,10 @@ fn created_key_is_invisible_until_version_1_completes() {
         }]
     );
 
-    let done = store.complete_version("k", 1, &hsm("final")).unwrap();
+    let done = store
+        .complete_version("k", 1, &hsm("final"))
+        .wait()
+        .unwrap();
     assert_eq!(done.state, KeyState::Enabled);
     assert_eq!(done.primary_version, 1);
     assert_eq!(done.algorithm, Algorithm::EcP256);
@@ -34,32 +40,46 @@ fn created_key_is_invisible_until_version_1_completes() {
         (v1.state, &v1.handle, v1.created_at),
         (VersionState::Active, &hsm("final"), 1_000)
     );
-    assert_eq!(store.get("k").unwrap(), Some(done));
-    assert!(store.pending_versions().unwrap().is_empty());
+    assert_eq!(store.get("k").wait().unwrap(), Some(done));
+    assert!(store.pending_versions().wait().unwrap().is_empty());
 }
 
 #[test]
 fn names_are_never_reused() {
     let store = store();
-    store.begin_create(&new_key("creating"), &hsm("c")).unwrap();
+    store
+        .begin_create(&new_key("creating"), &hsm("c"))
+        .wait()
+        .unwrap();
     create(&store, "enabled");
     create(&store, "destroyed");
     let all = [KeyState::Enabled, KeyState::PendingDestruction];
     store
         .set_state("destroyed", &all, KeyState::PendingDestruction, Some(5))
+        .wait()
         .unwrap();
     store
         .set_state("destroyed", &all, KeyState::Destroyed, None)
+        .wait()
         .unwrap();
     for name in ["creating", "enabled", "destroyed"] {
-        match store.begin_create(&new_key(name), &hsm("again")) {
+        match store.begin_create(&new_key(name), &hsm("again")).wait() {
             Err(StoreError::KeyExists(n)) => assert_eq!(n, name),
             other => panic!("{name}: {other:?}"),
         }
     }
     // The failed attempts changed nothing.
-    assert_eq!(store.get("destroyed").unwrap().unwrap().versions.len(), 1);
-    assert_eq!(store.pending_versions().unwrap().len(), 1);
+    assert_eq!(
+        store
+            .get("destroyed")
+            .wait()
+            .unwrap()
+            .unwrap()
+            .versions
+            .len(),
+        1
+    );
+    assert_eq!(store.pending_versions().wait().unwrap().len(), 1);
 }
 
 #[test]
@@ -69,7 +89,7 @@ fn begin_create_needs_a_registered_backend() {
         backend: "nowhere".into(),
         ..new_key("k")
     };
-    match store.begin_create(&key, &hsm("x")) {
+    match store.begin_create(&key, &hsm("x")).wait() {
         Err(StoreError::Database(m)) => {
             assert!(m.starts_with("begin_create: "), "{m}");
             assert!(m.contains("nowhere"), "{m}");
@@ -81,11 +101,11 @@ fn begin_create_needs_a_registered_backend() {
 #[test]
 fn abandoning_version_1_removes_the_key() {
     let store = store();
-    store.begin_create(&new_key("k"), &hsm("x")).unwrap();
-    store.abandon_version("k", 1).unwrap();
-    assert!(store.pending_versions().unwrap().is_empty());
+    store.begin_create(&new_key("k"), &hsm("x")).wait().unwrap();
+    store.abandon_version("k", 1).wait().unwrap();
+    assert!(store.pending_versions().wait().unwrap().is_empty());
     assert!(matches!(
-        store.complete_version("k", 1, &hsm("x")),
+        store.complete_version("k", 1, &hsm("x")).wait(),
         Err(StoreError::KeyNotFound(_))
     ));
     // The key never existed for callers, so its name was never used.
@@ -97,9 +117,9 @@ fn abandoning_version_1_removes_the_key() {
 fn abandoning_a_later_version_keeps_the_key() {
     let store = store();
     create(&store, "k");
-    let v2 = store.begin_version("k", &hsm("k/2"), 2_000).unwrap();
+    let v2 = store.begin_version("k", &hsm("k/2"), 2_000).wait().unwrap();
     assert_eq!(v2, 2);
-    let pending = store.pending_versions().unwrap();
+    let pending = store.pending_versions().wait().unwrap();
     assert_eq!(
         pending,
         vec![PendingVersion {
@@ -110,15 +130,15 @@ fn abandoning_a_later_version_keeps_the_key() {
         }]
     );
     // A pending version is not the primary, but get shows it.
-    let key = store.get("k").unwrap().unwrap();
+    let key = store.get("k").wait().unwrap().unwrap();
     assert_eq!(key.primary_version, 1);
     assert_eq!(key.version(2).unwrap().state, VersionState::Creating);
 
-    store.abandon_version("k", 2).unwrap();
-    let key = store.get("k").unwrap().unwrap();
+    store.abandon_version("k", 2).wait().unwrap();
+    let key = store.get("k").wait().unwrap().unwrap();
     assert_eq!((key.state, key.primary_version), (KeyState::Enabled, 1));
     assert_eq!(key.versions.len(), 1);
-    assert!(store.pending_versions().unwrap().is_empty());
+    assert!(store.pending_versions().wait().unwrap().is_empty());
 }
 
 #[test]
@@ -126,15 +146,15 @@ fn abandon_version_errors() {
     let store = store();
     create(&store, "k");
     assert!(matches!(
-        store.abandon_version("missing", 1),
+        store.abandon_version("missing", 1).wait(),
         Err(StoreError::KeyNotFound(n)) if n == "missing"
     ));
     assert!(matches!(
-        store.abandon_version("k", 7),
+        store.abandon_version("k", 7).wait(),
         Err(StoreError::VersionNotFound { name, version: 7 }) if name == "k"
     ));
-    assert_conflict(store.abandon_version("k", 1), "k", KeyState::Enabled);
-    assert_eq!(store.get("k").unwrap().unwrap().versions.len(), 1);
+    assert_conflict(store.abandon_version("k", 1).wait(), "k", KeyState::Enabled);
+    assert_eq!(store.get("k").wait().unwrap().unwrap().versions.len(), 1);
 }
 
 #[test]
@@ -143,7 +163,7 @@ fn rotation_allocates_2_3_and_makes_each_primary() {
     create(&store, "k");
     assert_eq!(rotate(&store, "k"), 2);
     assert_eq!(rotate(&store, "k"), 3);
-    let key = store.get("k").unwrap().unwrap();
+    let key = store.get("k").wait().unwrap().unwrap();
     assert_eq!(key.primary_version, 3);
     let versions: Vec<_> = key.versions.iter().map(|v| (v.version, v.state)).collect();
     assert_eq!(
@@ -158,57 +178,62 @@ fn rotation_allocates_2_3_and_makes_each_primary() {
 fn begin_version_needs_an_enabled_key() {
     let store = store();
     assert!(matches!(
-        store.begin_version("missing", &hsm("x"), 0),
+        store.begin_version("missing", &hsm("x"), 0).wait(),
         Err(StoreError::KeyNotFound(_))
     ));
-    store.begin_create(&new_key("creating"), &hsm("c")).unwrap();
+    store
+        .begin_create(&new_key("creating"), &hsm("c"))
+        .wait()
+        .unwrap();
     assert_conflict(
-        store.begin_version("creating", &hsm("x"), 0),
+        store.begin_version("creating", &hsm("x"), 0).wait(),
         "creating",
         KeyState::Creating,
     );
     create(&store, "k");
     store
         .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+        .wait()
         .unwrap();
-    match store.begin_version("k", &hsm("x"), 0) {
+    match store.begin_version("k", &hsm("x"), 0).wait() {
         Err(StoreError::StateConflict {
             actual, expected, ..
         }) => assert_eq!((actual, expected.as_str()), (KeyState::Disabled, "Enabled")),
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.get("k").unwrap().unwrap().versions.len(), 1);
+    assert_eq!(store.get("k").wait().unwrap().unwrap().versions.len(), 1);
 }
 
 #[test]
 fn complete_version_errors() {
     let store = store();
     assert!(matches!(
-        store.complete_version("missing", 1, &hsm("x")),
+        store.complete_version("missing", 1, &hsm("x")).wait(),
         Err(StoreError::KeyNotFound(_))
     ));
     create(&store, "k");
     assert!(matches!(
-        store.complete_version("k", 2, &hsm("x")),
+        store.complete_version("k", 2, &hsm("x")).wait(),
         Err(StoreError::VersionNotFound { version: 2, .. })
     ));
     // Already active.
     assert_conflict(
-        store.complete_version("k", 1, &hsm("x")),
+        store.complete_version("k", 1, &hsm("x")).wait(),
         "k",
         KeyState::Enabled,
     );
     // A rotation loses to a disable that happened meanwhile.
-    let v2 = store.begin_version("k", &hsm("k/2"), 0).unwrap();
+    let v2 = store.begin_version("k", &hsm("k/2"), 0).wait().unwrap();
     store
         .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+        .wait()
         .unwrap();
     assert_conflict(
-        store.complete_version("k", v2, &hsm("x")),
+        store.complete_version("k", v2, &hsm("x")).wait(),
         "k",
         KeyState::Disabled,
     );
-    let key = store.get("k").unwrap().unwrap();
+    let key = store.get("k").wait().unwrap().unwrap();
     assert_eq!(key.primary_version, 1);
     assert_eq!(key.version(1).unwrap().handle, hsm("k/1"));
 }
@@ -217,20 +242,26 @@ fn complete_version_errors() {
 fn set_state_is_compare_and_set() {
     let store = store();
     assert!(matches!(
-        store.set_state("missing", &[KeyState::Enabled], KeyState::Disabled, None),
+        store
+            .set_state("missing", &[KeyState::Enabled], KeyState::Disabled, None)
+            .wait(),
         Err(StoreError::KeyNotFound(_))
     ));
     create(&store, "k");
     let key = store
         .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+        .wait()
         .unwrap();
     assert_eq!(key.state, KeyState::Disabled);
-    match store.set_state(
-        "k",
-        &[KeyState::Enabled, KeyState::Revoked],
-        KeyState::Revoked,
-        None,
-    ) {
+    match store
+        .set_state(
+            "k",
+            &[KeyState::Enabled, KeyState::Revoked],
+            KeyState::Revoked,
+            None,
+        )
+        .wait()
+    {
         Err(StoreError::StateConflict {
             name,
             actual,
@@ -243,7 +274,7 @@ fn set_state_is_compare_and_set() {
         other => panic!("{other:?}"),
     }
     assert_conflict(
-        store.set_state("k", &[], KeyState::Enabled, None),
+        store.set_state("k", &[], KeyState::Enabled, None).wait(),
         "k",
         KeyState::Disabled,
     );
@@ -254,9 +285,10 @@ fn set_state_is_compare_and_set() {
             KeyState::PendingDestruction,
             Some(99),
         )
+        .wait()
         .unwrap();
     assert_eq!(pending.destroy_after, Some(99));
-    assert_eq!(store.get("k").unwrap(), Some(pending));
+    assert_eq!(store.get("k").wait().unwrap(), Some(pending));
     let back = store
         .set_state(
             "k",
@@ -264,6 +296,7 @@ fn set_state_is_compare_and_set() {
             KeyState::Disabled,
             None,
         )
+        .wait()
         .unwrap();
     assert_eq!((back.state, back.destroy_after), (KeyState::Disabled, None));
 }
@@ -272,24 +305,24 @@ fn set_state_is_compare_and_set() {
 fn retire_version_refuses_the_primary_and_inactive_versions() {
     let store = store();
     assert!(matches!(
-        store.retire_version("missing", 1),
+        store.retire_version("missing", 1).wait(),
         Err(StoreError::KeyNotFound(_))
     ));
     create(&store, "k");
     rotate(&store, "k");
-    assert_conflict(store.retire_version("k", 2), "k", KeyState::Enabled);
+    assert_conflict(store.retire_version("k", 2).wait(), "k", KeyState::Enabled);
     assert!(matches!(
-        store.retire_version("k", 9),
+        store.retire_version("k", 9).wait(),
         Err(StoreError::VersionNotFound { version: 9, .. })
     ));
-    let key = store.retire_version("k", 1).unwrap();
+    let key = store.retire_version("k", 1).wait().unwrap();
     assert_eq!(key.version(1).unwrap().state, VersionState::Retired);
     assert_eq!(key.version(2).unwrap().state, VersionState::Active);
-    assert_eq!(store.get("k").unwrap(), Some(key));
-    assert_conflict(store.retire_version("k", 1), "k", KeyState::Enabled);
+    assert_eq!(store.get("k").wait().unwrap(), Some(key));
+    assert_conflict(store.retire_version("k", 1).wait(), "k", KeyState::Enabled);
     // A pending version is not active.
-    let v3 = store.begin_version("k", &hsm("k/3"), 0).unwrap();
-    assert_conflict(store.retire_version("k", v3), "k", KeyState::Enabled);
+    let v3 = store.begin_version("k", &hsm("k/3"), 0).wait().unwrap();
+    assert_conflict(store.retire_version("k", v3).wait(), "k", KeyState::Enabled);
 }
 
 #[test]
@@ -310,7 +343,7 @@ fn concurrent_rotations_get_distinct_versions() {
                 let store = &stores[i % 2];
                 scope.spawn(move || {
                     (0..25)
-                        .map(|_| store.begin_version("k", &hsm("k/n"), 0).unwrap())
+                        .map(|_| store.begin_version("k", &hsm("k/n"), 0).wait().unwrap())
                         .collect::<Vec<_>>()
                 })
             })
@@ -322,5 +355,5 @@ fn concurrent_rotations_get_distinct_versions() {
     });
     versions.sort_unstable();
     assert_eq!(versions, (2..=101).collect::<Vec<_>>());
-    assert_eq!(stores[0].pending_versions().unwrap().len(), 100);
+    assert_eq!(stores[0].pending_versions().wait().unwrap().len(), 100);
 }

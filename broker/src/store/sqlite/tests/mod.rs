@@ -2,15 +2,19 @@
 
 mod durability;
 mod keys;
+mod listing;
 mod queries;
 mod schema;
 
 use std::collections::BTreeMap;
 
+use rusqlite::Connection;
+
 use super::SqliteStore;
+use crate::store::page::MAX_PAGE_SIZE;
 use crate::store::{
-    Algorithm, BackendRecord, HardwareHandle, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
-    StoreError,
+    Algorithm, BackendRecord, HardwareHandle, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey,
+    Purpose, StoreError,
 };
 
 /// The HSM backend every test key lives in unless it says otherwise.
@@ -35,10 +39,36 @@ fn tpm_backend(name: &str) -> BackendRecord {
     }
 }
 
+/// Runs `f` on the writer's connection, outside any transaction: to inspect the file or
+/// tamper with it as a newer broker or an editor might.
+fn on_writer<T: Send + 'static>(
+    store: &SqliteStore,
+    f: impl FnOnce(&Connection) -> T + Send + 'static,
+) -> T {
+    store.writer.submit(move |conn| Ok(f(conn))).wait().unwrap()
+}
+
+/// A query for every key whose name starts with `prefix`, on one page.
+fn query(prefix: &str) -> KeyQuery {
+    KeyQuery {
+        prefix: prefix.to_owned(),
+        tags: BTreeMap::new(),
+        after: None,
+        page_size: MAX_PAGE_SIZE,
+    }
+}
+
+/// Every key whose name starts with `prefix` (tests hold less than a page).
+fn list_all(store: &SqliteStore, prefix: &str) -> Vec<KeyRecord> {
+    let page = store.list(&query(prefix)).wait().unwrap();
+    assert!(!page.more);
+    page.keys
+}
+
 /// Registers the two test backends.
 fn add_backends(store: &SqliteStore) {
-    store.add_backend(&hsm_backend(HSM_BACKEND)).unwrap();
-    store.add_backend(&tpm_backend(TPM_BACKEND)).unwrap();
+    store.add_backend(&hsm_backend(HSM_BACKEND)).wait().unwrap();
+    store.add_backend(&tpm_backend(TPM_BACKEND)).wait().unwrap();
 }
 
 /// An in-memory store with the test backends.
@@ -70,9 +100,11 @@ fn hsm(id: &str) -> HardwareHandle {
 fn create(store: &SqliteStore, name: &str) -> KeyRecord {
     store
         .begin_create(&new_key(name), &hsm(&format!("{name}/1")))
+        .wait()
         .unwrap();
     store
         .complete_version(name, 1, &hsm(&format!("{name}/1")))
+        .wait()
         .unwrap()
 }
 
@@ -80,9 +112,11 @@ fn create(store: &SqliteStore, name: &str) -> KeyRecord {
 fn rotate(store: &SqliteStore, name: &str) -> u32 {
     let version = store
         .begin_version(name, &hsm(&format!("{name}/next")), 2_000)
+        .wait()
         .unwrap();
     store
         .complete_version(name, version, &hsm(&format!("{name}/{version}")))
+        .wait()
         .unwrap();
     version
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::*;
+use crate::store::sqlite::Sql;
 
 fn user_version(path: &Path) -> i64 {
     let conn = Connection::open(path).unwrap();
@@ -26,16 +27,57 @@ fn open_creates_a_private_file_in_a_private_directory() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     assert_eq!(mode(&dir.path().join("state")), 0o700);
 
-    let conn = store.lock();
-    let pragma = |name: &str| -> String {
-        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
-            .map(|v| format!("{v:?}"))
-            .unwrap()
-    };
-    assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
-    assert_eq!(pragma("synchronous"), "Integer(2)"); // FULL
-    assert_eq!(pragma("foreign_keys"), "Integer(1)");
-    assert_ne!(pragma("busy_timeout"), "Integer(0)");
+    let pragmas = on_writer(&store, |conn| {
+        [
+            "journal_mode",
+            "synchronous",
+            "foreign_keys",
+            "busy_timeout",
+        ]
+        .map(|name| {
+            conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        })
+    });
+    assert_eq!(pragmas[0], r#"Text("wal")"#);
+    assert_eq!(pragmas[1], "Integer(2)"); // FULL
+    assert_eq!(pragmas[2], "Integer(1)");
+    assert_ne!(pragmas[3], "Integer(0)");
+}
+
+#[test]
+fn reads_run_on_read_only_connections_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    add_backends(&store);
+    let readers = store.readers.as_ref().unwrap();
+    let write = readers
+        .submit(|conn| conn.execute("DELETE FROM backends", []).sql())
+        .wait()
+        .unwrap_err();
+    assert!(write.to_string().contains("readonly"), "{write}");
+    // A read transaction held open on a reader does not stop writes, and sees its
+    // snapshot until it ends.
+    let (hold, release) = std::sync::mpsc::channel::<()>();
+    let (started, snapshot_taken) = std::sync::mpsc::channel::<()>();
+    let held = readers.submit(move |conn| {
+        let tx = conn.unchecked_transaction().sql()?;
+        let before: i64 = tx
+            .query_row("SELECT COUNT(*) FROM keys", [], |row| row.get(0))
+            .sql()?;
+        let _ = started.send(());
+        let _ = release.recv();
+        let after: i64 = tx
+            .query_row("SELECT COUNT(*) FROM keys", [], |row| row.get(0))
+            .sql()?;
+        Ok((before, after))
+    });
+    snapshot_taken.recv().unwrap();
+    create(&store, "written-meanwhile");
+    assert_eq!(list_all(&store, "").len(), 1);
+    hold.send(()).unwrap();
+    assert_eq!(held.wait().unwrap(), (0, 0));
 }
 
 #[test]
@@ -59,14 +101,15 @@ fn reopening_is_idempotent() {
     let key = create(&store, "k");
     store
         .set_policy("permit(principal, action, resource);")
+        .wait()
         .unwrap();
     drop(store);
 
     for _ in 0..2 {
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.get("k").unwrap(), Some(key.clone()));
-        assert_eq!(store.backends().unwrap().len(), 2);
-        assert!(store.policy().unwrap().is_some());
+        assert_eq!(store.get("k").wait().unwrap(), Some(key.clone()));
+        assert_eq!(store.backends().wait().unwrap().len(), 2);
+        assert!(store.policy().wait().unwrap().is_some());
         drop(store);
         assert_eq!(
             user_version(&path),
@@ -98,10 +141,10 @@ fn newer_schema_is_refused() {
 #[test]
 fn in_memory_store_is_migrated() {
     let store = SqliteStore::open_in_memory().unwrap();
-    let version = store
-        .lock()
-        .pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
-        .unwrap();
+    let version = on_writer(&store, |conn| {
+        conn.pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
+            .unwrap()
+    });
     assert_eq!(version, SqliteStore::schema_version());
 }
 
@@ -122,7 +165,7 @@ fn debug_shows_the_path_not_the_contents() {
 #[test]
 fn backends_are_listed_by_name_and_never_registered_twice() {
     let store = SqliteStore::open_in_memory().unwrap();
-    assert!(store.backends().unwrap().is_empty());
+    assert!(store.backends().wait().unwrap().is_empty());
     let env_pin = BackendRecord::Hsm {
         name: "b-hsm".into(),
         module_path: "/opt/hsm.so".into(),
@@ -130,21 +173,21 @@ fn backends_are_listed_by_name_and_never_registered_twice() {
         user_pin_file: None,
         user_pin_env: Some("PIN".into()),
     };
-    store.add_backend(&tpm_backend("c-tpm")).unwrap();
-    store.add_backend(&env_pin).unwrap();
-    store.add_backend(&hsm_backend("a-hsm")).unwrap();
+    store.add_backend(&tpm_backend("c-tpm")).wait().unwrap();
+    store.add_backend(&env_pin).wait().unwrap();
+    store.add_backend(&hsm_backend("a-hsm")).wait().unwrap();
     assert_eq!(
-        store.backends().unwrap(),
+        store.backends().wait().unwrap(),
         vec![hsm_backend("a-hsm"), env_pin, tpm_backend("c-tpm")]
     );
     // The name is taken whatever the kind.
     for duplicate in [hsm_backend("c-tpm"), tpm_backend("a-hsm")] {
-        match store.add_backend(&duplicate) {
+        match store.add_backend(&duplicate).wait() {
             Err(StoreError::BackendExists(name)) => assert_eq!(name, duplicate.name()),
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(store.backends().unwrap().len(), 3);
+    assert_eq!(store.backends().wait().unwrap().len(), 3);
 }
 
 #[test]
@@ -161,29 +204,30 @@ fn hsm_backend_needs_exactly_one_pin_source() {
             user_pin_file: file,
             user_pin_env: env,
         };
-        match store.add_backend(&backend) {
+        match store.add_backend(&backend).wait() {
             Err(StoreError::Database(m)) => assert!(m.starts_with("add_backend: "), "{m}"),
             other => panic!("{other:?}"),
         }
     }
-    assert!(store.backends().unwrap().is_empty());
+    assert!(store.backends().wait().unwrap().is_empty());
 }
 
 #[test]
 fn policy_is_replaced_whole() {
     let store = SqliteStore::open_in_memory().unwrap();
-    assert_eq!(store.policy().unwrap(), None);
-    store.set_policy("first").unwrap();
-    assert_eq!(store.policy().unwrap().as_deref(), Some("first"));
-    store.set_policy("").unwrap();
-    assert_eq!(store.policy().unwrap().as_deref(), Some(""));
-    store.set_policy("second").unwrap();
-    assert_eq!(store.policy().unwrap().as_deref(), Some("second"));
+    assert_eq!(store.policy().wait().unwrap(), None);
+    store.set_policy("first").wait().unwrap();
+    assert_eq!(store.policy().wait().unwrap().as_deref(), Some("first"));
+    store.set_policy("").wait().unwrap();
+    assert_eq!(store.policy().wait().unwrap().as_deref(), Some(""));
+    store.set_policy("second").wait().unwrap();
+    assert_eq!(store.policy().wait().unwrap().as_deref(), Some("second"));
 }
 
 /// Runs `sql` straight on the store's connection, as a newer broker or an editor might.
 fn tamper(store: &SqliteStore, sql: &str) {
-    store.lock().execute_batch(sql).unwrap();
+    let sql = sql.to_owned();
+    on_writer(store, move |conn| conn.execute_batch(&sql).unwrap());
 }
 
 #[test]
@@ -200,7 +244,7 @@ fn unknown_stored_values_are_errors() {
         let store = store();
         create(&store, "k");
         tamper(&store, sql);
-        match store.list("") {
+        match store.list(&query("")).wait() {
             Err(StoreError::Database(m)) => {
                 assert!(m.starts_with("list: "), "{m}");
                 assert!(m.contains(value), "{m}");
@@ -211,13 +255,16 @@ fn unknown_stored_values_are_errors() {
 
     let backends = store();
     tamper(&backends, "UPDATE backends SET kind = 'cloud'");
-    assert!(matches!(backends.backends(), Err(StoreError::Database(m)) if m.contains("cloud")));
+    assert!(
+        matches!(backends.backends().wait(), Err(StoreError::Database(m)) if m.contains("cloud"))
+    );
 
     let keys = store();
     create(&keys, "k");
     tamper(&keys, "UPDATE keys SET state = 'melting'");
     let err = keys
         .set_state("k", &[KeyState::Enabled], KeyState::Disabled, None)
+        .wait()
         .unwrap_err();
     assert!(matches!(err, StoreError::Database(m) if m.starts_with("set_state: ")));
 }
@@ -232,12 +279,15 @@ fn a_failed_call_changes_nothing() {
         "CREATE TRIGGER no_tags BEFORE INSERT ON key_tags \
          BEGIN SELECT RAISE(ABORT, 'no tags today'); END;",
     );
-    let err = store.begin_create(&new_key("j"), &hsm("j")).unwrap_err();
+    let err = store
+        .begin_create(&new_key("j"), &hsm("j"))
+        .wait()
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::Database(m) if m.contains("no tags today")),
         "{err:?}"
     );
-    assert!(store.pending_versions().unwrap().is_empty());
+    assert!(store.pending_versions().wait().unwrap().is_empty());
     tamper(&store, "DROP TRIGGER no_tags");
     create(&store, "j");
 }
