@@ -132,21 +132,16 @@ fn same_hardware(a: &BackendRecord, b: &BackendRecord) -> bool {
     }
 }
 
-/// Reads a PIN from exactly one of a file or an environment variable.
+/// Reads a PIN from exactly one of a file or an environment variable
+/// ([`Pin::from_file_or_env`], which the CLI uses too).
 ///
 /// # Errors
-/// Neither or both given; the source cannot be read or is readable by others.
+/// Neither or both given; the source cannot be read or is open to others.
 pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
-    let pin = match (file, env) {
-        (Some(file), None) => Pin::from_file(file),
-        (None, Some(var)) => Pin::from_env(var),
-        _ => {
-            return Err(BrokerError::InvalidArgument(
-                "give exactly one of a PIN file or a PIN environment variable".into(),
-            ));
-        }
-    };
-    pin.map_err(|e| BrokerError::FailedPrecondition(e.to_string()))
+    Pin::from_file_or_env(file, env).map_err(|e| match e {
+        hsm_backend::HsmError::PinSourceCount { .. } => BrokerError::InvalidArgument(e.to_string()),
+        other => BrokerError::FailedPrecondition(other.to_string()),
+    })
 }
 
 /// The PKCS#11 key spec for an algorithm and purpose.

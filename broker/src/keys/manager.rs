@@ -26,8 +26,7 @@ use crate::request::Authorized;
 use crate::store::cache::CachedKeyStore;
 use crate::store::{
     Algorithm, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
-    VersionRecord,
-    VersionState,
+    VersionRecord, VersionState,
 };
 
 /// Label prefix of every object the broker makes where the hardware keeps names:

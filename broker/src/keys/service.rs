@@ -148,7 +148,9 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn get_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {
-        let (_auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (_auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         Ok(Response::new(key_to_wire(&key)))
     }
 
@@ -176,7 +178,9 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Reply<pb::PublicKey> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let (version, spki) = self
             .manager
             .public_key(&auth, &key, request.get_ref().version)
@@ -191,7 +195,9 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn sign(&self, request: Request<pb::SignRequest>) -> Reply<pb::SignResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let r = request.into_inner();
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = sign_input(r.input);
@@ -211,7 +217,9 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::SignBatchRequest>,
     ) -> Reply<pb::SignBatchResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let r = request.into_inner();
         if r.digests.is_empty() || r.digests.len() > MAX_BATCH {
             return Err(BrokerError::InvalidArgument(format!("digests: 1 to {MAX_BATCH}")).into());
@@ -230,7 +238,9 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Reply<pb::VerifyResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let r = request.into_inner();
         let scheme = Scheme::resolve(key.algorithm, r.scheme)?;
         let (message, digest) = match r.input {
@@ -247,7 +257,9 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Reply<pb::EncryptResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let mut r = request.into_inner();
         let plaintext = SecretSlice::from(std::mem::take(&mut r.plaintext));
         let aad = std::mem::take(&mut r.aad);
@@ -259,7 +271,9 @@ impl KeyService for KeyServiceImpl {
     }
 
     async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Reply<pb::DecryptResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let r = request.into_inner();
         let decrypted = self
             .manager
@@ -275,7 +289,9 @@ impl KeyService for KeyServiceImpl {
         &self,
         request: Request<pb::GenerateDataKeyRequest>,
     ) -> Reply<pb::GenerateDataKeyResponse> {
-        let (auth, key) = self.authorized_key(&request, &request.get_ref().name).await?;
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
         let r = request.into_inner();
         let data_key = self.manager.generate_data_key(&auth, &key, r.aad).await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {

@@ -50,11 +50,12 @@ pub use peer::{
 };
 pub use server::{ClientAuthOptions, ServerTls};
 
-/// Reads a file of secret material (a private key, an auth value) into a zeroizing buffer,
-/// refusing one that group or others can access; the mode is checked on the opened file.
+/// Reads a file of secret material (a private key, an auth value) with the one secret-file
+/// reader ([`secret_file::SecretFile`]): a regular file that group and others cannot
+/// access, checked on the opened handle, read into a zeroizing buffer under a size cap.
 ///
 /// # Errors
-/// [`TlsError::Io`] or [`TlsError::Permissions`] naming the file.
+/// [`TlsError::SecretFile`] naming the file and what is wrong with it.
 pub fn read_secret_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
     files::read_private_file(path)
 }

@@ -116,7 +116,7 @@ async fn kill_9_during_creation_is_reconciled_and_leaves_no_half_made_key_or_unn
     assert_eq!(broker.broker_objects(), expected);
     let log = broker.log();
     assert!(
-        log.contains("HSM object not in the store") && log.contains("kb:ghost:v1"),
+        log.contains("object not in the store") && log.contains("kb:ghost:v1"),
         "{log}"
     );
 }

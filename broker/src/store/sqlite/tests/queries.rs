@@ -97,14 +97,23 @@ fn tpm_handles_round_trip() {
     };
     let blob = |b: &[u8]| HardwareHandle::new("tpm", b.to_vec());
     store.begin_create(&key, &blob(b"")).wait().unwrap();
-    assert_eq!(store.pending_versions().wait().unwrap()[0].handle, blob(b""));
-    let done = store.complete_version("t", 1, &blob(&[0, 1, 255])).wait().unwrap();
+    assert_eq!(
+        store.pending_versions().wait().unwrap()[0].handle,
+        blob(b"")
+    );
+    let done = store
+        .complete_version("t", 1, &blob(&[0, 1, 255]))
+        .wait()
+        .unwrap();
     assert_eq!(done.version(1).unwrap().handle, blob(&[0, 1, 255]));
     assert_eq!(
         (done.algorithm, done.purpose),
         (Algorithm::Rsa2048, Purpose::EncryptDecrypt)
     );
-    assert_eq!(store.known_handles(TPM_BACKEND).wait().unwrap(), [vec![0, 1, 255]]);
+    assert_eq!(
+        store.known_handles(TPM_BACKEND).wait().unwrap(),
+        [vec![0, 1, 255]]
+    );
 }
 
 /// The store keeps a handle of a kind it has never heard of as it is: a new backend kind
