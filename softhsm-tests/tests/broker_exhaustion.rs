@@ -248,3 +248,59 @@ async fn closed_by_broker<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, deadl
         }
     }
 }
+
+/// (d) A batch of slow signatures cannot hold the token's only session: single signs on
+/// another key are served between its parts. Were the batch one task, the first single
+/// sign queued behind it would return only after the whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_rsa_4096_signatures_does_not_hold_the_session_from_other_calls() {
+    let broker = BrokerProcess::start_with(BrokerOptions {
+        hsm_sessions: 1,
+        ..BrokerOptions::default()
+    });
+    let mut admin = broker.keys("admin").await;
+    for (name, algorithm) in [("slow", A::Rsa4096), ("quick", A::EcP256)] {
+        admin
+            .create_key(create(name, algorithm, P::SignVerify, "softhsm"))
+            .await
+            .unwrap();
+    }
+    // 96 RSA-4096 signatures: about a second of the session's time.
+    let mut batcher = KeyServiceClient::new(broker.channel("admin").await.unwrap());
+    let batch = tokio::spawn(async move {
+        let started = Instant::now();
+        batcher
+            .sign_batch(pb::SignBatchRequest {
+                name: "slow".into(),
+                digests: (0..96u8).map(|i| vec![i; 32]).collect(),
+                scheme: pb::SignatureScheme::Default as i32,
+            })
+            .await
+            .unwrap();
+        started.elapsed()
+    });
+    let mut signer = KeyServiceClient::new(broker.channel("admin").await.unwrap());
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10u8 {
+        let call = Instant::now();
+        signer
+            .sign(pb::SignRequest {
+                name: "quick".into(),
+                input: Some(pb::sign_request::Input::Digest(vec![i; 32])),
+                scheme: pb::SignatureScheme::Default as i32,
+            })
+            .await
+            .unwrap();
+        slowest = slowest.max(call.elapsed());
+    }
+    let singles = started.elapsed();
+    assert!(
+        !batch.is_finished(),
+        "ten single signs took {singles:?}: as long as the whole batch"
+    );
+    let batch_took = batch.await.unwrap();
+    println!(
+        "(d) 10 single signs in {singles:?} (slowest {slowest:?}) beside a batch of {batch_took:?}"
+    );
+}

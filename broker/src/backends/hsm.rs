@@ -176,6 +176,27 @@ fn signature_algorithm(algorithm: Algorithm, scheme: Scheme) -> SignatureAlgorit
     }
 }
 
+/// About how long one signature takes, in microseconds (SoftHSM2 on one core of the CI
+/// machine; a hardware HSM is slower, in the same order).
+fn sign_cost_micros(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::EcP256 | Algorithm::Aes256 => 60,
+        Algorithm::EcP384 => 250,
+        Algorithm::Rsa2048 => 1_500,
+        Algorithm::Rsa3072 => 4_500,
+        Algorithm::Rsa4096 => 10_000,
+    }
+}
+
+/// Most signing work one blocking task does before its session goes back to the gate.
+const SIGN_TASK_BUDGET_MICROS: usize = 10_000;
+
+/// How many digests of a batch one blocking task signs: about
+/// [`SIGN_TASK_BUDGET_MICROS`] of work, and at least one.
+fn digests_per_task(algorithm: Algorithm) -> usize {
+    (SIGN_TASK_BUDGET_MICROS / sign_cost_micros(algorithm)).max(1)
+}
+
 /// A failed RSA decryption says nothing more than that: which padding check failed is
 /// an oracle.
 fn decryption_failed(e: HsmError) -> BrokerError {
@@ -293,8 +314,9 @@ impl KeyBackend for HsmKeys {
             .collect())
     }
 
-    /// One session checkout per digest; the batch runs in one blocking task so it pays
-    /// the thread hand-off once.
+    /// A batch runs in blocking tasks of about 10 ms of work each ([`digests_per_task`]):
+    /// one hand-off per task for cheap signatures, and a turn at the session gate between
+    /// tasks, so that 1,024 RSA-4096 signatures do not hold a session for seconds.
     async fn sign(
         &self,
         key: KeyRef<'_>,
@@ -303,13 +325,25 @@ impl KeyBackend for HsmKeys {
     ) -> Result<Vec<Vec<u8>>> {
         let id = KeyId::decode(key.handle)?;
         let alg = signature_algorithm(key.algorithm, scheme);
-        self.run(move |hsm| {
-            digests
-                .iter()
-                .map(|d| hsm.sign(&id, alg, d).map_err(BrokerError::from))
-                .collect()
-        })
-        .await
+        // A batch is split by cost, and each part queues for a session on its own: a
+        // batch of slow signatures cannot hold a session for long while other calls wait.
+        let per_task = digests_per_task(key.algorithm);
+        let mut signatures = Vec::with_capacity(digests.len());
+        let mut rest = digests;
+        while !rest.is_empty() {
+            let tail = rest.split_off(per_task.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let id = id.clone();
+            let signed = self
+                .run(move |hsm| {
+                    part.iter()
+                        .map(|d| hsm.sign(&id, alg, d).map_err(BrokerError::from))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
+            signatures.extend(signed);
+        }
+        Ok(signatures)
     }
 
     async fn public_key(&self, handle: &HardwareHandle) -> Result<Vec<u8>> {
@@ -373,5 +407,17 @@ impl KeyBackend for HsmKeys {
 
     async fn random(&self, len: usize) -> Result<SecretSlice<u8>> {
         self.run(move |hsm| Ok(hsm.random(len)?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Algorithm, digests_per_task};
+
+    #[test]
+    fn batches_are_split_by_the_cost_of_their_signatures() {
+        assert_eq!(digests_per_task(Algorithm::Rsa4096), 1);
+        assert!(digests_per_task(Algorithm::Rsa2048) < digests_per_task(Algorithm::EcP384));
+        assert!(digests_per_task(Algorithm::EcP256) >= 100);
     }
 }
