@@ -5,6 +5,9 @@
 //!     request; (b) 1,024 TCP sockets that never start a handshake; (c) about 1,000 TLS
 //!     connections that never make a call.
 //!
+//! And one on the token: (d) a batch of slow RSA-4096 signatures while the token has one
+//! session.
+//!
 //! Each good call must succeed within its deadline; the p99 is printed, not asserted (timings
 //! go to `make bench`). The broker runs with small limits so that the attacks are cheap.
 #![allow(
