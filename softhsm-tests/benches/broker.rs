@@ -12,6 +12,10 @@
 //! (for broker rows that is the client's cost). Both share the machine's cores, so the
 //! CPU columns show overhead even when throughput is bound by the cores.
 //!
+//! The last row is unary Sign at the highest concurrency while an `admin` creates EC P-256
+//! keys in a loop on the same broker: the store's writes (and the key-record cache each
+//! one clears) against the signing hot path. Its broker CPU includes the creations.
+//!
 //! `BENCH_SECONDS` sets how long each row runs (default 3).
 #![allow(
     clippy::unwrap_used,
@@ -152,6 +156,16 @@ fn main() {
             print_row(&row, Some(baseline.ops_per_second));
         }
     }
+    let (callers, baseline) = (*CONCURRENCY.last().unwrap(), direct.last().unwrap());
+    let (row, created) = runtime.block_on(async {
+        let admin = KeyServiceClient::new(broker.channel("admin").await.unwrap());
+        broker_row_while_creating(&channels, admin, callers, seconds, &clock, broker_pid).await
+    });
+    print_row(&row, Some(baseline.ops_per_second));
+    println!(
+        "{:<26} the admin created {} keys meanwhile ({:.1}/s)",
+        "", created.keys, created.per_second
+    );
 }
 
 /// Signs with the broker's key from this process, on the broker's token.
@@ -322,6 +336,52 @@ async fn broker_row(
         )),
         bench_cpu_us: cpu_us_per_sign(bench_cpu, clock.seconds(me), signs),
     }
+}
+
+/// Keys the admin created during a row.
+struct Creations {
+    keys: u64,
+    per_second: f64,
+}
+
+/// Creates EC P-256 keys one after another until `stop`.
+async fn create_keys(mut admin: KeyServiceClient<Channel>, stop: Arc<AtomicBool>) -> Creations {
+    let start = Instant::now();
+    let mut keys = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let name = format!("bench-churn-{keys}");
+        admin
+            .create_key(create(
+                &name,
+                pb::KeyAlgorithm::EcP256,
+                pb::KeyPurpose::SignVerify,
+                "softhsm",
+            ))
+            .await
+            .unwrap();
+        keys += 1;
+    }
+    Creations {
+        keys,
+        per_second: keys as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
+/// The unary Sign row while an admin creates keys in a loop (warm-up included).
+async fn broker_row_while_creating(
+    channels: &[KeyServiceClient<Channel>],
+    admin: KeyServiceClient<Channel>,
+    callers: usize,
+    seconds: f64,
+    clock: &CpuClock,
+    broker_pid: u32,
+) -> (Row, Creations) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let creator = tokio::spawn(create_keys(admin, stop.clone()));
+    let mut row = broker_row(channels, Mode::Unary, callers, seconds, clock, broker_pid).await;
+    stop.store(true, Ordering::Relaxed);
+    row.name = "Sign, admin creating keys";
+    (row, creator.await.unwrap())
 }
 
 fn print_header() {
