@@ -105,7 +105,8 @@ fn create_private_dir(dir: &Path) -> DevResult<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir.display()))
 }
 
-fn write_secret(path: &Path, text: &str) -> DevResult<()> {
+/// Writes `bytes` to a file created with mode 0600.
+pub(crate) fn write_secret(path: &Path, bytes: impl AsRef<[u8]>) -> DevResult<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -115,7 +116,7 @@ fn write_secret(path: &Path, text: &str) -> DevResult<()> {
         .mode(0o600)
         .open(path)
         .map_err(io(path.display()))?;
-    f.write_all(text.as_bytes()).map_err(io(path.display()))
+    f.write_all(bytes.as_ref()).map_err(io(path.display()))
 }
 
 fn random_pin() -> String {

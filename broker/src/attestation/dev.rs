@@ -63,26 +63,13 @@ pub fn enrol_host_ak(state: &Path, tcti: &str) -> Result<DevAttestationKey, Stri
     drop(tpm);
     let spki = blob.public_key_der().map_err(io("development AK"))?;
     if created {
-        write_private(&blob_path, &blob.to_bytes())?;
+        crate::dev::write_secret(&blob_path, blob.to_bytes())?;
     }
     let spki_path = state.join(AK_SPKI_FILE);
     std::fs::write(&spki_path, &spki).map_err(io(spki_path.display()))?;
     let tcti_path = state.join(HOST_TCTI_FILE);
     std::fs::write(&tcti_path, tcti).map_err(io(tcti_path.display()))?;
     Ok(DevAttestationKey { spki, created })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path.display()))?;
-    f.write_all(bytes).map_err(io(path.display()))
 }
 
 /// The development appraisal policy: development evidence (which proves nothing), and
