@@ -141,8 +141,8 @@ fn softhsm(state: &Path) -> DevResult<PathBuf> {
         return Ok(conf);
     }
     let so_pin = state.join("so-pin");
-    write_secret(&so_pin, &random_pin())?;
-    write_secret(&user_pin, &random_pin())?;
+    write_secret(&so_pin, random_pin())?;
+    write_secret(&user_pin, random_pin())?;
     let exe = std::env::current_exe().map_err(io("locating keybroker"))?;
     let out = Command::new(exe)
         .args([
