@@ -5,7 +5,7 @@
 //!     request; (b) 1,024 TCP sockets that never start a handshake; (c) about 1,000 TLS
 //!     connections that never make a call.
 //!
-//! And one on the token: (d) a batch of slow RSA-4096 signatures while the token has one
+//! (a') is (a) spread over 12 connections of the same identity. And one on the token: (d) a batch of slow RSA-4096 signatures while the token has one
 //! session.
 //!
 //! Each good call must succeed within its deadline; the p99 is printed, not asserted (timings
@@ -126,6 +126,50 @@ async fn streams_that_never_end_on_one_connection_do_not_starve_others() {
     println!("(a) {} endless calls ended early: {ended:?}", ended.len());
     assert!(ended.len() < 600 - 16, "the attack did not hold");
     assert!(ended.iter().all(Result::is_err), "{ended:?}");
+    assert!(p99 <= CALL_DEADLINE);
+    assert!(started.elapsed() < ATTACK_BOUND, "{:?}", started.elapsed());
+}
+
+/// (a') The same identity on 12 connections, 16 endless calls on each: 192 calls, more than
+/// the broker's 64 in flight. The identity may hold 64 calls (`max_calls_per_identity`)
+/// whichever connections they come on; the rest are refused at once with
+/// `RESOURCE_EXHAUSTED`, and the workload is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endless_calls_on_many_connections_of_one_identity_do_not_starve_others() {
+    let started = Instant::now();
+    let broker = broker_with_key().await;
+    let mut hanging = Vec::new();
+    for _ in 0..12 {
+        let connection = broker.channel("stranger").await.unwrap();
+        for _ in 0..16 {
+            hanging.push(tokio::spawn(never_ending_call(connection.clone())));
+        }
+    }
+    // Wait until the broker has refused every call past the identity's allowance.
+    let deadline = Instant::now() + ATTACK_BOUND;
+    while hanging.iter().filter(|h| h.is_finished()).count() < 192 - 64 {
+        assert!(
+            Instant::now() < deadline,
+            "the identity bound did not refuse"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let p99 =
+        well_behaved_workload_is_served(&broker, "(a') 192 endless calls, 12 connections").await;
+    let mut refused = 0;
+    let mut open = 0;
+    for handle in hanging {
+        if handle.is_finished() {
+            let status = handle.await.unwrap().unwrap_err();
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            refused += 1;
+        } else {
+            handle.abort();
+            open += 1;
+        }
+    }
+    println!("(a') {refused} refused, {open} held open by the attacker");
+    assert_eq!(open, 64, "the identity holds exactly its allowance");
     assert!(p99 <= CALL_DEADLINE);
     assert!(started.elapsed() < ATTACK_BOUND, "{:?}", started.elapsed());
 }
