@@ -111,6 +111,14 @@ pub struct KeysConfig {
     pub min_destruction_pending_days: u32,
     #[serde(default)]
     pub orphans: OrphanAction,
+    /// The most orphans one start may destroy (with `orphans = "destroy"`). More than that
+    /// suggests a store older than the token, not debris: none is destroyed.
+    #[serde(default = "defaults::max_orphans_destroyed")]
+    pub max_orphans_destroyed: usize,
+    /// Set by `keybroker serve --orphan-all-existing-keys`, never by the file: start with
+    /// a store that knows no keys although a backend holds the broker's objects.
+    #[serde(skip)]
+    pub orphan_all_existing_keys: bool,
 }
 
 impl Default for KeysConfig {
@@ -120,6 +128,8 @@ impl Default for KeysConfig {
             destruction_pending_days: defaults::destruction_pending_days(),
             min_destruction_pending_days: defaults::min_destruction_pending_days(),
             orphans: OrphanAction::Report,
+            max_orphans_destroyed: defaults::max_orphans_destroyed(),
+            orphan_all_existing_keys: false,
         }
     }
 }
@@ -216,6 +226,9 @@ mod defaults {
     }
     pub fn issuer() -> String {
         "keybroker".into()
+    }
+    pub fn max_orphans_destroyed() -> usize {
+        10
     }
     pub fn challenges_per_identity() -> usize {
         16

@@ -42,7 +42,7 @@ fn io<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> S
 ///
 /// # Errors
 /// A set-up step failed (the message names it), or the broker exited with an error.
-pub fn run(state: &Path, listen: SocketAddr) -> DevResult<()> {
+pub fn run(state: &Path, listen: SocketAddr, orphan_all_existing_keys: bool) -> DevResult<()> {
     create_private_dir(state)?;
     let state = state.canonicalize().map_err(io(state.display()))?;
     let softhsm_conf = softhsm(&state)?;
@@ -76,9 +76,12 @@ pub fn run(state: &Path, listen: SocketAddr) -> DevResult<()> {
     drop(pki);
     print_banner(&state, listen);
     let exe = std::env::current_exe().map_err(io("locating keybroker"))?;
-    let mut broker = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(&config)
+    let mut serve = Command::new(exe);
+    serve.args(["serve", "--config"]).arg(&config);
+    if orphan_all_existing_keys {
+        serve.arg("--orphan-all-existing-keys");
+    }
+    let mut broker = serve
         .env("SOFTHSM2_CONF", &softhsm_conf)
         .spawn()
         .map_err(io("starting the broker"))?;
@@ -207,7 +210,7 @@ files = ["policy.cedar"]
 default_backend = "softhsm"
 destruction_pending_days = 1
 min_destruction_pending_days = 0
-orphans = "destroy"
+orphans = "report"
 
 [[hsm]]
 name = "softhsm"

@@ -14,6 +14,8 @@ mod common;
 mod crash;
 #[path = "broker_keys/listing.rs"]
 mod listing;
+#[path = "broker_keys/store_loss.rs"]
+mod store_loss;
 
 use common::{BrokerProcess, create};
 use keybroker_api::v1 as pb;

@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// Development mode's listening address.
     #[arg(long, default_value = "127.0.0.1:8443", requires = "dev")]
     pub listen: std::net::SocketAddr,
+    /// Start although the store knows no keys while a backend holds objects labelled as
+    /// the broker's (`kb:`): every such key becomes an orphan, unusable through the broker
+    /// (and destroyed if `keys.orphans = "destroy"`). Without it, that start is refused:
+    /// restore the store from its backup instead.
+    #[arg(long)]
+    pub orphan_all_existing_keys: bool,
 }
 
 /// Which broker to talk to.
@@ -208,12 +214,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
     if args.dev {
-        return crate::dev::run(&args.state_dir, args.listen).map_err(CliError::Serve);
+        return crate::dev::run(&args.state_dir, args.listen, args.orphan_all_existing_keys)
+            .map_err(CliError::Serve);
     }
     let path = args
         .config
         .ok_or_else(|| CliError::Usage("--config FILE or --dev is required".into()))?;
-    let config = crate::config::Config::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut config =
+        crate::config::Config::load(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+    config.keys.orphan_all_existing_keys = args.orphan_all_existing_keys;
     init_logging();
     runtime()?
         .block_on(crate::server::serve(config, shutdown_signal()))

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::manager::{KeyManager, LABEL_PREFIX, Reconciliation, now};
-use crate::backends::NamedBackend;
+use crate::backends::{ListedObject, NamedBackend};
 use crate::config::OrphanAction;
 use crate::error::{BrokerError, Result};
 use crate::store::{KeyState, PendingVersion, StoreError};
@@ -51,8 +51,38 @@ impl KeyManager {
                 .await?;
             report.pending_dropped += 1;
         }
+        let store_knows_keys = !self.store.count_keys_by_backend().await?.is_empty();
+        let mut orphans = Vec::new();
         for backend in self.backends.all() {
-            self.find_orphans(&backend, &mut report).await?;
+            orphans.extend(self.find_orphans(&backend).await?);
+        }
+        if !store_knows_keys && !orphans.is_empty() && !self.config.orphan_all_existing_keys {
+            return Err(BrokerError::FailedPrecondition(format!(
+                "the store knows no keys, but the backends hold {} objects labelled as the \
+                 broker's ({}...): the store is new, emptied or lost. Restore it from its \
+                 backup; nothing was changed. To start anyway, with every one of those keys \
+                 an orphan, pass --orphan-all-existing-keys",
+                orphans.len(),
+                LABEL_PREFIX
+            )));
+        }
+        let destroy = self.config.orphans == OrphanAction::Destroy;
+        if destroy && orphans.len() > self.config.max_orphans_destroyed {
+            tracing::error!(
+                orphans = orphans.len(),
+                max = self.config.max_orphans_destroyed,
+                "more orphans than keys.max_orphans_destroyed: none destroyed (is the store \
+                 older than the token?)"
+            );
+        }
+        let destroy = destroy && orphans.len() <= self.config.max_orphans_destroyed;
+        for (backend, object) in orphans {
+            let id = hex::encode(object.handle.bytes());
+            if destroy {
+                self.destroy_object(&backend, &object.handle).await;
+                report.orphans_destroyed += 1;
+            }
+            report.orphans.push((backend, id, object.label));
         }
         Ok(report)
     }
@@ -70,16 +100,11 @@ impl KeyManager {
         }
     }
 
-    /// Objects with the broker's label that the store does not know, reported and, by
-    /// configuration, destroyed.
-    async fn find_orphans(
-        &self,
-        backend: &NamedBackend,
-        report: &mut Reconciliation,
-    ) -> Result<()> {
+    /// Objects with the broker's label that the store does not know, each logged.
+    async fn find_orphans(&self, backend: &NamedBackend) -> Result<Vec<(String, ListedObject)>> {
         let objects = backend.backend.list_objects().await?;
         if objects.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let known: BTreeSet<Vec<u8>> = self
             .store
@@ -87,20 +112,15 @@ impl KeyManager {
             .await?
             .into_iter()
             .collect();
+        let mut orphans = Vec::new();
         for object in objects {
             if !object.label.starts_with(LABEL_PREFIX) || known.contains(object.handle.bytes()) {
                 continue;
             }
             let id = hex::encode(object.handle.bytes());
             tracing::warn!(backend = %backend.name, %id, label = %object.label, "object not in the store");
-            report
-                .orphans
-                .push((backend.name.clone(), id, object.label.clone()));
-            if self.config.orphans == OrphanAction::Destroy {
-                self.destroy_object(&backend.name, &object.handle).await;
-                report.orphans_destroyed += 1;
-            }
+            orphans.push((backend.name.clone(), object));
         }
-        Ok(())
+        Ok(orphans)
     }
 }

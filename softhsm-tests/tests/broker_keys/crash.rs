@@ -42,6 +42,14 @@ const KILL_ATTEMPTS: usize = 5;
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_creation_is_reconciled_and_leaves_no_half_made_key_or_unnoticed_orphan() {
     let mut broker = BrokerProcess::start();
+    // One key that is surely complete: a store that knows no keys beside a token that holds
+    // the broker's objects is a lost store, and the broker would refuse to start.
+    broker
+        .keys("admin")
+        .await
+        .create_key(create("anchor", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
     let mut interrupted = None;
     for attempt in 0..KILL_ATTEMPTS {
         let channel = broker.channel("admin").await.unwrap();

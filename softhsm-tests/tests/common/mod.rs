@@ -346,9 +346,18 @@ issuer = "{ISSUER}"
 
     /// Starts the process and waits for "listening on".
     pub fn spawn(&mut self) {
+        if let Err(status) = self.try_spawn(&[]) {
+            panic!("keybroker exited before listening: {status}");
+        }
+    }
+
+    /// Starts the process with `extra` arguments to `serve` and waits for "listening on";
+    /// the exit status if it ends first (its reasons are in [`BrokerProcess::log`]).
+    pub fn try_spawn(&mut self, extra: &[&str]) -> Result<(), std::process::ExitStatus> {
         let mut child = Command::new(self.binary)
             .args(["serve", "--config"])
             .arg(self.config_path())
+            .args(extra)
             .env("SOFTHSM2_CONF", self.hsm.conf_path())
             .env("KEYBROKER_LOG", "info")
             .stdout(Stdio::piped())
@@ -370,16 +379,14 @@ issuer = "{ISSUER}"
                         break addr.to_string();
                     }
                 }
-                _ => {
-                    let status = child.wait().unwrap();
-                    panic!("keybroker exited before listening: {status}");
-                }
+                _ => return Err(child.wait().unwrap()),
             }
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.addr = addr;
         self.child = Some(child);
+        Ok(())
     }
 
     /// The running process's id.
