@@ -146,7 +146,9 @@ impl KeyManager {
         backend.backend.check_spec(key.algorithm, key.purpose)
     }
 
-    /// Creates a key (version 1).
+    /// Creates a key (version 1). The steps run in a task of their own ([`detached`]):
+    /// a caller that goes away (a deadline, a dropped connection) cannot stop them between
+    /// the intent and the object, so the creation completes, or undoes itself.
     pub async fn create(
         &self,
         auth: &Authorized,
@@ -155,47 +157,40 @@ impl KeyManager {
     ) -> Result<KeyRecord> {
         auth.require_key(&[Action::CreateKey], &key.name)?;
         self.check_new_key(&key, &backend)?;
-        let intent = backend.backend.intent();
-        self.store.begin_create(&key, &intent).await?;
-        self.make_version(&key.name, 1, key.algorithm, key.purpose, backend, intent)
-            .await
+        let store = self.store.clone();
+        detached(async move {
+            let intent = backend.backend.intent();
+            store.begin_create(&key, &intent).await?;
+            let made = Made {
+                name: key.name,
+                version: 1,
+                algorithm: key.algorithm,
+                purpose: key.purpose,
+            };
+            make_version(&*store, made, &backend, intent).await
+        })
+        .await
     }
 
-    /// Adds a version and makes it primary.
+    /// Adds a version and makes it primary; like [`KeyManager::create`], it runs to its
+    /// end whatever happens to the caller.
     pub async fn rotate(&self, auth: &Authorized, name: &str) -> Result<KeyRecord> {
         auth.require_key(&[Action::RotateKey], name)?;
         let key = self.get(name).await?;
         let backend = self.backends.get(&key.backend)?;
-        let intent = backend.backend.intent();
-        let version = self.store.begin_version(name, &intent, now()).await?;
-        self.make_version(name, version, key.algorithm, key.purpose, backend, intent)
-            .await
-    }
-
-    async fn make_version(
-        &self,
-        name: &str,
-        version: u32,
-        algorithm: Algorithm,
-        purpose: Purpose,
-        backend: Arc<NamedBackend>,
-        intent: HardwareHandle,
-    ) -> Result<KeyRecord> {
-        let spec = ObjectSpec {
-            label: label(name, version),
-            algorithm,
-            purpose,
-        };
-        let made = backend.backend.create(&spec, intent).await;
-        match made {
-            Ok(handle) => Ok(self.store.complete_version(name, version, &handle).await?),
-            Err(e) => {
-                if let Err(store_err) = self.store.abandon_version(name, version).await {
-                    tracing::error!(key = name, version, %store_err, "cannot drop a failed creation; reconciliation will");
-                }
-                Err(e)
-            }
-        }
+        let store = self.store.clone();
+        detached(async move {
+            let intent = backend.backend.intent();
+            let version = store.begin_version(&key.name, &intent, now()).await?;
+            let made = Made {
+                name: key.name,
+                version,
+                algorithm: key.algorithm,
+                purpose: key.purpose,
+            };
+            make_version(&*store, made, &backend, intent).await
+        })
+        .await
     }
 
     /// The public key of a usable version, SPKI DER: read from the hardware once, then
@@ -347,21 +342,83 @@ impl KeyManager {
     ) -> Result<KeyRecord> {
         auth.require_key(&[Action::RetireKeyVersion], name)?;
         let key = self.get(name).await?;
-        let retired = self.store.retire_version(name, version).await?;
-        if let Some(v) = key.version(version) {
-            self.destroy_object(&key.backend, &v.handle).await;
-        }
-        Ok(retired)
+        let store = self.store.clone();
+        let backend = self.backends.get(&key.backend).ok();
+        let name = name.to_string();
+        // Detached, so that a retired version's object is destroyed even if the caller
+        // goes away in between (else it would linger until the orphan scan).
+        detached(async move {
+            let retired = store.retire_version(&name, version).await?;
+            if let (Some(backend), Some(v)) = (backend, key.version(version)) {
+                destroy_on(&backend, &v.handle).await;
+            }
+            Ok(retired)
+        })
+        .await
     }
 
     /// Destroys a version's object, if its backend keeps one. A failure is logged: the
     /// orphan scan finds what is left.
     pub(super) async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
-        let Ok(backend) = self.backends.get(backend) else {
-            return;
-        };
-        if let Err(e) = backend.backend.destroy(handle).await {
-            tracing::error!(backend = %backend.name, error = %e, "cannot destroy a hardware object; the orphan scan will find it");
+        if let Ok(backend) = self.backends.get(backend) {
+            destroy_on(&backend, handle).await;
+        }
+    }
+}
+
+/// Destroys an object on `backend`, logging a failure (the orphan scan finds what is left).
+async fn destroy_on(backend: &NamedBackend, handle: &HardwareHandle) {
+    if let Err(e) = backend.backend.destroy(handle).await {
+        tracing::error!(backend = %backend.name, error = %e, "cannot destroy a hardware object; the orphan scan will find it");
+    }
+}
+
+/// Runs a multi-step change in a task of its own and waits for it. If the caller stops
+/// waiting, the task still runs to its end: a step that was started is finished or undone,
+/// never left half-way for the next restart to find.
+async fn detached<T: Send + 'static>(
+    steps: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(steps).await.map_err(|e| {
+        tracing::error!(error = %e, "a key change task failed");
+        BrokerError::Internal("a key change task failed".into())
+    })?
+}
+
+/// The version [`make_version`] makes.
+struct Made {
+    name: String,
+    version: u32,
+    algorithm: Algorithm,
+    purpose: Purpose,
+}
+
+/// Makes the object of a version whose intent is recorded, then completes the version; if
+/// the hardware fails, drops the intent.
+async fn make_version(
+    store: &dyn KeyStore,
+    made: Made,
+    backend: &NamedBackend,
+    intent: HardwareHandle,
+) -> Result<KeyRecord> {
+    let Made {
+        name,
+        version,
+        algorithm,
+        purpose,
+    } = made;
+    let spec = ObjectSpec {
+        label: label(&name, version),
+        algorithm,
+        purpose,
+    };
+    match backend.backend.create(&spec, intent).await {
+        Ok(handle) => Ok(store.complete_version(&name, version, &handle).await?),
+        Err(e) => {
+            if let Err(store_err) = store.abandon_version(&name, version).await {
+                tracing::error!(key = %name, version, %store_err, "cannot drop a failed creation; reconciliation will");
+            }
+            Err(e)
         }
     }
 }

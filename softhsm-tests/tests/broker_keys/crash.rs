@@ -128,3 +128,69 @@ async fn kill_9_during_creation_is_reconciled_and_leaves_no_half_made_key_or_unn
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadline_during_creation_or_rotation_leaves_no_blocked_name_and_no_orphan() {
+    let broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    // RSA-4096 generation takes far longer than 50 ms on SoftHSM2: the caller gives up
+    // while the broker is between the intent and the object.
+    let mut hurried = tonic::Request::new(create("hurried", A::Rsa4096, P::SignVerify, "softhsm"));
+    hurried.set_timeout(Duration::from_millis(50));
+    let err = keys.create_key(hurried).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    // The creation finishes without its caller: the key is usable, and nothing is pending.
+    let enabled = |keys: pb::key_service_client::KeyServiceClient<_>| async move {
+        let mut keys = keys;
+        keys.get_key(pb::KeyRef {
+            name: "hurried".into(),
+        })
+        .await
+        .map(|k| k.into_inner())
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            creations_under_way(&broker) == 0 && enabled(keys.clone()).await.is_ok()
+        })
+        .await,
+        "the creation never finished"
+    );
+    keys.sign(sign_req("hurried", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+
+    // The same for a rotation.
+    let mut hurried = tonic::Request::new(pb::KeyRef {
+        name: "hurried".into(),
+    });
+    hurried.set_timeout(Duration::from_millis(50));
+    let err = keys.rotate_key(hurried).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            creations_under_way(&broker) == 0
+                && enabled(keys.clone())
+                    .await
+                    .is_ok_and(|k| k.primary_version == 2)
+        })
+        .await,
+        "the rotation never finished"
+    );
+    // The token holds exactly the two versions' objects: no orphan, nothing half-made.
+    assert_eq!(
+        broker.broker_objects(),
+        vec!["kb:hurried:v1".to_string(), "kb:hurried:v2".to_string()]
+    );
+}
