@@ -37,6 +37,10 @@ pub enum BrokerError {
     #[error("{0}")]
     ResourceExhausted(String),
     /// Anything else. The detail is logged, the caller sees a generic message.
+    /// A hardware object the store names is not in the hardware (its id, hex); the key
+    /// operations turn it into a `FAILED_PRECONDITION` naming the key and version.
+    #[error("hardware object {0} is missing")]
+    ObjectMissing(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -50,7 +54,9 @@ impl From<BrokerError> for Status {
             BrokerError::InvalidArgument(_) => Code::InvalidArgument,
             BrokerError::KeyNotFound(_) | BrokerError::UnknownBackend(_) => Code::NotFound,
             BrokerError::KeyExists(_) | BrokerError::AlreadyExists(_) => Code::AlreadyExists,
-            BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
+            BrokerError::FailedPrecondition(_) | BrokerError::ObjectMissing(_) => {
+                Code::FailedPrecondition
+            }
             BrokerError::Unsupported(_) => Code::Unimplemented,
             BrokerError::IntegrityFailure(_) => Code::InvalidArgument,
             BrokerError::Unavailable(_) => Code::Unavailable,
@@ -96,8 +102,13 @@ impl From<hsm_backend::HsmError> for BrokerError {
             }
             H::PoolExhausted(_) => BrokerError::ResourceExhausted("the HSM is busy".into()),
             H::TokenUnavailable(_) => BrokerError::Unavailable("the HSM is unavailable".into()),
-            H::KeyNotFound(id) => {
-                BrokerError::Internal(format!("HSM object {id} is missing from the token"))
+            H::KeyNotFound(id) => BrokerError::ObjectMissing(id.to_string()),
+            // The broker checks a key's purpose before it calls the token, so a token that
+            // finds only another part of the key (its public half, say) lacks the object
+            // the store names.
+            H::KeyUsageNotPermitted { key, reason } => {
+                tracing::warn!(object = %key, %reason, "the token lacks the part of a key the store names");
+                BrokerError::ObjectMissing(key.to_string())
             }
             other => BrokerError::Internal(format!("HSM: {other}")),
         }

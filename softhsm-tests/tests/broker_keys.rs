@@ -12,6 +12,8 @@ mod common;
 // Listing and crash recovery, in files of their own so that each stays short.
 #[path = "broker_keys/crash.rs"]
 mod crash;
+#[path = "broker_keys/faults.rs"]
+mod faults;
 #[path = "broker_keys/listing.rs"]
 mod listing;
 #[path = "broker_keys/store_loss.rs"]

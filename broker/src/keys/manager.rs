@@ -213,7 +213,7 @@ impl KeyManager {
             return Ok(spki.clone());
         }
         let backend = self.backends.get(&key.backend)?;
-        let spki: Arc<[u8]> = super::ops::public_key(backend, version).await?.into();
+        let spki: Arc<[u8]> = super::ops::public_key(backend, key, version).await?.into();
         let mut cached = cache();
         if cached.len() >= MAX_CACHED_PUBLIC_KEYS {
             cached.clear();

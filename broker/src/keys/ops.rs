@@ -80,13 +80,40 @@ pub async fn sign(
     scheme: Scheme,
     digests: Vec<Digest>,
 ) -> Result<Vec<Vec<u8>>> {
-    let key = KeyRef::of(key, version);
-    backend.backend.sign(key, scheme, digests).await
+    let named = KeyRef::of(key, version);
+    let signed = backend.backend.sign(named, scheme, digests).await;
+    signed.map_err(|e| in_version(e, key, version, &backend))
 }
 
 /// The version's public key, SubjectPublicKeyInfo DER.
-pub async fn public_key(backend: Arc<NamedBackend>, version: &VersionRecord) -> Result<Vec<u8>> {
-    backend.backend.public_key(&version.handle).await
+pub async fn public_key(
+    backend: Arc<NamedBackend>,
+    key: &KeyRecord,
+    version: &VersionRecord,
+) -> Result<Vec<u8>> {
+    let spki = backend.backend.public_key(&version.handle).await;
+    spki.map_err(|e| in_version(e, key, version, &backend))
+}
+
+/// A backend's error, told in terms of the key: a missing object is the key version's
+/// problem (`FAILED_PRECONDITION`, naming both), not an internal error.
+fn in_version(
+    error: BrokerError,
+    key: &KeyRecord,
+    version: &VersionRecord,
+    backend: &NamedBackend,
+) -> BrokerError {
+    match error {
+        BrokerError::ObjectMissing(id) => {
+            tracing::error!(key = %key.name, version = version.version, backend = %backend.name, object = %id, "the key's hardware object is missing");
+            BrokerError::FailedPrecondition(format!(
+                "key {:?} version {}: its object is missing from backend {:?} (restore the \
+                 token, or rotate and retire this version)",
+                key.name, version.version, backend.name
+            ))
+        }
+        other => other,
+    }
 }
 
 /// Verifies a signature in software against the version's public key.
@@ -174,7 +201,8 @@ pub async fn encrypt(
     let sealed = backend
         .backend
         .encrypt(KeyRef::of(key, version), plaintext, aad)
-        .await?;
+        .await
+        .map_err(|e| in_version(e, key, version, &backend))?;
     Ok(pb::Ciphertext {
         key: key.name.clone(),
         version: version.version,
@@ -203,10 +231,11 @@ pub async fn decrypt(
         iv: envelope.iv,
         data: envelope.data,
     };
-    backend
+    let opened = backend
         .backend
         .decrypt(KeyRef::of(key, version), sealed, aad)
-        .await
+        .await;
+    opened.map_err(|e| in_version(e, key, version, &backend))
 }
 
 /// A fresh data key from the backend's generator.

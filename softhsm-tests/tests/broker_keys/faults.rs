@@ -1,0 +1,60 @@
+//! Faults around the hardware reach the client as statuses it can act on, never as
+//! `INTERNAL`.
+
+use keybroker_api::v1 as pb;
+use pb::KeyAlgorithm as A;
+use pb::KeyPurpose as P;
+use tonic::Code;
+
+use super::common::{BrokerProcess, create};
+use super::sign_req;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_missing_from_the_token_is_a_failed_precondition_naming_key_and_version() {
+    let broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("gone", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    keys.create_key(create("gone-aes", A::Aes256, P::EncryptDecrypt, "softhsm"))
+        .await
+        .unwrap();
+    // Someone with the token's PIN deletes the objects behind the broker's back.
+    broker.pkcs11_tool(&[
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--label",
+        "kb:gone:v1",
+    ]);
+    broker.pkcs11_tool(&[
+        "--delete-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "kb:gone-aes:v1",
+    ]);
+
+    let err = keys
+        .sign(sign_req("gone", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("key \"gone\" version 1") && err.message().contains("missing"),
+        "{err:?}"
+    );
+    let err = keys
+        .encrypt(pb::EncryptRequest {
+            name: "gone-aes".into(),
+            plaintext: b"p".to_vec(),
+            aad: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("key \"gone-aes\" version 1"),
+        "{err:?}"
+    );
+}
