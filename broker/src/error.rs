@@ -125,6 +125,17 @@ impl From<tpm_backend::TpmError> for BrokerError {
             }
             T::InvalidInput(m) => BrokerError::InvalidArgument(m),
             T::Unsupported(m) => BrokerError::Unsupported(m),
+            T::Lockout => BrokerError::Unavailable(
+                "the TPM is in dictionary-attack lockout: it recovers after its lockout \
+                 interval, or when the lockout hierarchy's owner resets it"
+                    .into(),
+            ),
+            T::ObjectMemory => BrokerError::Unavailable(
+                "the TPM is out of object memory (transient objects left loaded?)".into(),
+            ),
+            T::PcrPolicyNotSatisfied => BrokerError::FailedPrecondition(
+                "the TPM's PCRs do not satisfy the object's policy".into(),
+            ),
             other => BrokerError::Internal(format!("TPM: {other}")),
         }
     }

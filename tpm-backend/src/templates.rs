@@ -70,9 +70,14 @@ pub(crate) fn srk() -> Result<Public> {
 }
 
 /// A key under the SRK: made inside the TPM, never leaves it in the clear.
+///
+/// `noDA`: its auth value is empty, so dictionary-attack protection guards nothing, and
+/// without `noDA` every start after an unclean stop counts as a failed authorization
+/// until the TPM locks its keys out (three unclean stops on swtpm's defaults).
 pub(crate) fn key(kind: TpmKeyKind) -> Result<Public> {
     let signs = kind != TpmKeyKind::Rsa2048Decrypt;
     let attributes = bound_to_this_tpm()
+        .with_no_da(true)
         .with_sign_encrypt(signs)
         .with_decrypt(!signs)
         .build()
@@ -134,6 +139,7 @@ pub(crate) fn sealed(policy: Digest) -> Result<Public> {
 /// TPM itself produced (quotes, certifications), never an outside digest.
 pub(crate) fn attestation_key() -> Result<Public> {
     let attributes = bound_to_this_tpm()
+        .with_no_da(true)
         .with_restricted(true)
         .with_sign_encrypt(true)
         .build()

@@ -214,3 +214,38 @@ fn an_unreachable_tpm_fails_to_connect_with_a_clear_error() {
     assert!(matches!(err, TpmError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+/// A TPM stopped without `TPM2_Shutdown` twenty times (a crashed host, a killed swtpm):
+/// its keys must still sign. Keys with an empty auth value are `noDA`, so unclean stops
+/// never push the TPM into dictionary-attack lockout.
+#[test]
+fn twenty_unclean_stops_do_not_lock_the_keys_out() {
+    let mut tpm = Swtpm::start();
+    let backend = connect(&tpm);
+    let keys = [
+        backend.create_key(TpmKeyKind::EcP256Sign).wait().unwrap(),
+        backend.create_key(TpmKeyKind::Rsa2048Sign).wait().unwrap(),
+    ];
+    let schemes = [TpmSignScheme::EcdsaSha256, TpmSignScheme::RsaPssSha256];
+    for round in 0..20u8 {
+        for (key, scheme) in keys.iter().zip(schemes) {
+            backend
+                .sign(key, scheme, digest(&[round]))
+                .wait()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        tpm.restart();
+    }
+    for (key, scheme) in keys.iter().zip(schemes) {
+        backend.sign(key, scheme, digest(b"after")).wait().unwrap();
+    }
+    let lockout = tpm.tpm2_tool(&["tpm2_getcap", "properties-variable"]);
+    let failed_tries = lockout
+        .lines()
+        .find(|l| l.contains("TPM2_PT_LOCKOUT_COUNTER"))
+        .and_then(|l| l.rsplit(':').next())
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(failed_tries, "0x0", "{lockout}");
+}
