@@ -50,6 +50,9 @@ impl Connection {
         let mut ctx = Context::new(tcti.conf()?)
             .map_err(|e| TpmError::Unavailable(format!("{}: {e}", tcti.as_str())))?;
         hierarchy::present(&mut ctx, auths)?;
+        if !tcti.has_resource_manager() {
+            flush_stale_objects(&mut ctx);
+        }
         let slots = transient_slots(&mut ctx);
         let (srk, srk_is_transient) = match srk {
             SrkSource::Template => {
@@ -166,6 +169,43 @@ impl Drop for Connection {
         if self.srk_is_transient {
             let _ = self.ctx.flush_context(self.srk.into());
         }
+    }
+}
+
+/// Flushes every transient object and loaded session in the TPM. Without a resource
+/// manager only one process uses the TPM at a time, so whatever is loaded when this one
+/// connects was left by a process that died (a `kill -9`), and would fill the TPM's few
+/// slots: the next start failed with "out of memory for object contexts" (or "for session
+/// contexts").
+fn flush_stale_objects(ctx: &mut Context) {
+    // Transient objects, then loaded HMAC and policy sessions.
+    const RANGES: [u32; 3] = [0x8000_0000, 0x0200_0000, 0x0300_0000];
+    let mut flushed = 0usize;
+    for first in RANGES {
+        let listed =
+            ctx.execute_without_session(|c| c.get_capability(CapabilityType::Handles, first, 64));
+        let handles = match listed {
+            Ok((CapabilityData::Handles(list), _)) => list.into_inner(),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, first, "could not list stale TPM handles");
+                continue;
+            }
+        };
+        for handle in handles {
+            let named = ctx.execute_without_session(|c| c.tr_from_tpm_public(handle));
+            let flushed_one = named.and_then(|object| ctx.flush_context(object));
+            match flushed_one {
+                Ok(()) => flushed += 1,
+                Err(e) => tracing::warn!(error = %e, ?handle, "could not flush a stale TPM handle"),
+            }
+        }
+    }
+    if flushed > 0 {
+        tracing::info!(
+            flushed,
+            "TPM objects and sessions left by a process that died were flushed"
+        );
     }
 }
 

@@ -37,6 +37,13 @@ impl Tcti {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether a resource manager stands between this process and the TPM (the kernel's
+    /// `/dev/tpmrm0`, or `tpm2-abrmd`): it flushes what a process loaded when the process
+    /// dies. Without one (swtpm, `/dev/tpm0`), objects outlive the process that loaded them.
+    pub fn has_resource_manager(&self) -> bool {
+        self.0.starts_with("tabrmd") || self.0.starts_with("device:/dev/tpmrm")
+    }
 }
 
 #[cfg(test)]

@@ -58,3 +58,31 @@ async fn an_object_missing_from_the_token_is_a_failed_precondition_naming_key_an
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_kill_9_next_to_a_live_swtpm_the_next_start_succeeds() {
+    let mut broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    // Keys loaded in the TPM when the broker dies: swtpm, which has no resource manager,
+    // keeps them, and its few object slots with them.
+    for name in ["t1", "t2", "t3"] {
+        keys.create_key(create(name, A::EcP256, P::SignVerify, "swtpm"))
+            .await
+            .unwrap();
+        keys.sign(sign_req(name, b"m", pb::SignatureScheme::Default))
+            .await
+            .unwrap();
+    }
+    for round in 0..3 {
+        broker.kill9();
+        broker
+            .try_spawn(&[])
+            .unwrap_or_else(|status| panic!("start {round} failed ({status}): {}", broker.log()));
+        let mut keys = broker.keys("admin").await;
+        for name in ["t1", "t2", "t3"] {
+            keys.sign(sign_req(name, b"m", pb::SignatureScheme::Default))
+                .await
+                .unwrap();
+        }
+    }
+}
