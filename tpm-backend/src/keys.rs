@@ -161,6 +161,13 @@ impl TpmBackend {
         })
     }
 
+    /// Loads `key` (or finds it loaded): whether this TPM can still use it. A blob made
+    /// under another SRK (the TPM was cleared, or it is another TPM) does not load.
+    pub fn check_loads(&self, key: &TpmBlob) -> Pending<()> {
+        let key = key.clone();
+        self.submit(Retry::Safe, move |c| c.key(&key).map(drop))
+    }
+
     /// Decrypts an RSA-OAEP (SHA-256) ciphertext with an RSA decryption key.
     pub fn rsa_decrypt(&self, key: &TpmBlob, ciphertext: &[u8]) -> Pending<SecretSlice<u8>> {
         let (key, ciphertext) = (key.clone(), ciphertext.to_vec());

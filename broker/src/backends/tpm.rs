@@ -182,7 +182,20 @@ impl KeyBackend for TpmKeys {
         _aad: Vec<u8>,
     ) -> Result<Sealed> {
         use rsa::pkcs8::DecodePublicKey;
-        let spki = TpmBlob::decode(key.handle)?.public_key_der()?;
+        let blob = TpmBlob::decode(key.handle)?;
+        // Encryption needs only the public key, but a ciphertext for a key this TPM can no
+        // longer load could never be decrypted: refuse it instead.
+        self.tpm
+            .check_loads(&blob)
+            .await
+            .map_err(|e| match BrokerError::from(e) {
+                BrokerError::Internal(detail) => {
+                    tracing::error!(%detail, "a TPM key no longer loads");
+                    BrokerError::ObjectMissing("(its TPM blob no longer loads)".into())
+                }
+                other => other,
+            })?;
+        let spki = blob.public_key_der()?;
         let public = rsa::RsaPublicKey::from_public_key_der(&spki)
             .map_err(|e| BrokerError::Internal(format!("TPM public key: {e}")))?;
         let data = public

@@ -107,8 +107,8 @@ fn in_version(
         BrokerError::ObjectMissing(id) => {
             tracing::error!(key = %key.name, version = version.version, backend = %backend.name, object = %id, "the key's hardware object is missing");
             BrokerError::FailedPrecondition(format!(
-                "key {:?} version {}: its object is missing from backend {:?} (restore the \
-                 token, or rotate and retire this version)",
+                "key {:?} version {}: its object is missing from backend {:?}, or no longer \
+                 loads there (restore the hardware, or rotate and retire this version)",
                 key.name, version.version, backend.name
             ))
         }

@@ -86,3 +86,32 @@ async fn after_kill_9_next_to_a_live_swtpm_the_next_start_succeeds() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tpm_key_that_no_longer_loads_refuses_to_encrypt() {
+    let mut broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("sealed-box", A::Rsa2048, P::EncryptDecrypt, "swtpm"))
+        .await
+        .unwrap();
+    let request = || pb::EncryptRequest {
+        name: "sealed-box".into(),
+        plaintext: b"p".to_vec(),
+        aad: Vec::new(),
+    };
+    keys.encrypt(request()).await.unwrap();
+    // The TPM is cleared while the broker is down: a new storage seed, so the key's blob,
+    // wrapped under the old SRK, can never load again.
+    broker.stop();
+    broker.tpm.tpm2_tool(&["tpm2_clear", "-c", "l"]);
+    broker.spawn();
+    let mut keys = broker.keys("admin").await;
+    // Encryption needs only the public key; it must still refuse, since nobody could ever
+    // decrypt the result.
+    let err = keys.encrypt(request()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("key \"sealed-box\" version 1"),
+        "{err:?}"
+    );
+}
