@@ -83,7 +83,9 @@ impl From<StoreError> for BrokerError {
                 BrokerError::InvalidArgument(format!("backend {name:?} is already registered"))
             }
             StoreError::InvalidQuery(m) => BrokerError::InvalidArgument(m),
-            StoreError::Busy(_) => BrokerError::ResourceExhausted(err.to_string()),
+            StoreError::Busy(_) | StoreError::Full => {
+                BrokerError::ResourceExhausted(err.to_string())
+            }
             other => BrokerError::Internal(other.to_string()),
         }
     }

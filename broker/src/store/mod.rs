@@ -43,6 +43,9 @@ pub enum StoreError {
     /// A listing request the store cannot run (a bad page token, too many tag filters).
     #[error("{0}")]
     InvalidQuery(String),
+    /// The disk (or the database's size limit) is full: nothing was written.
+    #[error("the key store's disk is full")]
+    Full,
     /// Too many requests wait for the store already; the caller may retry.
     #[error("the store is busy ({0} requests queued)")]
     Busy(usize),

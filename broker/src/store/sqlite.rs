@@ -202,11 +202,25 @@ trait Sql<T> {
 
 impl<T> Sql<T> for rusqlite::Result<T> {
     fn sql(self) -> Result<T> {
-        self.map_err(|e| StoreError::Database(e.to_string()))
+        self.map_err(|e| store_error(&e, None))
     }
 
     fn sql_in(self, op: &str) -> Result<T> {
-        self.map_err(|e| StoreError::Database(format!("{op}: {e}")))
+        self.map_err(|e| store_error(&e, Some(op)))
+    }
+}
+
+/// A SQLite error as a store error: a full disk (`SQLITE_FULL`) is [`StoreError::Full`],
+/// which callers can act on; the rest is [`StoreError::Database`].
+fn store_error(e: &rusqlite::Error, op: Option<&str>) -> StoreError {
+    if e.sqlite_error()
+        .is_some_and(|e| e.code == rusqlite::ErrorCode::DiskFull)
+    {
+        return StoreError::Full;
+    }
+    match op {
+        Some(op) => StoreError::Database(format!("{op}: {e}")),
+        None => StoreError::Database(e.to_string()),
     }
 }
 

@@ -291,3 +291,16 @@ fn a_failed_call_changes_nothing() {
     tamper(&store, "DROP TRIGGER no_tags");
     create(&store, "j");
 }
+
+#[test]
+fn a_full_disk_is_its_own_error_and_a_resource_exhausted_status() {
+    let full = rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("database or disk is full".into()),
+    );
+    let err = super::super::store_error(&full, Some("begin_create"));
+    assert!(matches!(err, StoreError::Full), "{err:?}");
+    let status = tonic::Status::from(crate::error::BrokerError::from(err));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("key store"), "{status:?}");
+}
