@@ -165,6 +165,9 @@ pub struct TpmBackendConfig {
     /// A file (mode 0600, hex) holding the endorsement hierarchy's auth value.
     #[serde(default)]
     pub endorsement_auth_file: Option<PathBuf>,
+    /// How long one TPM command may take before the call gets `UNAVAILABLE`.
+    #[serde(default = "defaults::tpm_command_timeout_seconds")]
+    pub command_timeout_seconds: u64,
 }
 
 /// `[attestation]`: appraisal policy and tokens.
@@ -226,6 +229,9 @@ mod defaults {
     }
     pub fn issuer() -> String {
         "keybroker".into()
+    }
+    pub fn tpm_command_timeout_seconds() -> u64 {
+        10
     }
     pub fn max_orphans_destroyed() -> usize {
         10
@@ -312,6 +318,12 @@ impl Config {
             }
             tpm_backend::Tcti::new(&tpm.tcti)
                 .map_err(|e| (format!("tpm[{i}].tcti"), e.to_string()))?;
+            if !(1..=600).contains(&tpm.command_timeout_seconds) {
+                return Err((
+                    format!("tpm[{i}].command_timeout_seconds"),
+                    "must be 1 to 600".into(),
+                ));
+            }
         }
         if let Some(default) = &self.keys.default_backend {
             if !names.contains(default) {

@@ -122,7 +122,8 @@ impl From<tpm_backend::TpmError> for BrokerError {
         use tpm_backend::TpmError as T;
         match err {
             T::Busy(_) => BrokerError::ResourceExhausted("the TPM is busy".into()),
-            T::Unavailable(_) | T::Reset(_) => {
+            T::Unavailable(why) | T::Reset(why) => {
+                tracing::warn!(%why, "TPM unavailable");
                 BrokerError::Unavailable("the TPM is unavailable".into())
             }
             T::InvalidInput(m) => BrokerError::InvalidArgument(m),

@@ -79,8 +79,9 @@ impl Broker {
                     .transpose()?,
                 lockout: None,
             };
-            let opened =
-                backends::open_tpm_with(&tpm.name, &tpm.tcti, auths).map_err(setup("tpm"))?;
+            let deadline = Duration::from_secs(tpm.command_timeout_seconds);
+            let opened = backends::open_tpm_with(&tpm.name, &tpm.tcti, auths, deadline)
+                .map_err(setup("tpm"))?;
             backends.insert(opened).map_err(setup("tpm"))?;
         }
         // Keys reference their backend in the store: record the configured ones too.

@@ -152,6 +152,11 @@ impl Swtpm {
         }
     }
 
+    /// The swtpm process's id while it runs (to stop it with `SIGSTOP`, as a hung TPM).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Kills the process; the state directory stays. Calls to the TPM fail until
     /// [`Swtpm::restart`].
     pub fn stop(&mut self) {

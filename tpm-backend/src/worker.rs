@@ -127,6 +127,18 @@ impl TpmBackend {
     /// # Errors
     /// [`TpmError::Unavailable`] if the TPM cannot be reached; template or handle errors.
     pub fn connect(config: TpmConfig) -> Result<TpmBackend> {
+        let backend = TpmBackend::start(config)?;
+        backend.probe().wait()?;
+        Ok(backend)
+    }
+
+    /// Starts the worker without connecting: the first request (or [`TpmBackend::probe`])
+    /// connects, and each request after a failed one tries again. For a service that must
+    /// start while its TPM is away.
+    ///
+    /// # Errors
+    /// [`TpmError::Unavailable`] if the worker thread cannot be started.
+    pub fn start(config: TpmConfig) -> Result<TpmBackend> {
         let queue_depth = config.queue_depth.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_depth);
         let worker = Worker {
@@ -137,13 +149,16 @@ impl TpmBackend {
             .name("tpm-worker".into())
             .spawn(move || serve(worker, queue))
             .map_err(|e| TpmError::Unavailable(format!("cannot start the TPM worker: {e}")))?;
-        let backend = TpmBackend {
+        Ok(TpmBackend {
             jobs,
             queue_depth,
             _worker: Arc::new(WorkerThread(Some(thread))),
-        };
-        backend.submit(Retry::Safe, |_| Ok(())).wait()?;
-        Ok(backend)
+        })
+    }
+
+    /// Connects if not connected: succeeds once the TPM answers.
+    pub fn probe(&self) -> Pending<()> {
+        self.submit(Retry::Safe, |_| Ok(()))
     }
 
     /// How many transient objects the TPM holds now: the SRK, the cached keys, and

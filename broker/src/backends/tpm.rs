@@ -6,6 +6,8 @@
 //! Calls are queued to the TPM's own worker thread and awaited. Public-key operations (RSA
 //! encryption) run in software on the blob's public half: nothing secret is involved.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use hsm_backend::Digest;
 use secrecy::{ExposeSecret, SecretSlice};
@@ -37,37 +39,105 @@ impl TypedHandle for TpmBlob {
     }
 }
 
+/// The default bound on one TPM command (`[[tpm]] command_timeout_seconds`).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a TPM that was away at start is tried again.
+const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
+
 /// One TPM.
 #[derive(Debug)]
 pub struct TpmKeys {
     tpm: TpmBackend,
     description: String,
+    /// How long one command may take before the call gets `UNAVAILABLE`.
+    deadline: Duration,
 }
 
 /// Connects to a TPM.
 ///
 /// # Errors
-/// The TCTI is malformed or the TPM does not answer.
+/// As [`open_with`].
 pub fn open(name: &str, tcti: &str) -> Result<NamedBackend> {
-    open_with(name, tcti, HierarchyAuths::default())
+    open_with(name, tcti, HierarchyAuths::default(), DEFAULT_DEADLINE)
 }
 
-/// As [`open`], presenting these hierarchy auth values.
+/// Opens a TPM backend presenting these hierarchy auth values, each command bounded by
+/// `deadline`. A TPM that does not answer does not stop the start: the backend is
+/// registered as unavailable (its calls get `UNAVAILABLE`) and joins once the TPM answers,
+/// while the other backends serve.
 ///
 /// # Errors
-/// As [`open`].
-pub fn open_with(name: &str, tcti: &str, auths: HierarchyAuths) -> Result<NamedBackend> {
+/// The TCTI is malformed, or the TPM answers but refuses (auth values, templates).
+pub fn open_with(
+    name: &str,
+    tcti: &str,
+    auths: HierarchyAuths,
+    deadline: Duration,
+) -> Result<NamedBackend> {
     let parsed = Tcti::new(tcti).map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
     let mut config = TpmConfig::new(parsed);
     config.hierarchy_auth = auths;
-    let tpm = TpmBackend::connect(config).map_err(|e| {
-        BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?}: {e}"))
-    })?;
+    let refused = |e: TpmError| {
+        BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?} ({tcti}): {e}"))
+    };
+    let tpm = TpmBackend::start(config).map_err(refused)?;
+    match tpm.probe().wait() {
+        Ok(()) => {}
+        Err(TpmError::Unavailable(why)) => {
+            tracing::warn!(backend = name, tcti, %why, "TPM unavailable at start: its calls get UNAVAILABLE until it answers");
+            rejoin_in_background(name, tpm.clone());
+        }
+        Err(e) => return Err(refused(e)),
+    }
     let keys = TpmKeys {
         tpm,
         description: format!("TPM {tcti}"),
+        deadline,
     };
     Ok(NamedBackend::new(name, keys))
+}
+
+/// Tries a TPM that was away at start until it answers, and says when it joined.
+fn rejoin_in_background(name: &str, tpm: TpmBackend) {
+    let name = name.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("tpm-rejoin".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(REJOIN_INTERVAL);
+                match tpm.probe().wait() {
+                    Ok(()) => {
+                        tracing::info!(backend = %name, "TPM answers: backend joined");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(backend = %name, error = %e, "TPM still away"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch for the TPM: it joins at its first call instead");
+    }
+}
+
+impl TpmKeys {
+    /// Waits for a TPM command, at most the backend's deadline: a hung TPM gives
+    /// `UNAVAILABLE` rather than holding the call until the client gives up.
+    async fn within<T>(&self, pending: tpm_backend::Pending<T>) -> Result<T, TpmError> {
+        bounded(self.deadline, pending).await
+    }
+}
+
+/// How long a key generation may take: RSA generation in a TPM takes seconds.
+const CREATE_DEADLINE: Duration = Duration::from_secs(120);
+
+async fn bounded<T>(deadline: Duration, pending: tpm_backend::Pending<T>) -> Result<T, TpmError> {
+    match tokio::time::timeout(deadline, pending).await {
+        Ok(answer) => answer,
+        Err(_elapsed) => Err(TpmError::Unavailable(format!(
+            "the TPM did not answer within {} s",
+            deadline.as_secs()
+        ))),
+    }
 }
 
 /// Reads a TPM hierarchy auth value: hex text in a file that group and others cannot read.
@@ -135,10 +205,12 @@ impl KeyBackend for TpmKeys {
 
     /// The intent is the default empty handle: the blob exists only once it is made.
     async fn create(&self, spec: &ObjectSpec, _intent: HardwareHandle) -> Result<HardwareHandle> {
-        let blob = self
-            .tpm
-            .create_key(key_kind(spec.algorithm, spec.purpose)?)
-            .await?;
+        let kind = key_kind(spec.algorithm, spec.purpose)?;
+        let blob = bounded(
+            CREATE_DEADLINE.max(self.deadline),
+            self.tpm.create_key(kind),
+        )
+        .await?;
         Ok(blob.encode())
     }
 
@@ -165,7 +237,7 @@ impl KeyBackend for TpmKeys {
             let bytes: [u8; 32] = d.as_bytes().try_into().map_err(|_| {
                 BrokerError::InvalidArgument("TPM keys sign SHA-256 digests".into())
             })?;
-            out.push(self.tpm.sign(&blob, scheme, bytes).await?);
+            out.push(self.within(self.tpm.sign(&blob, scheme, bytes)).await?);
         }
         Ok(out)
     }
@@ -185,8 +257,7 @@ impl KeyBackend for TpmKeys {
         let blob = TpmBlob::decode(key.handle)?;
         // Encryption needs only the public key, but a ciphertext for a key this TPM can no
         // longer load could never be decrypted: refuse it instead.
-        self.tpm
-            .check_loads(&blob)
+        self.within(self.tpm.check_loads(&blob))
             .await
             .map_err(|e| match BrokerError::from(e) {
                 BrokerError::Internal(detail) => {
@@ -218,8 +289,7 @@ impl KeyBackend for TpmKeys {
         _aad: Vec<u8>,
     ) -> Result<SecretSlice<u8>> {
         let blob = TpmBlob::decode(key.handle)?;
-        self.tpm
-            .rsa_decrypt(&blob, &sealed.data)
+        self.within(self.tpm.rsa_decrypt(&blob, &sealed.data))
             .await
             .map_err(|e| match e {
                 TpmError::InvalidInput(_) | TpmError::Tpm { .. } => {

@@ -115,3 +115,98 @@ async fn a_tpm_key_that_no_longer_loads_refuses_to_encrypt() {
         "{err:?}"
     );
 }
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {name} {pid}");
+}
+
+/// Sets `[[tpm]] command_timeout_seconds` in the broker's configuration.
+fn set_tpm_deadline(broker: &BrokerProcess, seconds: u64) {
+    let config = std::fs::read_to_string(broker.config_path()).unwrap();
+    let tcti = format!("tcti = \"{}\"", broker.tpm.tcti());
+    assert!(config.contains(&tcti), "{config}");
+    let config = config.replace(
+        &tcti,
+        &format!("{tcti}\ncommand_timeout_seconds = {seconds}"),
+    );
+    std::fs::write(broker.config_path(), config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_swtpm_down_at_start_the_hsm_serves_and_the_tpm_joins_when_it_comes_up() {
+    let mut broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("on-tpm", A::EcP256, P::SignVerify, "swtpm"))
+        .await
+        .unwrap();
+    keys.create_key(create("on-hsm", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    broker.stop();
+    broker.tpm.stop();
+    broker
+        .try_spawn(&[])
+        .unwrap_or_else(|status| panic!("no start without the TPM ({status}): {}", broker.log()));
+    let mut keys = broker.keys("admin").await;
+    keys.sign(sign_req("on-hsm", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+    let err = keys
+        .sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    broker.tpm.restart();
+    let joined = super::common::eventually(std::time::Duration::from_secs(30), || {
+        let mut keys = keys.clone();
+        async move {
+            keys.sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(joined, "the TPM never joined: {}", broker.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_swtpm_gives_unavailable_within_the_deadline_and_recovers() {
+    let mut broker = BrokerProcess::start();
+    broker.stop();
+    set_tpm_deadline(&broker, 2);
+    broker.spawn();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("on-tpm", A::EcP256, P::SignVerify, "swtpm"))
+        .await
+        .unwrap();
+    let pid = broker.tpm.pid().unwrap();
+    signal(pid, "STOP");
+    let started = std::time::Instant::now();
+    let err = keys
+        .sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    signal(pid, "CONT");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "UNAVAILABLE after {took:?}, not within the 2 s deadline"
+    );
+    // Once the TPM answers again, so does the key.
+    let recovered = super::common::eventually(std::time::Duration::from_secs(30), || {
+        let mut keys = keys.clone();
+        async move {
+            keys.sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(recovered, "{}", broker.log());
+}
