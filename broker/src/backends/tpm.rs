@@ -6,6 +6,8 @@
 //! Calls are queued to the TPM's own worker thread and awaited. Public-key operations (RSA
 //! encryption) run in software on the blob's public half: nothing secret is involved.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +53,15 @@ pub struct TpmKeys {
     description: String,
     /// How long one command may take before the call gets `UNAVAILABLE`.
     deadline: Duration,
+    /// Cleared when this backend is dropped: the thread that waits for a TPM that was
+    /// away at start stops then.
+    wanted: Arc<AtomicBool>,
+}
+
+impl Drop for TpmKeys {
+    fn drop(&mut self) {
+        self.wanted.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Connects to a TPM.
@@ -81,11 +92,12 @@ pub fn open_with(
         BrokerError::FailedPrecondition(format!("cannot open TPM backend {name:?} ({tcti}): {e}"))
     };
     let tpm = TpmBackend::start(config).map_err(refused)?;
+    let wanted = Arc::new(AtomicBool::new(true));
     match tpm.probe().wait() {
         Ok(()) => {}
         Err(TpmError::Unavailable(why)) => {
             tracing::warn!(backend = name, tcti, %why, "TPM unavailable at start: its calls get UNAVAILABLE until it answers");
-            rejoin_in_background(name, tpm.clone());
+            rejoin_in_background(name, tpm.clone(), wanted.clone());
         }
         Err(e) => return Err(refused(e)),
     }
@@ -93,18 +105,23 @@ pub fn open_with(
         tpm,
         description: format!("TPM {tcti}"),
         deadline,
+        wanted,
     };
     Ok(NamedBackend::new(name, keys))
 }
 
-/// Tries a TPM that was away at start until it answers, and says when it joined.
-fn rejoin_in_background(name: &str, tpm: TpmBackend) {
+/// Tries a TPM that was away at start until it answers, and says when it joined; gives
+/// up when the backend is dropped (`wanted` cleared).
+fn rejoin_in_background(name: &str, tpm: TpmBackend, wanted: Arc<AtomicBool>) {
     let name = name.to_string();
     let spawned = std::thread::Builder::new()
         .name("tpm-rejoin".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(REJOIN_INTERVAL);
+                if !wanted.load(Ordering::Relaxed) {
+                    return;
+                }
                 match tpm.probe().wait() {
                     Ok(()) => {
                         tracing::info!(backend = %name, "TPM answers: backend joined");
@@ -201,6 +218,13 @@ impl KeyBackend for TpmKeys {
 
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
         key_kind(algorithm, purpose).map(|_| ())
+    }
+
+    /// The TPM answers (connecting if it was away).
+    async fn probe(&self) -> Result<()> {
+        self.within(self.tpm.probe())
+            .await
+            .map_err(|e| BrokerError::FailedPrecondition(format!("{}: {e}", self.description)))
     }
 
     /// The intent is the default empty handle: the blob exists only once it is made.

@@ -43,6 +43,8 @@ impl KeyManager {
         }
         let to_open = record.clone();
         let opened = tokio::task::spawn_blocking(move || backends::open_record(&to_open)).await??;
+        // At start a TPM that is away may join later; a registration must reach it now.
+        opened.backend.probe().await?;
         self.store.add_backend(&record).await?;
         let opened = self.backends.insert(opened)?;
         tracing::info!(backend = %opened.name, kind = opened.kind(), "backend registered");
