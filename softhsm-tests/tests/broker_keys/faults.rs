@@ -116,6 +116,22 @@ async fn a_tpm_key_that_no_longer_loads_refuses_to_encrypt() {
     );
 }
 
+/// Whether `name` signs again within 30 s (polled).
+async fn signs_within_30_s(
+    keys: &pb::key_service_client::KeyServiceClient<tonic::transport::Channel>,
+    name: &str,
+) -> bool {
+    super::common::eventually(std::time::Duration::from_secs(30), || {
+        let mut keys = keys.clone();
+        async move {
+            keys.sign(sign_req(name, b"m", pb::SignatureScheme::Default))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
         .args(["-s", name, &pid.to_string()])
@@ -162,15 +178,7 @@ async fn with_swtpm_down_at_start_the_hsm_serves_and_the_tpm_joins_when_it_comes
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     broker.tpm.restart();
-    let joined = super::common::eventually(std::time::Duration::from_secs(30), || {
-        let mut keys = keys.clone();
-        async move {
-            keys.sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let joined = signs_within_30_s(&keys, "on-tpm").await;
     assert!(joined, "the TPM never joined: {}", broker.log());
 }
 
@@ -199,14 +207,6 @@ async fn a_hung_swtpm_gives_unavailable_within_the_deadline_and_recovers() {
         "UNAVAILABLE after {took:?}, not within the 2 s deadline"
     );
     // Once the TPM answers again, so does the key.
-    let recovered = super::common::eventually(std::time::Duration::from_secs(30), || {
-        let mut keys = keys.clone();
-        async move {
-            keys.sign(sign_req("on-tpm", b"m", pb::SignatureScheme::Default))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let recovered = signs_within_30_s(&keys, "on-tpm").await;
     assert!(recovered, "{}", broker.log());
 }
