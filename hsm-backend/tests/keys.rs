@@ -335,6 +335,31 @@ fn list_shows_generated_and_imported_keys() {
 }
 
 #[test]
+fn labels_are_listed_once_per_key_in_one_pass() {
+    let t = common::token();
+    let ec = t.generate(KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify);
+    let aes = t.generate(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt);
+    let mut listed = t.backend.list_labels().unwrap();
+    listed.sort();
+    let mut expected = vec![
+        (ec.id.clone(), ec.label.clone()),
+        (aes.id.clone(), aes.label.clone()),
+    ];
+    expected.sort();
+    // The EC key's private and public objects share an id: it is listed once.
+    assert_eq!(listed, expected);
+    // The same keys that the describing listing finds.
+    let described: Vec<_> = t
+        .backend
+        .list_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(described.len(), listed.len());
+}
+
+#[test]
 fn bad_key_names_are_refused() {
     assert!(KeyId::new(Vec::new()).is_err());
     assert!(KeyLabel::new("line\nbreak").is_err());

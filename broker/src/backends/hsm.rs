@@ -304,12 +304,13 @@ impl KeyBackend for HsmKeys {
     }
 
     async fn list_objects(&self) -> Result<Vec<ListedObject>> {
-        let keys = self.run(|hsm| Ok(hsm.list_keys()?)).await?;
+        // One pass over the token's objects: reconciliation needs ids and labels only.
+        let keys = self.run(|hsm| Ok(hsm.list_labels()?)).await?;
         Ok(keys
             .into_iter()
-            .map(|info| ListedObject {
-                handle: info.id.encode(),
-                label: info.label,
+            .map(|(id, label)| ListedObject {
+                handle: id.encode(),
+                label,
             })
             .collect())
     }
