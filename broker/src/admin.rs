@@ -73,7 +73,7 @@ fn backend_to_wire(backend: &NamedBackend, keys: u32) -> pb::Backend {
         name: backend.name.clone(),
         kind: backend.kind().to_string(),
         description: backend.describe(),
-        available: true,
+        available: backend.available(),
         keys,
     }
 }

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
@@ -49,6 +50,8 @@ impl TpmConfig {
 pub(crate) struct Worker {
     config: TpmConfig,
     connection: Option<Connection>,
+    /// Whether `connection` is open, for [`TpmBackend::is_connected`].
+    connected: Arc<AtomicBool>,
 }
 
 /// Whether a request may run twice if the connection broke under it.
@@ -62,11 +65,15 @@ impl Worker {
     fn connection(&mut self) -> Result<&mut Connection> {
         match &mut self.connection {
             Some(connection) => Ok(connection),
-            slot @ None => Ok(slot.insert(Connection::open(
-                &self.config.tcti,
-                self.config.srk,
-                &self.config.hierarchy_auth,
-            )?)),
+            slot @ None => {
+                let opened = Connection::open(
+                    &self.config.tcti,
+                    self.config.srk,
+                    &self.config.hierarchy_auth,
+                )?;
+                self.connected.store(true, Ordering::Relaxed);
+                Ok(slot.insert(opened))
+            }
         }
     }
 
@@ -83,6 +90,7 @@ impl Worker {
         }
         tracing::warn!(tcti = self.config.tcti.as_str(), %error, "TPM connection lost or TPM reset; reconnecting");
         self.connection = None;
+        self.connected.store(false, Ordering::Relaxed);
         let connection = self.connection()?;
         match retry {
             Retry::Safe => op(connection),
@@ -107,6 +115,7 @@ pub struct TpmBackend {
     // Declared before `worker`: the sender must be gone before the worker is joined.
     jobs: SyncSender<Job>,
     queue_depth: usize,
+    connected: Arc<AtomicBool>,
     _worker: Arc<WorkerThread>,
 }
 
@@ -141,9 +150,11 @@ impl TpmBackend {
     pub fn start(config: TpmConfig) -> Result<TpmBackend> {
         let queue_depth = config.queue_depth.max(1);
         let (jobs, queue) = sync_channel::<Job>(queue_depth);
+        let connected = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             config,
             connection: None,
+            connected: connected.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("tpm-worker".into())
@@ -152,8 +163,15 @@ impl TpmBackend {
         Ok(TpmBackend {
             jobs,
             queue_depth,
+            connected,
             _worker: Arc::new(WorkerThread(Some(thread))),
         })
+    }
+
+    /// Whether the worker holds an open connection to the TPM: false before the first
+    /// successful connect, and from a lost connection until the next.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Connects if not connected: succeeds once the TPM answers.

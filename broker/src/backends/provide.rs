@@ -95,6 +95,12 @@ pub trait KeyBackend: AsAny + Send + Sync + fmt::Debug {
     /// What this backend is, for operators (`ListBackends`).
     fn describe(&self) -> String;
 
+    /// Whether the hardware is known to answer, without asking it (`ListBackends`): a
+    /// backend that is reachable once opened keeps the default.
+    fn available(&self) -> bool {
+        true
+    }
+
     /// Whether the hardware answers now. Registration asks it before it records a
     /// backend; a backend that is always reachable once opened keeps the default.
     async fn probe(&self) -> Result<()> {

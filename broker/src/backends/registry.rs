@@ -34,6 +34,11 @@ impl NamedBackend {
         self.backend.describe()
     }
 
+    /// Whether the hardware is known to answer ([`super::KeyBackend::available`]).
+    pub fn available(&self) -> bool {
+        self.backend.available()
+    }
+
     /// The backend as its own type `T`, if it is one.
     pub fn downcast<T: KeyBackend + 'static>(&self) -> Option<Arc<T>> {
         self.backend.clone().into_any().downcast::<T>().ok()

@@ -220,6 +220,12 @@ impl KeyBackend for TpmKeys {
         key_kind(algorithm, purpose).map(|_| ())
     }
 
+    /// False while the TPM is away: before it first answered, and from a lost connection
+    /// until the next call or the start-up watcher connects again.
+    fn available(&self) -> bool {
+        self.tpm.is_connected()
+    }
+
     /// The TPM answers (connecting if it was away).
     async fn probe(&self) -> Result<()> {
         self.within(self.tpm.probe())

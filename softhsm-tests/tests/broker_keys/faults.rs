@@ -176,10 +176,32 @@ async fn with_swtpm_down_at_start_the_hsm_serves_and_the_tpm_joins_when_it_comes
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        !tpm_listed_as_available(&broker).await,
+        "ListBackends says the TPM is away"
+    );
 
     broker.tpm.restart();
     let joined = signs_within_30_s(&keys, "on-tpm").await;
     assert!(joined, "the TPM never joined: {}", broker.log());
+    assert!(tpm_listed_as_available(&broker).await);
+}
+
+/// What `ListBackends` says of the `swtpm` backend's availability.
+async fn tpm_listed_as_available(broker: &BrokerProcess) -> bool {
+    let mut admin =
+        pb::admin_service_client::AdminServiceClient::new(broker.channel("admin").await.unwrap());
+    let listed = admin
+        .list_backends(pb::ListBackendsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .backends;
+    listed
+        .iter()
+        .find(|b| b.name == "swtpm")
+        .map(|b| b.available)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
