@@ -1,5 +1,5 @@
 //! The Keybroker service and the `keybroker` CLI: the only crate that wires the backends,
-//! attestation, storage, authorization and transport together (see DESIGN.md).
+//! attestation, storage, authorization and transport together (see docs/design.md).
 #![forbid(unsafe_code)]
 
 pub mod admin;

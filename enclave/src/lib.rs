@@ -1,2 +1,2 @@
-//! Filled by a later issue; see DESIGN.md.
+//! Filled by a later issue; see docs/design.md.
 #![forbid(unsafe_code)]

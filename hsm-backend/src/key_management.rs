@@ -189,31 +189,8 @@ impl HsmBackend {
     /// # Errors
     /// Token errors.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        let ids = self.pool.run(|s| {
-            let mut ids = BTreeSet::new();
-            for class in [
-                ObjectClass::PRIVATE_KEY,
-                ObjectClass::SECRET_KEY,
-                ObjectClass::PUBLIC_KEY,
-            ] {
-                let handles = s
-                    .session
-                    .find_objects(&[Attribute::Class(class)])
-                    .map_err(|e| s.error(e, Op::General))?;
-                for handle in handles {
-                    let attrs = s
-                        .session
-                        .get_attributes(handle, &[AttributeType::Id])
-                        .map_err(|e| s.error(e, Op::General))?;
-                    if let Some(Attribute::Id(raw)) = attrs.into_iter().next() {
-                        if let Ok(id) = KeyId::new(raw) {
-                            ids.insert(id);
-                        }
-                    }
-                }
-            }
-            Ok(ids)
-        })?;
+        let mut ids: Vec<KeyId> = self.list_labels()?.into_iter().map(|(id, _)| id).collect();
+        ids.sort();
         // Objects this backend does not understand are skipped, not fatal.
         Ok(ids
             .into_iter()
