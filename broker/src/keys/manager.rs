@@ -15,17 +15,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::change::{Made, destroy_on, detached, make_version};
 pub use super::spec::check_key_name;
-use super::spec::{check_tags, label};
+use super::spec::check_tags;
 
 use crate::authz::Action;
-use crate::backends::{Backends, NamedBackend, ObjectSpec};
+use crate::backends::{Backends, NamedBackend};
 use crate::config::KeysConfig;
 use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
 use crate::store::cache::CachedKeyStore;
 use crate::store::{
-    Algorithm, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
+    HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
     VersionRecord, VersionState,
 };
 
@@ -362,63 +363,6 @@ impl KeyManager {
     pub(super) async fn destroy_object(&self, backend: &str, handle: &HardwareHandle) {
         if let Ok(backend) = self.backends.get(backend) {
             destroy_on(&backend, handle).await;
-        }
-    }
-}
-
-/// Destroys an object on `backend`, logging a failure (the orphan scan finds what is left).
-async fn destroy_on(backend: &NamedBackend, handle: &HardwareHandle) {
-    if let Err(e) = backend.backend.destroy(handle).await {
-        tracing::error!(backend = %backend.name, error = %e, "cannot destroy a hardware object; the orphan scan will find it");
-    }
-}
-
-/// Runs a multi-step change in a task of its own and waits for it. If the caller stops
-/// waiting, the task still runs to its end: a step that was started is finished or undone,
-/// never left half-way for the next restart to find.
-async fn detached<T: Send + 'static>(
-    steps: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(steps).await.map_err(|e| {
-        tracing::error!(error = %e, "a key change task failed");
-        BrokerError::Internal("a key change task failed".into())
-    })?
-}
-
-/// The version [`make_version`] makes.
-struct Made {
-    name: String,
-    version: u32,
-    algorithm: Algorithm,
-    purpose: Purpose,
-}
-
-/// Makes the object of a version whose intent is recorded, then completes the version; if
-/// the hardware fails, drops the intent.
-async fn make_version(
-    store: &dyn KeyStore,
-    made: Made,
-    backend: &NamedBackend,
-    intent: HardwareHandle,
-) -> Result<KeyRecord> {
-    let Made {
-        name,
-        version,
-        algorithm,
-        purpose,
-    } = made;
-    let spec = ObjectSpec {
-        label: label(&name, version),
-        algorithm,
-        purpose,
-    };
-    match backend.backend.create(&spec, intent).await {
-        Ok(handle) => Ok(store.complete_version(&name, version, &handle).await?),
-        Err(e) => {
-            if let Err(store_err) = store.abandon_version(&name, version).await {
-                tracing::error!(key = %name, version, %store_err, "cannot drop a failed creation; reconciliation will");
-            }
-            Err(e)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `keybroker.v1.KeyService`: keys in HSMs and TPMs, their use and their lifecycle.
 
+mod change;
 pub mod convert;
 pub mod manager;
 pub mod ops;
