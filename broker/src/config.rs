@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+#[path = "config_attestation.rs"]
+mod attestation;
 #[path = "config_server.rs"]
 mod server;
+pub use attestation::AttestationConfig;
 pub use server::ServerConfig;
 
 /// A configuration error, naming the file and the field.
@@ -170,53 +173,6 @@ pub struct TpmBackendConfig {
     pub command_timeout_seconds: u64,
 }
 
-/// `[attestation]`: appraisal policy and tokens.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttestationConfig {
-    /// The appraisal policy (reference values), TOML; none: attestation is refused.
-    #[serde(default)]
-    pub policy: Option<PathBuf>,
-    /// The `iss` of attestation tokens.
-    #[serde(default = "defaults::issuer")]
-    pub issuer: String,
-    /// The HSM backend that holds the token-signing key; default: the first `[[hsm]]`.
-    #[serde(default)]
-    pub signing_backend: Option<String>,
-    /// Challenge lifetime.
-    #[serde(default = "defaults::challenge_ttl_seconds")]
-    pub challenge_ttl_seconds: u64,
-    /// A directory of VCEK/VLEK certificates (DER or PEM), for SEV-SNP evidence that comes
-    /// without one.
-    #[serde(default)]
-    pub certificate_cache: Option<PathBuf>,
-    /// Most challenges one identity may have outstanding.
-    #[serde(default = "defaults::challenges_per_identity")]
-    pub challenges_per_identity: usize,
-    /// How long a token-signing key signs before a new one replaces it.
-    #[serde(default = "defaults::token_key_rotation_seconds")]
-    pub token_key_rotation_seconds: u64,
-    /// How long a replaced token-signing key still verifies (and stays in the JWK set).
-    /// Tokens it signed are refused afterwards, even if they have not expired.
-    #[serde(default = "defaults::token_key_overlap_seconds")]
-    pub token_key_overlap_seconds: u64,
-}
-
-impl Default for AttestationConfig {
-    fn default() -> Self {
-        AttestationConfig {
-            policy: None,
-            issuer: defaults::issuer(),
-            signing_backend: None,
-            challenge_ttl_seconds: defaults::challenge_ttl_seconds(),
-            certificate_cache: None,
-            challenges_per_identity: defaults::challenges_per_identity(),
-            token_key_rotation_seconds: defaults::token_key_rotation_seconds(),
-            token_key_overlap_seconds: defaults::token_key_overlap_seconds(),
-        }
-    }
-}
-
 mod defaults {
     pub fn destruction_pending_days() -> u32 {
         30
@@ -227,28 +183,11 @@ mod defaults {
     pub fn sessions() -> usize {
         4
     }
-    pub fn issuer() -> String {
-        "keybroker".into()
-    }
     pub fn tpm_command_timeout_seconds() -> u64 {
         10
     }
     pub fn max_orphans_destroyed() -> usize {
         10
-    }
-    pub fn challenges_per_identity() -> usize {
-        16
-    }
-    /// 30 days.
-    pub fn token_key_rotation_seconds() -> u64 {
-        30 * 86_400
-    }
-    /// One day: the longest a token lives (`result_validity_seconds` is at most 86400).
-    pub fn token_key_overlap_seconds() -> u64 {
-        86_400
-    }
-    pub fn challenge_ttl_seconds() -> u64 {
-        60
     }
 }
 
@@ -350,34 +289,7 @@ impl Config {
                 "must be at least keys.min_destruction_pending_days",
             );
         }
-        if self.attestation.challenge_ttl_seconds == 0
-            || self.attestation.challenge_ttl_seconds > 600
-        {
-            return bad("attestation.challenge_ttl_seconds", "must be 1 to 600");
-        }
-        if !(1..=10_000).contains(&self.attestation.challenges_per_identity) {
-            return bad("attestation.challenges_per_identity", "must be 1 to 10000");
-        }
-        if !(1..=10 * 365 * 86_400).contains(&self.attestation.token_key_rotation_seconds) {
-            return bad(
-                "attestation.token_key_rotation_seconds",
-                "must be 1 second to 10 years",
-            );
-        }
-        if !(1..=30 * 86_400).contains(&self.attestation.token_key_overlap_seconds) {
-            return bad(
-                "attestation.token_key_overlap_seconds",
-                "must be 1 second to 30 days",
-            );
-        }
-        if self.attestation.token_key_overlap_seconds > self.attestation.token_key_rotation_seconds
-        {
-            return bad(
-                "attestation.token_key_overlap_seconds",
-                "must not exceed attestation.token_key_rotation_seconds (only one retired key \
-                 verifies at a time)",
-            );
-        }
+        self.attestation.validate()?;
         Ok(())
     }
 
