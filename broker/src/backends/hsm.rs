@@ -18,6 +18,7 @@ use hsm_backend::{
 use secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::Semaphore;
 
+use super::hsm_batch::digests_per_task;
 use super::provide::{KeyBackend, KeyRef, ListedObject, ObjectSpec, Scheme, Sealed};
 use super::{Kind, NamedBackend, TypedHandle};
 use crate::error::{BrokerError, Result};
@@ -174,27 +175,6 @@ fn signature_algorithm(algorithm: Algorithm, scheme: Scheme) -> SignatureAlgorit
         (_, Scheme::RsaPss) => SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256),
         _ => SignatureAlgorithm::RsaPkcs1v15(HashAlgorithm::Sha256),
     }
-}
-
-/// About how long one signature takes, in microseconds (SoftHSM2 on one core of the CI
-/// machine; a hardware HSM is slower, in the same order).
-fn sign_cost_micros(algorithm: Algorithm) -> usize {
-    match algorithm {
-        Algorithm::EcP256 | Algorithm::Aes256 => 60,
-        Algorithm::EcP384 => 250,
-        Algorithm::Rsa2048 => 1_500,
-        Algorithm::Rsa3072 => 4_500,
-        Algorithm::Rsa4096 => 10_000,
-    }
-}
-
-/// Most signing work one blocking task does before its session goes back to the gate.
-const SIGN_TASK_BUDGET_MICROS: usize = 10_000;
-
-/// How many digests of a batch one blocking task signs: about
-/// [`SIGN_TASK_BUDGET_MICROS`] of work, and at least one.
-fn digests_per_task(algorithm: Algorithm) -> usize {
-    (SIGN_TASK_BUDGET_MICROS / sign_cost_micros(algorithm)).max(1)
 }
 
 /// A failed RSA decryption says nothing more than that: which padding check failed is
@@ -408,17 +388,5 @@ impl KeyBackend for HsmKeys {
 
     async fn random(&self, len: usize) -> Result<SecretSlice<u8>> {
         self.run(move |hsm| Ok(hsm.random(len)?)).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Algorithm, digests_per_task};
-
-    #[test]
-    fn batches_are_split_by_the_cost_of_their_signatures() {
-        assert_eq!(digests_per_task(Algorithm::Rsa4096), 1);
-        assert!(digests_per_task(Algorithm::Rsa2048) < digests_per_task(Algorithm::EcP384));
-        assert!(digests_per_task(Algorithm::EcP256) >= 100);
     }
 }

@@ -9,6 +9,7 @@
 
 mod handle;
 pub mod hsm;
+mod hsm_batch;
 mod provide;
 mod registry;
 pub mod tpm;
