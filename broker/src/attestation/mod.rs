@@ -4,6 +4,7 @@
 
 pub mod dev;
 mod service;
+mod token_key;
 mod token_keys;
 
 pub use service::AttestationServiceImpl;

@@ -17,21 +17,13 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attest::token::{PublishedKey, TokenAlgorithm, TokenVerifier, UnsignedToken};
-use hsm_backend::{
-    Digest, EcCurve, HashAlgorithm, HsmBackend, HsmError, KeyAlgorithm, KeyId, KeyInfo, KeyLabel,
-    KeySpec, KeyUsage, SignatureAlgorithm,
-};
-use sha2::Digest as _;
+use attest::token::{TokenVerifier, UnsignedToken};
+use hsm_backend::{Digest, HashAlgorithm, SignatureAlgorithm};
 
+use super::token_key::{TokenKey, internal};
 use crate::backends::HsmKeys;
 use crate::error::{BrokerError, Result};
 
-/// CKA_ID prefix of the token-signing keys (`…:<version>`); managed keys have random
-/// 16-byte ids.
-const ID_PREFIX: &str = "kbsys:attestation-token:";
-/// CKA_LABEL prefix (`…v<version>:<created, Unix seconds>`).
-const LABEL_PREFIX: &str = "kbsys:attestation-token:v";
 /// How soon a failed rotation is tried again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -42,16 +34,6 @@ pub struct RotationSchedule {
     pub period: Duration,
     /// How long a replaced key still verifies.
     pub overlap: Duration,
-}
-
-/// One version of the token-signing key.
-#[derive(Debug, Clone)]
-struct TokenKey {
-    version: u32,
-    id: KeyId,
-    kid: String,
-    spki: Vec<u8>,
-    created: u64,
 }
 
 /// A key that no longer signs, and when it stops verifying.
@@ -84,81 +66,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn internal(e: HsmError) -> BrokerError {
-    BrokerError::Internal(format!("attestation token key: {e}"))
-}
-
-/// `(version, created)` of a token-signing key's label; `created` is 0 for the first
-/// version's label, which had no time (`kbsys:attestation-token:v1`).
-fn parse_label(label: &str) -> Option<(u32, u64)> {
-    let rest = label.strip_prefix(LABEL_PREFIX)?;
-    match rest.split_once(':') {
-        Some((version, created)) => Some((version.parse().ok()?, created.parse().ok()?)),
-        None => Some((rest.parse().ok()?, 0)),
-    }
-}
-
-impl TokenKey {
-    fn from_info(info: &KeyInfo, hsm: &HsmBackend) -> Result<Option<TokenKey>> {
-        let Some((version, created)) = parse_label(&info.label) else {
-            return Ok(None);
-        };
-        if info.id.as_bytes() != format!("{ID_PREFIX}{version}").as_bytes() {
-            return Ok(None);
-        }
-        if info.spec.algorithm() != KeyAlgorithm::Ec(EcCurve::P256)
-            || info.spec.usage() != KeyUsage::SignVerify
-        {
-            return Err(BrokerError::FailedPrecondition(format!(
-                "the token holds {:?}, which has a token-signing key's label but is not an EC \
-                 P-256 signing key ({})",
-                info.label,
-                info.spec.algorithm()
-            )));
-        }
-        let spki = hsm
-            .public_key(&info.id)
-            .map_err(internal)?
-            .as_der()
-            .to_vec();
-        Ok(Some(TokenKey::new(version, info.id.clone(), spki, created)))
-    }
-
-    fn new(version: u32, id: KeyId, spki: Vec<u8>, created: u64) -> TokenKey {
-        // The key id names the public key, so a new key gets a new id.
-        let kid = format!(
-            "kb-{}",
-            hex::encode(sha2::Sha256::digest(&spki).get(..12).unwrap_or_default())
-        );
-        TokenKey {
-            version,
-            id,
-            kid,
-            spki,
-            created,
-        }
-    }
-
-    fn generate(hsm: &HsmBackend, version: u32, created: u64) -> Result<TokenKey> {
-        let id = KeyId::new(format!("{ID_PREFIX}{version}").into_bytes()).map_err(internal)?;
-        let label =
-            KeyLabel::new(format!("{LABEL_PREFIX}{version}:{created}")).map_err(internal)?;
-        let spec = KeySpec::new(KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify)
-            .map_err(internal)?;
-        hsm.generate_key(&id, &label, spec).map_err(internal)?;
-        let spki = hsm.public_key(&id).map_err(internal)?.as_der().to_vec();
-        Ok(TokenKey::new(version, id, spki, created))
-    }
-
-    fn published(&self) -> PublishedKey<'_> {
-        PublishedKey {
-            key_id: &self.kid,
-            algorithm: TokenAlgorithm::Es256,
-            spki_der: &self.spki,
-        }
-    }
 }
 
 impl Ring {
@@ -394,27 +301,5 @@ impl SigningKey {
     /// Its key id (`kid`).
     pub fn key_id(&self) -> &str {
         &self.0.kid
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_carry_the_version_and_creation_time() {
-        assert_eq!(
-            parse_label("kbsys:attestation-token:v3:1764338400"),
-            Some((3, 1_764_338_400))
-        );
-        assert_eq!(parse_label("kbsys:attestation-token:v1"), Some((1, 0)));
-        for other in [
-            "kb:payments:v1",
-            "kbsys:attestation-token:vx",
-            "kbsys:attestation-token:v2:soon",
-            "kbsys:attestation-token:",
-        ] {
-            assert_eq!(parse_label(other), None, "{other}");
-        }
     }
 }
