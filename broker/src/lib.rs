@@ -16,3 +16,6 @@ pub mod request;
 pub mod server;
 pub mod store;
 pub mod tls;
+
+/// The boxed future of the request stack's tower services (`request/`, `tls/layers.rs`).
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;

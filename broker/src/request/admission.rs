@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
+use crate::BoxFuture;
 use crate::authz::Action;
 use crate::identity::SpiffeId;
 use crate::tls::PeerInfo;
@@ -46,8 +47,6 @@ pub struct AdmitService<C, S> {
     check: C,
     inner: S,
 }
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<C, S, B> tower::Service<http::Request<B>> for AdmitService<C, S>
 where

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tonic::Code;
 
+use crate::BoxFuture;
 use crate::tls::PeerInfo;
 
 /// What one call did.
@@ -52,8 +53,6 @@ impl<S> tower::Layer<S> for CallRecordLayer {
 pub struct CallRecordService<S> {
     inner: S,
 }
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for CallRecordService<S>
 where

@@ -7,7 +7,6 @@
 //! * [`ConnectionActivityLayer`]: marks each call open until its response body ends, so that
 //!   the connection's idle timeout counts from the last call, not the last byte.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -18,7 +17,7 @@ use tonic::Status;
 
 use super::{CallGuard, PeerInfo};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use crate::BoxFuture;
 
 /// Refuses calls on a connection whose client certificate is outside its validity now.
 #[derive(Debug, Clone, Copy, Default)]
