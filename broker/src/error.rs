@@ -103,7 +103,9 @@ impl From<hsm_backend::HsmError> for BrokerError {
                 BrokerError::Unsupported(format!("the HSM does not support {m}"))
             }
             H::PoolExhausted(_) => BrokerError::ResourceExhausted("the HSM is busy".into()),
-            H::TokenUnavailable(_) => BrokerError::Unavailable("the HSM is unavailable".into()),
+            H::TokenUnavailable(cause) => {
+                BrokerError::Unavailable(format!("the HSM token is unavailable: {cause}"))
+            }
             H::KeyNotFound(id) => BrokerError::ObjectMissing(id.to_string()),
             // The broker checks a key's purpose before it calls the token, so a token that
             // finds only another part of the key (its public half, say) lacks the object

@@ -109,6 +109,18 @@ impl HsmError {
         matches!(self, HsmError::TokenUnavailable(_))
     }
 
+    /// Whether a broken token would explain this error, so that the pool asks whether the
+    /// token still answers (and re-initialises the module if not).
+    pub(crate) fn token_suspect(&self) -> bool {
+        matches!(
+            self,
+            HsmError::TokenUnavailable(_)
+                | HsmError::TokenNotFound(_)
+                | HsmError::KeyNotFound(_)
+                | HsmError::Pkcs11 { .. }
+        )
+    }
+
     /// Maps a PKCS#11 error. This is the only place where `CKR_*` codes are interpreted.
     pub(crate) fn from_pkcs11(err: CkError, op: Op, quirks: &Quirks) -> HsmError {
         let (rv, function) = match err {

@@ -3,11 +3,19 @@
 //! A module is initialised once per process and finalised when the last handle to it is
 //! dropped: loading the same path twice returns the same context (LESSONS: one PKCS#11
 //! context for the life of the process; never re-initialise under a live session).
+//!
+//! The one exception is recovery: a module whose token broke under it (SoftHSM2 gives up
+//! on a token whose files vanished, and does not look again until `C_Initialize`) is
+//! finalised and initialised again by [`Pkcs11Module::reinitialize`], which waits until no
+//! call is in flight. Every call made through a session pool holds [`Pkcs11Module::calls`]
+//! for its duration, and the generation it returns tells sessions opened before the
+//! re-initialisation apart: their handles may have been handed out again, so they are
+//! forgotten, never closed.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::slot::Slot;
@@ -90,6 +98,8 @@ impl Token {
 struct ModuleInner {
     ctx: Pkcs11,
     path: PathBuf,
+    /// How many times the module was re-initialised. Readers are calls in flight.
+    generation: RwLock<u64>,
 }
 
 impl Drop for ModuleInner {
@@ -99,6 +109,10 @@ impl Drop for ModuleInner {
             tracing::warn!(module = %self.path.display(), error = %e, "C_Finalize failed");
         }
     }
+}
+
+fn init_args() -> CInitializeArgs {
+    CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)
 }
 
 static LOADED: Mutex<Option<HashMap<PathBuf, Weak<ModuleInner>>>> = Mutex::new(None);
@@ -135,11 +149,12 @@ impl Pkcs11Module {
             return Ok(Pkcs11Module { inner });
         }
         let ctx = Pkcs11::new(&key).map_err(|e| load_err(e.to_string()))?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        ctx.initialize(init_args())
             .map_err(|e| load_err(format!("C_Initialize: {e}")))?;
         let inner = Arc::new(ModuleInner {
             ctx,
             path: key.clone(),
+            generation: RwLock::new(0),
         });
         loaded.insert(key, Arc::downgrade(&inner));
         Ok(Pkcs11Module { inner })
@@ -148,6 +163,55 @@ impl Pkcs11Module {
     /// The path the module was loaded from.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Holds off [`Pkcs11Module::reinitialize`] while a call is in flight, and says which
+    /// generation of the module the call runs against.
+    pub(crate) fn calls(&self) -> RwLockReadGuard<'_, u64> {
+        self.inner
+            .generation
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finalises and initialises the module again, once no call is in flight, unless that
+    /// already happened since `seen` (another pool recovered first). Sessions of earlier
+    /// generations are dead afterwards, and so is every login.
+    ///
+    /// # Errors
+    /// [`HsmError::ModuleLoad`] when `C_Initialize` fails: the module stays unusable, and
+    /// the next recovery tries again.
+    pub(crate) fn reinitialize(&self, seen: u64) -> Result<()> {
+        let mut generation = self
+            .inner
+            .generation
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if *generation != seen {
+            return Ok(());
+        }
+        *generation += 1;
+        if let Err(e) = self.inner.ctx.clone().finalize() {
+            tracing::warn!(module = %self.inner.path.display(), error = %e, "C_Finalize failed");
+        }
+        self.inner
+            .ctx
+            .initialize(init_args())
+            .map_err(|e| HsmError::ModuleLoad {
+                path: self.inner.path.clone(),
+                reason: format!("C_Initialize after recovery: {e}"),
+            })?;
+        tracing::warn!(module = %self.inner.path.display(), generation = *generation,
+            "PKCS#11 module re-initialised to recover a broken token");
+        Ok(())
+    }
+
+    /// The serial number of the token in `slot`, if it answers `C_GetTokenInfo`: a token
+    /// whose files or device went away does not, while a token that merely lacks one key
+    /// does. Called by pools with [`Pkcs11Module::calls`] held.
+    pub(crate) fn token_serial(&self, slot: Slot) -> Option<String> {
+        let info = self.inner.ctx.get_token_info(slot).ok()?;
+        Some(info.serial_number().trim_end().to_string())
     }
 
     /// The underlying cryptoki context, for tooling and tests that need raw PKCS#11.

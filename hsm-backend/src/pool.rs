@@ -5,6 +5,13 @@
 //! whose handle, login or token is lost is discarded, a new one is opened and logged in,
 //! and the request is retried once (LESSONS: boulder #3468, yubihsm-shell #379). Object
 //! handles are cached per session and found again by `CKA_ID` when they go stale.
+//!
+//! When a call fails in a way a broken token would explain (an object or the token not
+//! found, a session that cannot be opened) and the token no longer answers
+//! `C_GetTokenInfo` as itself, the pool re-initialises the module and retries once, at
+//! most once per [`RECOVERY_INTERVAL`]: so a token whose files were restored, or a device
+//! that came back, serves again without a restart. A token that merely lacks one key
+//! answers, and costs nothing more than that question.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,6 +53,9 @@ impl Default for PoolConfig {
     }
 }
 
+/// The least time between two re-initialisations of the module by one pool.
+pub(crate) const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 struct PoolState {
     idle: Vec<PooledSession>,
     open: usize,
@@ -62,6 +72,7 @@ pub(crate) struct SessionPool {
     state: Mutex<PoolState>,
     freed: Condvar,
     epoch: AtomicU64,
+    last_recovery: Mutex<Option<Instant>>,
     // Last: released only after every session has closed.
     _claim: TokenClaim,
 }
@@ -104,12 +115,14 @@ impl SessionPool {
             }),
             freed: Condvar::new(),
             epoch: AtomicU64::new(0),
+            last_recovery: Mutex::new(None),
             _claim: claim,
         };
+        let generation = *pool.module.calls();
         let mut sessions = Vec::with_capacity(config.size);
-        sessions.push(pool.first_session()?);
+        sessions.push(pool.first_session(generation)?);
         for _ in 1..config.size {
-            sessions.push(pool.new_session()?);
+            sessions.push(pool.new_session(generation)?);
         }
         let mut state = pool.lock();
         state.open = sessions.len();
@@ -124,9 +137,36 @@ impl SessionPool {
     }
 
     /// Runs `f` on a pooled session. If the session, its login or the token was lost, the
-    /// session is replaced (new session, new login) and `f` runs once more.
+    /// session is replaced (new session, new login) and `f` runs once more; if the token
+    /// itself broke, the module is re-initialised first.
     pub(crate) fn run<T>(&self, mut f: impl FnMut(&mut PooledSession) -> Result<T>) -> Result<T> {
-        let mut lease = self.checkout()?;
+        match self.run_once(&mut f) {
+            (Err(e), generation) if e.token_suspect() && self.recover(generation, &e) => {
+                self.run_once(&mut f).0
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// One attempt, holding off re-initialisation meanwhile; also returns the module
+    /// generation it ran against.
+    fn run_once<T>(
+        &self,
+        f: &mut impl FnMut(&mut PooledSession) -> Result<T>,
+    ) -> (Result<T>, u64) {
+        let call = self.module.calls();
+        let generation = *call;
+        let result = self.run_on_lease(generation, f);
+        drop(call);
+        (result, generation)
+    }
+
+    fn run_on_lease<T>(
+        &self,
+        generation: u64,
+        f: &mut impl FnMut(&mut PooledSession) -> Result<T>,
+    ) -> Result<T> {
+        let mut lease = self.checkout(generation)?;
         let epoch = self.epoch.load(Ordering::Acquire);
         let session = lease.session()?;
         session.sync_epoch(epoch);
@@ -144,6 +184,46 @@ impl SessionPool {
         }
     }
 
+    /// Re-initialises the module if the token no longer answers as itself, at most once
+    /// per [`RECOVERY_INTERVAL`]. Returns whether it did (so the call is worth retrying).
+    fn recover(&self, generation: u64, error: &HsmError) -> bool {
+        let call = self.module.calls();
+        let answers = self.token_answers();
+        drop(call);
+        if answers {
+            return false;
+        }
+        {
+            let mut last = self
+                .last_recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RECOVERY_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::warn!(token = %self.serial, error = %error,
+            "the HSM token does not answer; re-initialising the PKCS#11 module");
+        if let Err(e) = self.module.reinitialize(generation) {
+            tracing::error!(token = %self.serial, error = %e, "PKCS#11 recovery failed");
+            return false;
+        }
+        let _call = self.module.calls();
+        match self.module.find_token(&TokenSelector::Serial(self.serial.clone())) {
+            Ok(token) => *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = token.slot,
+            Err(e) => tracing::warn!(token = %self.serial, error = %e, "token still absent"),
+        }
+        true
+    }
+
+    /// Whether the pool's slot still holds its token, answering `C_GetTokenInfo`. The
+    /// caller holds [`Pkcs11Module::calls`].
+    fn token_answers(&self) -> bool {
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.module.token_serial(slot).as_deref() == Some(self.serial.as_str())
+    }
+
     /// Invalidates every session's cached handles (after a key is destroyed).
     pub(crate) fn invalidate_handles(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -153,19 +233,28 @@ impl SessionPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn checkout(&self) -> Result<Lease<'_>> {
+    fn checkout(&self, generation: u64) -> Result<Lease<'_>> {
         let deadline = Instant::now() + self.config.checkout_timeout;
         let mut state = self.lock();
         loop {
-            if let Some(session) = state.idle.pop() {
-                return Ok(Lease::new(self, session));
+            match state.idle.pop() {
+                Some(session) if session.generation == generation => {
+                    return Ok(Lease::new(self, session, generation));
+                }
+                // Opened before the module was re-initialised: void. Its place is reused.
+                Some(stale) => {
+                    stale.retire(generation);
+                    state.open = state.open.saturating_sub(1);
+                    continue;
+                }
+                None => {}
             }
             if state.open < self.config.size {
                 // A session was lost earlier: heal the pool by opening a new one.
                 state.open += 1;
                 drop(state);
-                return match self.new_session() {
-                    Ok(session) => Ok(Lease::new(self, session)),
+                return match self.new_session(generation) {
+                    Ok(session) => Ok(Lease::new(self, session, generation)),
                     Err(e) => {
                         self.release_slot();
                         Err(e)
@@ -197,11 +286,11 @@ impl SessionPool {
     }
 
     /// Opens a read-write session and makes sure the application is logged in.
-    fn new_session(&self) -> Result<PooledSession> {
+    fn new_session(&self, generation: u64) -> Result<PooledSession> {
         let session = match self.open_on_current_slot() {
-            Ok(session) => session,
+            Ok(session) if self.token_answers() => session,
             // The token may have moved (re-inserted, or the HSM restarted): find it again.
-            Err(_) => {
+            _ => {
                 let token = self
                     .module
                     .find_token(&TokenSelector::Serial(self.serial.clone()))
@@ -219,12 +308,13 @@ impl SessionPool {
             quirks: self.quirks,
             keys: HashMap::new(),
             epoch: self.epoch.load(Ordering::Acquire),
+            generation,
         })
     }
 
     /// Opens the first session and logs in such that a wrong PIN is always caught: if the
     /// process was already logged in, it logs out and in again.
-    fn first_session(&self) -> Result<PooledSession> {
+    fn first_session(&self, generation: u64) -> Result<PooledSession> {
         let session = self.open_on_current_slot()?;
         let map = |e| HsmError::from_pkcs11(e, Op::General, &self.quirks);
         match session.login(UserType::User, Some(self.pin.secret())) {
@@ -242,6 +332,7 @@ impl SessionPool {
             quirks: self.quirks,
             keys: HashMap::new(),
             epoch: self.epoch.load(Ordering::Acquire),
+            generation,
         })
     }
 
@@ -284,14 +375,16 @@ struct Lease<'a> {
     pool: &'a SessionPool,
     session: Option<PooledSession>,
     holds_place: bool,
+    generation: u64,
 }
 
 impl<'a> Lease<'a> {
-    fn new(pool: &'a SessionPool, session: PooledSession) -> Self {
+    fn new(pool: &'a SessionPool, session: PooledSession, generation: u64) -> Self {
         Lease {
             pool,
             session: Some(session),
             holds_place: true,
+            generation,
         }
     }
 
@@ -303,8 +396,10 @@ impl<'a> Lease<'a> {
 
     /// Throws the session away and opens a fresh one in its place.
     fn replace(&mut self) -> Result<()> {
-        self.session = None;
-        match self.pool.new_session() {
+        if let Some(old) = self.session.take() {
+            old.retire(self.generation);
+        }
+        match self.pool.new_session(self.generation) {
             Ok(session) => {
                 self.session = Some(session);
                 Ok(())
@@ -318,7 +413,9 @@ impl<'a> Lease<'a> {
 
     /// Throws the session away; the pool opens a new one on a later checkout.
     fn discard(&mut self) {
-        self.session = None;
+        if let Some(old) = self.session.take() {
+            old.retire(self.generation);
+        }
         if std::mem::take(&mut self.holds_place) {
             self.pool.release_slot();
         }

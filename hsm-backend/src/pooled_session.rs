@@ -36,6 +36,21 @@ pub(crate) struct PooledSession {
     pub(crate) keys: HashMap<KeyId, Vec<(ObjectClass, ResolvedKey)>>,
     /// The pool's handle epoch when `keys` was last valid.
     pub(crate) epoch: u64,
+    /// The module's generation when the session was opened (see `crate::module`).
+    pub(crate) generation: u64,
+}
+
+impl PooledSession {
+    /// Closes the session, or, if the module was re-initialised since it was opened,
+    /// forgets it: its handle is void, and closing it could close a newer session that
+    /// was given the same number.
+    pub(crate) fn retire(self, generation: u64) {
+        if self.generation == generation {
+            drop(self);
+        } else {
+            std::mem::forget(self);
+        }
+    }
 }
 
 impl PooledSession {
