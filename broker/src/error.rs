@@ -91,6 +91,28 @@ impl From<StoreError> for BrokerError {
     }
 }
 
+/// What a client is told when the token fails a call: the call and the module's code, and
+/// for a call that writes, the likely causes an operator can fix (SoftHSM2 answers
+/// `CKR_GENERAL_ERROR` when its token directory is read-only or its disk full).
+fn hsm_failure(function: &str, rv: &str) -> String {
+    let function = function.trim_start_matches("Function::");
+    let writes = [
+        "GenerateKey",
+        "GenerateKeyPair",
+        "CreateObject",
+        "CopyObject",
+        "DestroyObject",
+        "SetAttributeValue",
+        "UnwrapKey",
+    ];
+    let hint = if writes.contains(&function) {
+        " (is the token read-only, or its storage full?)"
+    } else {
+        ""
+    };
+    format!("the HSM token failed C_{function}: {rv}{hint}")
+}
+
 impl From<hsm_backend::HsmError> for BrokerError {
     fn from(err: hsm_backend::HsmError) -> BrokerError {
         use hsm_backend::HsmError as H;
@@ -114,6 +136,10 @@ impl From<hsm_backend::HsmError> for BrokerError {
                 tracing::warn!(object = %key, %reason, "the token lacks the part of a key the store names");
                 BrokerError::ObjectMissing(key.to_string())
             }
+            H::DeviceMemory => {
+                BrokerError::ResourceExhausted("the HSM token is out of memory".into())
+            }
+            H::Pkcs11 { function, rv } => BrokerError::Unavailable(hsm_failure(&function, &rv)),
             other => BrokerError::Internal(format!("HSM: {other}")),
         }
     }

@@ -1,10 +1,17 @@
 //! Multi-step key changes (creation, rotation, retirement) that run to their end in a task
 //! of their own, whatever happens to the caller (`KeyManager` in `manager.rs` uses them).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::spec::label;
 use crate::backends::{NamedBackend, ObjectSpec};
 use crate::error::{BrokerError, Result};
-use crate::store::{Algorithm, HardwareHandle, KeyRecord, KeyStore, Purpose};
+use crate::store::{Algorithm, HardwareHandle, KeyRecord, KeyStore, Purpose, StoreError};
+
+/// How long a dropped creation keeps trying to clear its intent from a store that refuses
+/// writes (a full disk), before leaving it to the next start's reconciliation.
+const ABANDON_RETRY_FOR: Duration = Duration::from_secs(3600);
 
 /// Destroys an object on `backend`, logging a failure (the orphan scan finds what is left).
 pub(super) async fn destroy_on(backend: &NamedBackend, handle: &HardwareHandle) {
@@ -33,10 +40,12 @@ pub(super) struct Made {
     pub(super) purpose: Purpose,
 }
 
-/// Makes the object of a version whose intent is recorded, then completes the version; if
-/// the hardware fails, drops the intent.
+/// Makes the object of a version whose intent is recorded, then completes the version. If
+/// the hardware fails, or the store refuses the completion without writing it (a full
+/// disk, a queue that is full), the creation is undone: the object is destroyed and the
+/// intent dropped, so that the name is free again.
 pub(super) async fn make_version(
-    store: &dyn KeyStore,
+    store: &Arc<dyn KeyStore>,
     made: Made,
     backend: &NamedBackend,
     intent: HardwareHandle,
@@ -52,13 +61,51 @@ pub(super) async fn make_version(
         algorithm,
         purpose,
     };
-    match backend.backend.create(&spec, intent).await {
-        Ok(handle) => Ok(store.complete_version(&name, version, &handle).await?),
+    let handle = match backend.backend.create(&spec, intent).await {
+        Ok(handle) => handle,
         Err(e) => {
-            if let Err(store_err) = store.abandon_version(&name, version).await {
-                tracing::error!(key = %name, version, %store_err, "cannot drop a failed creation; reconciliation will");
-            }
-            Err(e)
+            abandon(store, name, version).await;
+            return Err(e);
         }
+    };
+    match store.complete_version(&name, version, &handle).await {
+        Ok(record) => Ok(record),
+        Err(e @ (StoreError::Full | StoreError::Busy(_))) => {
+            tracing::warn!(key = %name, version, error = %e, "the store refused a finished creation; undoing it");
+            destroy_on(backend, &handle).await;
+            abandon(store, name, version).await;
+            Err(e.into())
+        }
+        // Whether it was written is unknown: the next start's reconciliation decides.
+        Err(e) => Err(e.into()),
     }
+}
+
+/// Drops a creation's intent. A store that refuses (its disk full) is asked again in the
+/// background, with backoff, so that the name comes free when space returns.
+async fn abandon(store: &Arc<dyn KeyStore>, name: String, version: u32) {
+    let Err(first) = store.abandon_version(&name, version).await else {
+        return;
+    };
+    tracing::error!(key = %name, version, error = %first, "cannot drop a failed creation yet; retrying in the background");
+    let store = store.clone();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(250);
+        while started.elapsed() < ABANDON_RETRY_FOR {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+            match store.abandon_version(&name, version).await {
+                Ok(()) => {
+                    tracing::info!(key = %name, version, "failed creation dropped");
+                    return;
+                }
+                Err(StoreError::Full | StoreError::Busy(_)) => {}
+                Err(e) => {
+                    tracing::error!(key = %name, version, error = %e, "cannot drop a failed creation; reconciliation will");
+                    return;
+                }
+            }
+        }
+    });
 }

@@ -168,7 +168,7 @@ impl KeyManager {
                 algorithm: key.algorithm,
                 purpose: key.purpose,
             };
-            make_version(&*store, made, &backend, intent).await
+            make_version(&store, made, &backend, intent).await
         })
         .await
     }
@@ -189,7 +189,7 @@ impl KeyManager {
                 algorithm: key.algorithm,
                 purpose: key.purpose,
             };
-            make_version(&*store, made, &backend, intent).await
+            make_version(&store, made, &backend, intent).await
         })
         .await
     }

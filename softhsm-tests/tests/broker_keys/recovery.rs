@@ -95,3 +95,162 @@ async fn token_files_removed_and_restored_recover_without_a_restart() {
         .unwrap();
     assert_eq!(broker.pid(), pid, "the broker recovered without a restart");
 }
+
+/// Fills the filesystem that holds `dir` with a file named `filler`; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC: {e}");
+                break;
+            }
+        }
+    }
+    // Whatever is left is smaller than a block: take it too, a byte at a time.
+    while file.write(&[0]).is_ok_and(|n| n == 1) {}
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_space_returns() {
+    let mut broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("before", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    broker.stop();
+
+    // The store moves to a 4 MiB filesystem of its own: a tmpfs mounted in a private mount
+    // namespace of the broker (no root needed), seeded with the store as it is.
+    let state = broker.dir.path().join("state");
+    let small = broker.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let config = std::fs::read_to_string(broker.config_path()).unwrap();
+    std::fs::write(
+        broker.config_path(),
+        config.replace("state/keybroker.db", "small/keybroker.db"),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs '{}' && cp -a '{}/.' '{}/' && exec \"$@\"",
+        small.display(),
+        state.display(),
+        small.display()
+    );
+    broker.wrapper = ["unshare", "-Urm", "--", "sh", "-c", &script, "sh"]
+        .map(String::from)
+        .to_vec();
+    broker.spawn();
+    let mut keys = broker.keys("admin").await;
+    keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+
+    // The broker's view of that filesystem, from outside its namespace.
+    let seen = PathBuf::from(format!("/proc/{}/root", broker.pid().unwrap()))
+        .join(small.strip_prefix("/").unwrap());
+    let filler = fill(&seen);
+    let mut refused = None;
+    for i in 0..50 {
+        match keys
+            .create_key(create(&format!("k{i}"), A::EcP256, P::SignVerify, "softhsm"))
+            .await
+        {
+            Ok(_) => continue,
+            Err(e) => {
+                refused = Some((format!("k{i}"), e));
+                break;
+            }
+        }
+    }
+    let (name, err) = refused.expect("50 creations on a full disk all succeeded");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("store") && err.message().contains("full"), "{err:?}");
+    // Reads go on while the disk is full.
+    keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+
+    // Space comes back: the refused name is free, and creation works, with no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let created = eventually(Duration::from_secs(20), || {
+        let mut keys = keys.clone();
+        let name = name.clone();
+        async move {
+            keys.create_key(create(&name, A::EcP256, P::SignVerify, "softhsm"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(created, "{name} stays blocked after space returned: {}", broker.log());
+    keys.sign(sign_req(&name, b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+    // Nothing the refusal left behind: every broker object on the token is a listed key.
+    let listed = keys
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .len();
+    assert_eq!(broker.broker_objects().len(), listed, "{:?}", broker.broker_objects());
+}
+
+/// Runs `mount` inside the broker's mount namespace.
+fn mount_in(broker: &BrokerProcess, args: &[&str]) {
+    let pid = broker.pid().unwrap().to_string();
+    let status = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-U", "-m", "--", "mount"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount {args:?} in the broker's namespace");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_token_is_unavailable_naming_the_call_and_recovers_when_writable() {
+    let mut broker = BrokerProcess::start();
+    broker.stop();
+    // The token directory becomes a mount point of the broker's own, which the test can
+    // make read-only and writable again from outside.
+    let tokens = broker.hsm.token_dir().display().to_string();
+    let script = format!("mount --bind '{tokens}' '{tokens}' && exec \"$@\"");
+    broker.wrapper = ["unshare", "-Urm", "--", "sh", "-c", &script, "sh"]
+        .map(String::from)
+        .to_vec();
+    broker.spawn();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("before", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+
+    mount_in(&broker, &["-o", "remount,bind,ro", &tokens]);
+    let err = keys
+        .create_key(create("refused", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("C_GenerateKeyPair") && err.message().contains("read-only"),
+        "{err:?}"
+    );
+    keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+
+    mount_in(&broker, &["-o", "remount,bind,rw", &tokens]);
+    keys.create_key(create("refused", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    keys.sign(sign_req("refused", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+}

@@ -135,6 +135,8 @@ pub struct BrokerProcess {
     child: Option<Child>,
     pub addr: String,
     binary: &'static Path,
+    /// A command the broker runs under (`unshare ... sh -c ...`), or nothing.
+    pub wrapper: Vec<String>,
 }
 
 impl BrokerProcess {
@@ -278,6 +280,7 @@ issuer = "{ISSUER}"
             child: None,
             addr: String::new(),
             binary,
+            wrapper: Vec::new(),
         };
         broker.spawn();
         broker
@@ -354,7 +357,15 @@ issuer = "{ISSUER}"
     /// Starts the process with `extra` arguments to `serve` and waits for "listening on";
     /// the exit status if it ends first (its reasons are in [`BrokerProcess::log`]).
     pub fn try_spawn(&mut self, extra: &[&str]) -> Result<(), std::process::ExitStatus> {
-        let mut child = Command::new(self.binary)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(self.binary);
+                command
+            }
+            None => Command::new(self.binary),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(self.config_path())
             .args(extra)
