@@ -150,10 +150,7 @@ impl SessionPool {
 
     /// One attempt, holding off re-initialisation meanwhile; also returns the module
     /// generation it ran against.
-    fn run_once<T>(
-        &self,
-        f: &mut impl FnMut(&mut PooledSession) -> Result<T>,
-    ) -> (Result<T>, u64) {
+    fn run_once<T>(&self, f: &mut impl FnMut(&mut PooledSession) -> Result<T>) -> (Result<T>, u64) {
         let call = self.module.calls();
         let generation = *call;
         let result = self.run_on_lease(generation, f);
@@ -194,10 +191,7 @@ impl SessionPool {
             return false;
         }
         {
-            let mut last = self
-                .last_recovery
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_recovery.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|at| at.elapsed() < RECOVERY_INTERVAL) {
                 return false;
             }
@@ -210,7 +204,10 @@ impl SessionPool {
             return false;
         }
         let _call = self.module.calls();
-        match self.module.find_token(&TokenSelector::Serial(self.serial.clone())) {
+        match self
+            .module
+            .find_token(&TokenSelector::Serial(self.serial.clone()))
+        {
             Ok(token) => *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = token.slot,
             Err(e) => tracing::warn!(token = %self.serial, error = %e, "token still absent"),
         }

@@ -29,7 +29,11 @@ fn take_away(tokens: &Path, backup: &Path) {
 }
 
 fn put_back(tokens: &Path, backup: &Path) {
-    sh(&format!("cp -a '{}/.' '{}/'", backup.display(), tokens.display()));
+    sh(&format!(
+        "cp -a '{}/.' '{}/'",
+        backup.display(),
+        tokens.display()
+    ));
 }
 
 #[test]
@@ -45,7 +49,10 @@ fn a_token_whose_files_are_removed_and_restored_serves_again() {
     take_away(t.softhsm.token_dir(), backup.path());
     let err = t.backend.sign(&ec.id, ALG, &d).unwrap_err();
     assert!(
-        matches!(err, HsmError::TokenUnavailable(_) | HsmError::KeyNotFound(_)),
+        matches!(
+            err,
+            HsmError::TokenUnavailable(_) | HsmError::KeyNotFound(_)
+        ),
         "{err:?}"
     );
 

@@ -20,7 +20,12 @@ fn copy_tree(from: &Path, to: &Path) {
         .arg(to)
         .status()
         .unwrap();
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
@@ -64,7 +69,10 @@ async fn token_files_removed_and_restored_recover_without_a_restart() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("HSM token is unavailable"), "{err:?}");
+    assert!(
+        err.message().contains("HSM token is unavailable"),
+        "{err:?}"
+    );
 
     // ... and put back. The broker serves again by itself.
     for entry in entries(&backup) {
@@ -79,7 +87,11 @@ async fn token_files_removed_and_restored_recover_without_a_restart() {
         }
     })
     .await;
-    assert!(signs, "no recovery after the token came back: {}", broker.log());
+    assert!(
+        signs,
+        "no recovery after the token came back: {}",
+        broker.log()
+    );
     let opened = keys
         .decrypt(pb::DecryptRequest {
             name: "aes".into(),
@@ -159,7 +171,12 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
     let mut refused = None;
     for i in 0..50 {
         match keys
-            .create_key(create(&format!("k{i}"), A::EcP256, P::SignVerify, "softhsm"))
+            .create_key(create(
+                &format!("k{i}"),
+                A::EcP256,
+                P::SignVerify,
+                "softhsm",
+            ))
             .await
         {
             Ok(_) => continue,
@@ -171,7 +188,10 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
     }
     let (name, err) = refused.expect("50 creations on a full disk all succeeded");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(err.message().contains("store") && err.message().contains("full"), "{err:?}");
+    assert!(
+        err.message().contains("store") && err.message().contains("full"),
+        "{err:?}"
+    );
     // Reads go on while the disk is full.
     keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
         .await
@@ -189,7 +209,11 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
         }
     })
     .await;
-    assert!(created, "{name} stays blocked after space returned: {}", broker.log());
+    assert!(
+        created,
+        "{name} stays blocked after space returned: {}",
+        broker.log()
+    );
     keys.sign(sign_req(&name, b"m", pb::SignatureScheme::Default))
         .await
         .unwrap();
@@ -201,7 +225,12 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
         .into_inner()
         .keys
         .len();
-    assert_eq!(broker.broker_objects().len(), listed, "{:?}", broker.broker_objects());
+    assert_eq!(
+        broker.broker_objects().len(),
+        listed,
+        "{:?}",
+        broker.broker_objects()
+    );
 }
 
 /// Runs `mount` inside the broker's mount namespace.
