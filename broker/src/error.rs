@@ -150,9 +150,9 @@ impl From<tpm_backend::TpmError> for BrokerError {
         use tpm_backend::TpmError as T;
         match err {
             T::Busy(_) => BrokerError::ResourceExhausted("the TPM is busy".into()),
-            T::Unavailable(why) | T::Reset(why) => {
-                tracing::warn!(%why, "TPM unavailable");
-                BrokerError::Unavailable("the TPM is unavailable".into())
+            T::Unavailable(_) | T::Reset(_) | T::InvalidTcti(_) | T::Tpm { .. } => {
+                tracing::warn!(error = %err, "TPM unavailable");
+                BrokerError::Unavailable(err.to_string())
             }
             T::InvalidInput(m) => BrokerError::InvalidArgument(m),
             T::Unsupported(m) => BrokerError::Unsupported(m),
@@ -167,6 +167,11 @@ impl From<tpm_backend::TpmError> for BrokerError {
             T::PcrPolicyNotSatisfied => BrokerError::FailedPrecondition(
                 "the TPM's PCRs do not satisfy the object's policy".into(),
             ),
+            // The stored object cannot be used with this TPM: a store restored onto other
+            // hardware, or a blob the TPM refuses.
+            T::InvalidBlob(_) | T::AuthFailed | T::EkCertificateMissing(_) => {
+                BrokerError::FailedPrecondition(err.to_string())
+            }
             other => BrokerError::Internal(format!("TPM: {other}")),
         }
     }

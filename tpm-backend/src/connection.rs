@@ -47,8 +47,9 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn open(tcti: &Tcti, srk: SrkSource, auths: &HierarchyAuths) -> Result<Connection> {
-        let mut ctx = Context::new(tcti.conf()?)
-            .map_err(|e| TpmError::Unavailable(format!("{}: {e}", tcti.as_str())))?;
+        let mut ctx = Context::new(tcti.conf()?).map_err(|e| {
+            TpmError::Unavailable(format!("{}: {}", tcti.as_str(), crate::error::describe(&e)))
+        })?;
         hierarchy::present(&mut ctx, auths)?;
         if !tcti.has_resource_manager() {
             flush_stale_objects(&mut ctx);

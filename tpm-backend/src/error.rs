@@ -91,9 +91,85 @@ impl TpmError {
             }
             _ => TpmError::Tpm {
                 operation,
-                detail: err.to_string(),
+                detail: describe(&err),
             },
         }
+    }
+}
+
+/// A tss-esapi error as text. tss-esapi 7 names TPM response codes, but prints "response
+/// code not recognized" for the codes of the software stack's own layers (the TCTI that
+/// could not connect, say): those are named here from their layer and base code (TCG TSS
+/// 2.0 Overview, "TSS2_RC" layers and base codes).
+pub(crate) fn describe(err: &tss_esapi::Error) -> String {
+    let tss_esapi::Error::Tss2Error(rc) = err else {
+        return err.to_string();
+    };
+    if rc.kind().is_some() {
+        return err.to_string();
+    }
+    let raw = match rc {
+        tss_esapi::constants::response_code::Tss2ResponseCode::FormatZero(c) => c.to_string(),
+        tss_esapi::constants::response_code::Tss2ResponseCode::FormatOne(c) => c.to_string(),
+        tss_esapi::constants::response_code::Tss2ResponseCode::Success => return err.to_string(),
+    };
+    // Both print "Response code value: 0x...".
+    let Some(code) = raw
+        .rsplit("0x")
+        .next()
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+    else {
+        return raw;
+    };
+    stack_code(code)
+}
+
+/// Names a TSS2_RC of the software stack's layers: `layer: cause (0x...)`.
+pub(crate) fn stack_code(code: u32) -> String {
+    let layer = match (code >> 16) & 0xff {
+        0 => "TPM",
+        5 => "feature API",
+        6 => "system API",
+        7 => "ESAPI",
+        8 => "marshalling",
+        10 => "TCTI",
+        11 => "resource manager",
+        12 => "resource manager driver",
+        _ => "TSS",
+    };
+    let cause = match code & 0xffff {
+        1 => "general failure",
+        2 => "not implemented",
+        3 => "bad context",
+        5 => "bad reference",
+        6 => "insufficient buffer",
+        7 => "bad sequence",
+        8 => "no connection",
+        9 => "try again",
+        10 => {
+            "I/O error: nothing answers at that address (is the TPM, swtpm or the resource manager running?)"
+        }
+        11 => "bad value",
+        12 => "not permitted",
+        17 => "malformed response",
+        20 => "incompatible TCTI",
+        21 => "not supported",
+        23 => "out of memory",
+        28 => "no configuration",
+        _ => "unknown cause",
+    };
+    format!("{layer}: {cause} ({code:#x})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stack_code;
+
+    #[test]
+    fn stack_codes_name_their_layer_and_cause() {
+        assert!(stack_code(0x000a_000a).starts_with("TCTI: I/O error"));
+        assert_eq!(stack_code(0x0007_0001), "ESAPI: general failure (0x70001)");
+        assert_eq!(stack_code(0x00ff_ffff), "TSS: unknown cause (0xffffff)");
     }
 }
 

@@ -92,7 +92,9 @@ pub(crate) fn present(ctx: &mut Context, auths: &HierarchyAuths) -> Result<()> {
 }
 
 fn open(tcti: &Tcti) -> Result<Context> {
-    Context::new(tcti.conf()?).map_err(|e| TpmError::Unavailable(format!("{}: {e}", tcti.as_str())))
+    Context::new(tcti.conf()?).map_err(|e| {
+        TpmError::Unavailable(format!("{}: {}", tcti.as_str(), crate::error::describe(&e)))
+    })
 }
 
 /// Sets the owner, endorsement and lockout auth of a TPM whose hierarchies still have empty

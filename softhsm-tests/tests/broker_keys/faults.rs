@@ -176,6 +176,8 @@ async fn with_swtpm_down_at_start_the_hsm_serves_and_the_tpm_joins_when_it_comes
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&broker.tpm.tcti()), "{err:?}");
+    assert!(err.message().contains("TCTI: I/O error"), "{err:?}");
     assert!(
         !tpm_listed_as_available(&broker).await,
         "ListBackends says the TPM is away"
