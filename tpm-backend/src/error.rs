@@ -161,6 +161,17 @@ pub(crate) fn stack_code(code: u32) -> String {
     format!("{layer}: {cause} ({code:#x})")
 }
 
+/// Extension to tag tss-esapi results with the operation they belong to.
+pub(crate) trait TssResultExt<T> {
+    fn during(self, operation: &'static str) -> Result<T>;
+}
+
+impl<T> TssResultExt<T> for std::result::Result<T, tss_esapi::Error> {
+    fn during(self, operation: &'static str) -> Result<T> {
+        self.map_err(|e| TpmError::from_tss(operation, e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::stack_code;
@@ -170,16 +181,5 @@ mod tests {
         assert!(stack_code(0x000a_000a).starts_with("TCTI: I/O error"));
         assert_eq!(stack_code(0x0007_0001), "ESAPI: general failure (0x70001)");
         assert_eq!(stack_code(0x00ff_ffff), "TSS: unknown cause (0xffffff)");
-    }
-}
-
-/// Extension to tag tss-esapi results with the operation they belong to.
-pub(crate) trait TssResultExt<T> {
-    fn during(self, operation: &'static str) -> Result<T>;
-}
-
-impl<T> TssResultExt<T> for std::result::Result<T, tss_esapi::Error> {
-    fn during(self, operation: &'static str) -> Result<T> {
-        self.map_err(|e| TpmError::from_tss(operation, e))
     }
 }
