@@ -108,6 +108,14 @@ async fn token_files_removed_and_restored_recover_without_a_restart() {
     assert_eq!(broker.pid(), pid, "the broker recovered without a restart");
 }
 
+/// A wrapper that runs the broker in a mount namespace of its own (and a user namespace,
+/// so that no root is needed), after `script` has set up its mounts.
+fn in_own_mount_namespace(script: &str) -> Vec<String> {
+    ["unshare", "-Urm", "--", "sh", "-c", script, "sh"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// Fills the filesystem that holds `dir` with a file named `filler`; returns its path.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write as _;
@@ -155,9 +163,7 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
         state.display(),
         small.display()
     );
-    broker.wrapper = ["unshare", "-Urm", "--", "sh", "-c", &script, "sh"]
-        .map(String::from)
-        .to_vec();
+    broker.wrapper = in_own_mount_namespace(&script);
     broker.spawn();
     let mut keys = broker.keys("admin").await;
     keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
@@ -252,9 +258,7 @@ async fn a_read_only_token_is_unavailable_naming_the_call_and_recovers_when_writ
     // make read-only and writable again from outside.
     let tokens = broker.hsm.token_dir().display().to_string();
     let script = format!("mount --bind '{tokens}' '{tokens}' && exec \"$@\"");
-    broker.wrapper = ["unshare", "-Urm", "--", "sh", "-c", &script, "sh"]
-        .map(String::from)
-        .to_vec();
+    broker.wrapper = in_own_mount_namespace(&script);
     broker.spawn();
     let mut keys = broker.keys("admin").await;
     keys.create_key(create("before", A::EcP256, P::SignVerify, "softhsm"))
