@@ -103,6 +103,7 @@ impl From<hsm_backend::HsmError> for BrokerError {
                 BrokerError::Unsupported(format!("the HSM does not support {m}"))
             }
             H::PoolExhausted(_) => BrokerError::ResourceExhausted("the HSM is busy".into()),
+            H::DeviceMemory => BrokerError::ResourceExhausted("the HSM is out of memory".into()),
             H::TokenUnavailable(_) => BrokerError::Unavailable("the HSM is unavailable".into()),
             H::KeyNotFound(id) => BrokerError::ObjectMissing(id.to_string()),
             // The broker checks a key's purpose before it calls the token, so a token that

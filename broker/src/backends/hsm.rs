@@ -242,8 +242,22 @@ impl KeyBackend for HsmKeys {
         self.description.clone()
     }
 
+    /// A key the token's module cannot make or use is refused here, naming the mechanism it
+    /// lacks (`UNIMPLEMENTED`), from what the module said it offers when the backend opened
+    /// (`hsm_backend::Capabilities`): nothing is recorded and the token is not touched.
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
-        key_spec(algorithm, purpose).map(|_| ())
+        let spec = key_spec(algorithm, purpose)?;
+        self.hsm
+            .capabilities()
+            .check_key(spec)
+            .map_err(|e| match e {
+                HsmError::MechanismNotSupported(m) => BrokerError::Unsupported(format!(
+                    "{} keys for {}: the HSM does not support {m}",
+                    crate::keys::convert::algorithm_name(algorithm),
+                    crate::keys::convert::purpose_name(purpose),
+                )),
+                other => other.into(),
+            })
     }
 
     /// A fresh random `CKA_ID`, recorded before the object exists.
