@@ -260,6 +260,7 @@ tcti = "{}"
 
 [attestation]
 policy = "attestation.toml"
+signing_backend = "softhsm"
 issuer = "{ISSUER}"
 {}
 "#,
