@@ -77,7 +77,7 @@ impl Capabilities {
     /// Asks the module what the token offers (once per backend).
     ///
     /// # Errors
-    /// The module cannot list its mechanisms or describe one it listed.
+    /// The module cannot list its mechanisms.
     pub(crate) fn discover(module: &Pkcs11Module, token: &Token) -> Result<Capabilities> {
         let ctx = module.context();
         let list = ctx
@@ -85,10 +85,11 @@ impl Capabilities {
             .map_err(|e| module.error(e))?;
         let mut offered = Vec::with_capacity(list.len());
         for mechanism in list {
-            let info = ctx
-                .get_mechanism_info(token.slot, mechanism)
-                .map_err(|e| module.error(e))?;
-            offered.push((mechanism, MechanismUse::from(info)));
+            // A mechanism the module lists but cannot describe counts as not offered.
+            match ctx.get_mechanism_info(token.slot, mechanism) {
+                Ok(info) => offered.push((mechanism, MechanismUse::from(info))),
+                Err(e) => tracing::warn!(%mechanism, error = %e, "C_GetMechanismInfo failed"),
+            }
         }
         Ok(Capabilities::from_offered(
             offered,

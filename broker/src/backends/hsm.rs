@@ -242,22 +242,11 @@ impl KeyBackend for HsmKeys {
         self.description.clone()
     }
 
-    /// A key the token's module cannot make or use is refused here, naming the mechanism it
-    /// lacks (`UNIMPLEMENTED`), from what the module said it offers when the backend opened
-    /// (`hsm_backend::Capabilities`): nothing is recorded and the token is not touched.
+    /// Refuses what the module said at open that it cannot make (`UNIMPLEMENTED`, naming
+    /// the mechanism, `hsm_backend::Capabilities`): nothing is recorded or made.
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
         let spec = key_spec(algorithm, purpose)?;
-        self.hsm
-            .capabilities()
-            .check_key(spec)
-            .map_err(|e| match e {
-                HsmError::MechanismNotSupported(m) => BrokerError::Unsupported(format!(
-                    "{} keys for {}: the HSM does not support {m}",
-                    crate::keys::convert::algorithm_name(algorithm),
-                    crate::keys::convert::purpose_name(purpose),
-                )),
-                other => other.into(),
-            })
+        Ok(self.hsm.capabilities().check_key(spec)?)
     }
 
     /// A fresh random `CKA_ID`, recorded before the object exists.
