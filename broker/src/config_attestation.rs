@@ -14,7 +14,8 @@ pub struct AttestationConfig {
     /// The `iss` of attestation tokens.
     #[serde(default = "defaults::issuer")]
     pub issuer: String,
-    /// The HSM backend that holds the token-signing key; default: the first `[[hsm]]`.
+    /// The `[[hsm]]` that holds the token-signing key; required with `policy`. Without
+    /// `policy` no token-signing key is made.
     #[serde(default)]
     pub signing_backend: Option<String>,
     /// Challenge lifetime.
@@ -55,6 +56,13 @@ impl AttestationConfig {
     /// Checks the section's ranges; the error names the field.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let bad = |field: &str, why: &str| (field.to_string(), why.to_string());
+        if self.policy.is_some() && self.signing_backend.is_none() {
+            return Err(bad(
+                "attestation.signing_backend",
+                "required with attestation.policy: name the [[hsm]] that holds the \
+                 token-signing key",
+            ));
+        }
         if self.challenge_ttl_seconds == 0 || self.challenge_ttl_seconds > 600 {
             return Err(bad("attestation.challenge_ttl_seconds", "must be 1 to 600"));
         }

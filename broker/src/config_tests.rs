@@ -150,6 +150,10 @@ fn errors_name_the_field() {
             "attestation.signing_backend",
         ),
         (
+            format!("{MINIMAL}\n[attestation]\npolicy = \"appraisal.toml\"\n"),
+            "attestation.signing_backend",
+        ),
+        (
             format!("{MINIMAL}\n[attestation]\ncertificate_cach = \"vceks\"\n"),
             "attestation.certificate_cach",
         ),
@@ -174,7 +178,7 @@ fn the_admin_api_may_load_only_configured_modules() {
 #[test]
 fn attestation_and_bootstrap_paths_are_taken_from_the_config_directory() {
     let c = parse(&format!(
-        "{MINIMAL}\n[policy]\nbootstrap = \"first.cedar\"\n[attestation]\npolicy = \"appraisal.toml\"\ncertificate_cache = \"vceks\"\n"
+        "{MINIMAL}\n[policy]\nbootstrap = \"first.cedar\"\n[attestation]\npolicy = \"appraisal.toml\"\nsigning_backend = \"hsm\"\ncertificate_cache = \"vceks\"\n"
     ))
     .unwrap();
     assert_eq!(

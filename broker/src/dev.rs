@@ -226,6 +226,7 @@ endorsement_auth_file = "{TPM_ENDORSEMENT_AUTH}"
 
 [attestation]
 policy = "attestation.toml"
+signing_backend = "softhsm"
 issuer = "https://keybroker.dev"
 "#
     )

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::capabilities::Capabilities;
 use crate::error::{HsmError, Result};
 use crate::module::{Pkcs11Module, TokenDescription, TokenSelector};
 use crate::pin::Pin;
@@ -31,6 +32,7 @@ pub struct HsmBackend {
     pub(crate) pool: SessionPool,
     keygen: Mutex<()>,
     token: TokenDescription,
+    capabilities: Capabilities,
     module: Pkcs11Module,
 }
 
@@ -59,6 +61,7 @@ impl HsmBackend {
         if !token.description.user_pin_initialized {
             return Err(HsmError::UserPinNotInitialized);
         }
+        let capabilities = Capabilities::discover(&module, &token)?;
         let pool = SessionPool::open(module.clone(), &token, user_pin, pool)?;
         tracing::info!(
             token = %token.description.label,
@@ -70,6 +73,7 @@ impl HsmBackend {
             pool,
             keygen: Mutex::new(()),
             token: token.description,
+            capabilities,
             module,
         })
     }
@@ -77,6 +81,11 @@ impl HsmBackend {
     /// What the token reports about itself.
     pub fn token(&self) -> &TokenDescription {
         &self.token
+    }
+
+    /// What the token's module can do, as it said when the backend opened.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     /// The loaded module.

@@ -153,9 +153,23 @@ impl HsmError {
                 | RvError::CryptokiNotInitialized,
                 _,
             ) => HsmError::TokenUnavailable(format!("{function}: {rv}")),
-            (RvError::MechanismInvalid | RvError::MechanismParamInvalid, _) => {
-                HsmError::MechanismNotSupported(format!("{function}: {rv}"))
-            }
+            // What the module does not do, or a template it will not take: the module's
+            // limits, not the caller's mistake (tpm2-pkcs11 answers an AES C_GenerateKey with
+            // CKR_FUNCTION_NOT_SUPPORTED and an over-specified template with
+            // CKR_ATTRIBUTE_VALUE_INVALID).
+            (
+                RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::FunctionNotSupported
+                | RvError::KeySizeRange
+                | RvError::KeyTypeInconsistent
+                | RvError::KeyFunctionNotPermitted
+                | RvError::TemplateInconsistent
+                | RvError::TemplateIncomplete
+                | RvError::AttributeTypeInvalid
+                | RvError::AttributeValueInvalid,
+                _,
+            ) => HsmError::MechanismNotSupported(format!("{function}: {rv}")),
             (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, Op::Decrypt)
             | (
                 RvError::WrappedKeyInvalid

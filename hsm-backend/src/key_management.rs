@@ -57,6 +57,12 @@ fn public_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
 
 /// Public and private templates for a key pair; `algorithm_attributes` go on the public
 /// half (curve, or modulus size and exponent).
+///
+/// The usage is stated on the private half only. A public key's `CKA_VERIFY`, `CKA_ENCRYPT`
+/// and `CKA_WRAP` allow only what anyone holding the public key can do anyway, and some
+/// modules derive them from the key and refuse a template that states them (tpm2-pkcs11:
+/// `attr mismatch`), so they are left to the module. Usage is read back from the private
+/// half (`lookup.rs`).
 fn pair_templates(
     spec: KeySpec,
     id: &KeyId,
@@ -65,11 +71,6 @@ fn pair_templates(
 ) -> (Vec<Attribute>, Vec<Attribute>) {
     let signs = spec.usage() == KeyUsage::SignVerify;
     let mut public = public_attributes(id, label);
-    public.extend([
-        Attribute::Verify(signs),
-        Attribute::Encrypt(!signs),
-        Attribute::Wrap(false),
-    ]);
     public.extend(algorithm_attributes);
     let mut private = sealed_attributes(id, label);
     private.extend([
@@ -116,9 +117,11 @@ impl HsmBackend {
     /// Generates a key inside the token.
     ///
     /// # Errors
-    /// [`HsmError::KeyExists`] if the id is taken; token errors otherwise. On error no
-    /// object is left behind.
+    /// [`HsmError::MechanismNotSupported`] naming what the token lacks (asked before the
+    /// token is touched); [`HsmError::KeyExists`] if the id is taken; token errors
+    /// otherwise. On error no object is left behind.
     pub fn generate_key(&self, id: &KeyId, label: &KeyLabel, spec: KeySpec) -> Result<KeyInfo> {
+        self.capabilities().check_key(spec)?;
         self.serialize_keygen(|| {
             self.pool.run(|s| {
                 ensure_id_free(s, id)?;

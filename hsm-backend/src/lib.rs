@@ -7,10 +7,13 @@
 //! - [`Pkcs11Module`]: load a module, list tokens and mechanisms, find a token by label
 //!   or serial (never by slot index).
 //! - [`provision`]: initialise tokens and set PINs, for security teams.
+//! - [`Capabilities`]: what the token's module offers, asked of it once at open; keys
+//!   and signatures it cannot make are refused before the token is touched.
 //! - [`HsmBackend`]: a pool of logged-in sessions on one token, and every key operation.
 #![forbid(unsafe_code)]
 
 mod backend;
+mod capabilities;
 mod encrypt;
 mod error;
 mod key;
@@ -29,6 +32,7 @@ mod sign;
 mod wrap;
 
 pub use backend::{HsmBackend, HsmConfig};
+pub use capabilities::{Capabilities, MechanismUse};
 pub use encrypt::{AeadCiphertext, GCM_NONCE_LEN, GCM_TAG_LEN, OaepHash};
 pub use error::{HsmError, Result};
 pub use key::{EcCurve, KeyAlgorithm, KeyId, KeyInfo, KeyLabel, KeyProtection, KeySpec, KeyUsage};

@@ -1,6 +1,10 @@
 //! Reading what a key object is from its attributes.
+//!
+//! An RSA key's usage comes from its private half's `CKA_SIGN`/`CKA_DECRYPT`, never from
+//! `CKA_SIGN || CKA_VERIFY`: modules set `CKA_VERIFY` on the public half of decryption keys
+//! (tpm2-pkcs11 does), which would make every such key look like a signing key.
 
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use crate::error::{HsmError, Op, Result};
@@ -31,6 +35,7 @@ pub(crate) fn read_spec(
         session,
         handle,
         &[
+            AttributeType::Class,
             AttributeType::KeyType,
             AttributeType::EcParams,
             AttributeType::Modulus,
@@ -66,7 +71,6 @@ pub(crate) fn read_spec(
         Attribute::KeyType(t) => Some(*t),
         _ => None,
     });
-    let signs = flag(AttributeType::Sign) || flag(AttributeType::Verify);
     let wraps = flag(AttributeType::Wrap) || flag(AttributeType::Unwrap);
     let (algorithm, usage) = match key_type {
         Some(KeyType::EC) => {
@@ -87,11 +91,15 @@ pub(crate) fn read_spec(
                     _ => None,
                 })
                 .ok_or_else(|| unsupported("an RSA key without a modulus"))?;
-            let usage = if signs {
-                KeyUsage::SignVerify
+            let is_public = attrs
+                .iter()
+                .any(|a| matches!(a, Attribute::Class(ObjectClass::PUBLIC_KEY)));
+            let usage = if is_public {
+                rsa_public_usage(session, id, &flag, quirks)?
             } else {
-                KeyUsage::EncryptDecrypt
+                rsa_private_usage(&flag)
             };
+            let usage = usage.ok_or_else(|| unsupported("an RSA key whose usage is unclear"))?;
             (KeyAlgorithm::Rsa(bits), usage)
         }
         Some(KeyType::AES) => {
@@ -113,6 +121,59 @@ pub(crate) fn read_spec(
         _ => return Err(unsupported("of an unsupported key type")),
     };
     KeySpec::new(algorithm, usage).map_err(|_| unsupported("an unsupported combination"))
+}
+
+/// An RSA private key's usage, from its own `CKA_SIGN` and `CKA_DECRYPT`; the broker makes
+/// each key with exactly one of them.
+fn rsa_private_usage(flag: &dyn Fn(AttributeType) -> bool) -> Option<KeyUsage> {
+    match (flag(AttributeType::Sign), flag(AttributeType::Decrypt)) {
+        (true, false) => Some(KeyUsage::SignVerify),
+        (false, true) => Some(KeyUsage::EncryptDecrypt),
+        _ => None,
+    }
+}
+
+/// An RSA public key's usage: its private half's, when the token holds it. A public key's
+/// own `CKA_VERIFY`/`CKA_ENCRYPT` are the module's defaults (tpm2-pkcs11 sets both), so
+/// they settle the usage only when exactly one is set.
+fn rsa_public_usage(
+    session: &Session,
+    id: &KeyId,
+    own_flag: &dyn Fn(AttributeType) -> bool,
+    quirks: &Quirks,
+) -> Result<Option<KeyUsage>> {
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Id(id.as_bytes().to_vec()),
+    ];
+    let private = session
+        .find_objects(&template)
+        .map_err(|e| HsmError::from_pkcs11(e, Op::General, quirks))?;
+    if let Some(handle) = private.first() {
+        let attrs = read(
+            session,
+            *handle,
+            &[AttributeType::Sign, AttributeType::Decrypt],
+            quirks,
+        )?;
+        let flag = |wanted: AttributeType| {
+            attrs.iter().any(|a| {
+                a.attribute_type() == wanted
+                    && matches!(a, Attribute::Sign(true) | Attribute::Decrypt(true))
+            })
+        };
+        return Ok(rsa_private_usage(&flag));
+    }
+    Ok(
+        match (
+            own_flag(AttributeType::Verify),
+            own_flag(AttributeType::Encrypt),
+        ) {
+            (true, false) => Some(KeyUsage::SignVerify),
+            (false, true) => Some(KeyUsage::EncryptDecrypt),
+            _ => None,
+        },
+    )
 }
 
 /// Reads how a private or secret key is protected.

@@ -62,6 +62,8 @@ pub struct TokenDescription {
     pub user_pin_locked: bool,
     /// Whether the SO PIN is locked.
     pub so_pin_locked: bool,
+    /// The module's `CK_INFO` manufacturer (`SoftHSM`, `tpm2-software.github.io`).
+    pub library_manufacturer: String,
 }
 
 impl TokenDescription {
@@ -75,7 +77,7 @@ impl TokenDescription {
 
     /// The vendor deviations this token's module needs worked around.
     pub fn quirks(&self) -> Quirks {
-        Quirks::for_token(&self.manufacturer, &self.model)
+        Quirks::for_token(&self.library_manufacturer, &self.manufacturer, &self.model)
     }
 }
 
@@ -262,6 +264,11 @@ impl Pkcs11Module {
     }
 
     fn token_on(&self, slot: Slot) -> Result<Token> {
+        let library = self
+            .inner
+            .ctx
+            .get_library_info()
+            .map_err(|e| self.error(e))?;
         let info = self
             .inner
             .ctx
@@ -279,6 +286,7 @@ impl Pkcs11Module {
                 user_pin_initialized: info.user_pin_initialized(),
                 user_pin_locked: info.user_pin_locked(),
                 so_pin_locked: info.so_pin_locked(),
+                library_manufacturer: library.manufacturer_id().trim_end().to_string(),
             },
         })
     }

@@ -15,6 +15,10 @@ pub struct Quirks {
     /// RSA-OAEP works only with SHA-1 and MGF1-SHA-1 (SoftHSM2 2.6: "hashAlg must be
     /// CKM_SHA_1"); OAEP with SHA-256 is refused up front with a clear error.
     pub oaep_sha1_only: bool,
+    /// `CKM_RSA_PKCS` signing of a prepared DigestInfo pads in software and then needs a
+    /// key that may decrypt (tpm2-pkcs11 1.9); a sign-only key fails. PKCS#1 v1.5 over a
+    /// digest is refused up front, with RSA-PSS as the way out.
+    pub raw_rsa_pkcs_sign_needs_decrypt: bool,
 }
 
 impl Quirks {
@@ -23,6 +27,7 @@ impl Quirks {
         integrity_failure_is_general_error: false,
         serialize_key_generation: false,
         oaep_sha1_only: false,
+        raw_rsa_pkcs_sign_needs_decrypt: false,
     };
 
     /// SoftHSM2 2.x.
@@ -30,12 +35,25 @@ impl Quirks {
         integrity_failure_is_general_error: true,
         serialize_key_generation: true,
         oaep_sha1_only: true,
+        raw_rsa_pkcs_sign_needs_decrypt: false,
     };
 
-    /// Picks the quirks for a token from its `CK_TOKEN_INFO` manufacturer and model.
-    pub fn for_token(manufacturer: &str, model: &str) -> Quirks {
+    /// tpm2-pkcs11 1.9 (a TPM behind a PKCS#11 face; docs/operations.md).
+    pub const TPM2_PKCS11: Quirks = Quirks {
+        integrity_failure_is_general_error: false,
+        serialize_key_generation: false,
+        oaep_sha1_only: false,
+        raw_rsa_pkcs_sign_needs_decrypt: true,
+    };
+
+    /// Picks the quirks for a token from the library's `CK_INFO` manufacturer and the
+    /// token's `CK_TOKEN_INFO` manufacturer and model (tpm2-pkcs11's tokens carry the
+    /// TPM's vendor, so the library names it).
+    pub fn for_token(library: &str, manufacturer: &str, model: &str) -> Quirks {
         if manufacturer.trim() == "SoftHSM project" || model.trim() == "SoftHSM v2" {
             Quirks::SOFTHSM2
+        } else if library.trim() == "tpm2-software.github.io" {
+            Quirks::TPM2_PKCS11
         } else {
             Quirks::STANDARD
         }
@@ -47,11 +65,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn softhsm_is_recognised_and_others_are_standard() {
+    fn softhsm_and_tpm2_pkcs11_are_recognised_and_others_are_standard() {
         assert_eq!(
-            Quirks::for_token("SoftHSM project", "SoftHSM v2"),
+            Quirks::for_token("SoftHSM", "SoftHSM project", "SoftHSM v2"),
             Quirks::SOFTHSM2
         );
-        assert_eq!(Quirks::for_token("Thales", "Luna K7"), Quirks::STANDARD);
+        assert_eq!(
+            Quirks::for_token("tpm2-software.github.io", "IBM", "SW   TPM"),
+            Quirks::TPM2_PKCS11
+        );
+        assert_eq!(
+            Quirks::for_token("Thales", "Thales", "Luna K7"),
+            Quirks::STANDARD
+        );
     }
 }

@@ -239,9 +239,10 @@ impl HsmBackend {
     /// Signs a digest with a private key. ECDSA signatures are DER; RSA ones are raw.
     ///
     /// # Errors
-    /// Unknown key, a key or digest that does not fit the algorithm, token errors.
+    /// Unknown key; a key, digest or scheme that does not fit or the token lacks; token errors.
     pub fn sign(&self, id: &KeyId, alg: SignatureAlgorithm, digest: &Digest) -> Result<Vec<u8>> {
         alg.check_digest(digest)?;
+        self.capabilities().check_signature(alg)?;
         let (mechanism, input) = alg.mechanism_and_input(digest);
         let signature = self.pool.run(|s| {
             s.with_key(

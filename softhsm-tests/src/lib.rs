@@ -2,6 +2,8 @@
 //!
 //! - [`SoftHsm`]: a private SoftHSM2 token directory and `SOFTHSM2_CONF`.
 //! - [`Swtpm`]: a private swtpm process on loopback TCP, killed and removed on drop.
+//! - [`Tpm2Pkcs11`]: swtpm behind tpm2-abrmd on a private D-Bus, and a tpm2-pkcs11 token:
+//!   a second PKCS#11 module.
 //! - [`throughput`]: the measuring loop every `make bench` row uses.
 //!
 //! The fixtures depend on no other workspace crate, so every crate can take this one
@@ -16,7 +18,9 @@ mod packages;
 mod softhsm;
 mod swtpm;
 pub mod throughput;
+mod tpm2pkcs11;
 
 pub use packages::{MissingPackage, require_command};
 pub use softhsm::SoftHsm;
 pub use swtpm::Swtpm;
+pub use tpm2pkcs11::Tpm2Pkcs11;

@@ -42,34 +42,36 @@ pub struct Attestation {
 }
 
 impl Attestation {
-    /// Loads the appraisal policy and readies the token key in the signing HSM (blocking).
-    /// `None` when the broker has no HSM to hold the token key.
+    /// Loads the appraisal policy and readies the token key in the HSM that
+    /// `attestation.signing_backend` names (blocking). `None` when attestation is not
+    /// configured (no `attestation.policy`): then no token key is made anywhere, so a
+    /// module that cannot make one (or a broker with no HSM at all) still starts.
     ///
     /// # Errors
-    /// An unreadable or invalid policy (the message names the field), an unusable
-    /// certificate cache, or a token that refuses to make the key.
+    /// An unreadable or invalid policy (the message names the field), no
+    /// `attestation.signing_backend` or one that is not an HSM, an unusable certificate
+    /// cache, or a token that refuses to make the key.
     pub fn open(config: &AttestationConfig, backends: &Backends) -> Result<Option<Attestation>> {
-        let signing = match &config.signing_backend {
-            Some(name) => Some(backends.get_as::<HsmKeys>(name)?.ok_or_else(|| {
-                BrokerError::FailedPrecondition(format!(
-                    "attestation tokens are signed in an HSM; backend {name:?} is not one"
-                ))
-            })?),
-            None => backends.first_as::<HsmKeys>(),
-        };
-        let Some(signing) = signing else {
-            tracing::warn!(
-                "no HSM backend: attestation tokens cannot be signed; attestation is off"
+        let Some(path) = &config.policy else {
+            tracing::info!(
+                "no attestation.policy: attestation is off, and no token-signing key is made"
             );
             return Ok(None);
         };
-        let appraiser = match &config.policy {
-            Some(path) => Some(appraiser(config, path)?),
-            None => {
-                tracing::info!("no attestation.policy: attestation requests are refused");
-                None
-            }
-        };
+        let name = config.signing_backend.as_deref().ok_or_else(|| {
+            BrokerError::FailedPrecondition(
+                "attestation.signing_backend: required with attestation.policy; name the \
+                 [[hsm]] that holds the token-signing key"
+                    .into(),
+            )
+        })?;
+        let signing = backends.get_as::<HsmKeys>(name)?.ok_or_else(|| {
+            BrokerError::FailedPrecondition(format!(
+                "attestation.signing_backend: attestation tokens are signed in an HSM; backend \
+                 {name:?} is not one"
+            ))
+        })?;
+        let appraiser = Some(appraiser(config, path)?);
         let schedule = RotationSchedule {
             period: Duration::from_secs(config.token_key_rotation_seconds),
             overlap: Duration::from_secs(config.token_key_overlap_seconds),

@@ -242,8 +242,11 @@ impl KeyBackend for HsmKeys {
         self.description.clone()
     }
 
+    /// Refuses what the module said at open that it cannot make (`UNIMPLEMENTED`, naming
+    /// the mechanism, `hsm_backend::Capabilities`): nothing is recorded or made.
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
-        key_spec(algorithm, purpose).map(|_| ())
+        let spec = key_spec(algorithm, purpose)?;
+        Ok(self.hsm.capabilities().check_key(spec)?)
     }
 
     /// A fresh random `CKA_ID`, recorded before the object exists.

@@ -262,6 +262,7 @@ tcti = "{}"
 
 [attestation]
 policy = "attestation.toml"
+signing_backend = "softhsm"
 issuer = "{ISSUER}"
 {}
 "#,
