@@ -91,6 +91,7 @@ fn main() {
     let made = Arc::new(AtomicU64::new(0));
     let mut start_times = Vec::new();
     let mut broker_orphans = 0usize;
+    let mut kills_done = 0;
     for kill in 1..=kills {
         let up = Duration::from_millis(rng.u64(100..=max_up_ms));
         let killed = Arc::new(AtomicBool::new(false));
@@ -105,11 +106,10 @@ fn main() {
         });
         let started = Instant::now();
         if let Err(status) = broker.try_spawn(&[]) {
-            panic!(
-                "the broker did not start after kill {kill}: {status}\n{}",
-                broker.log()
-            );
+            refused_start(&broker, &shared, kill, status, seed);
+            break;
         }
+        kills_done = kill;
         let mut keys = runtime.block_on(first_answer(&broker, started));
         start_times.push(started.elapsed());
         broker_orphans = broker_orphans.max(reported_orphans(&broker.log()));
@@ -137,13 +137,45 @@ fn main() {
             "broker start-up report: {broker_orphans} objects not in the store"
         ));
     }
-    let failed = summary(&lock(&shared), kills, &start_times);
+    let failed = summary(&lock(&shared), kills_done, &start_times);
     broker.stop();
     // Exiting skips destructors: end the swtpm and remove the directories first.
     drop(broker);
     if failed {
         std::process::exit(1);
     }
+}
+
+/// A start after a kill failed: the run ends there, as a loss of everything, with the
+/// store, configuration, log and token copied to `/tmp/keybroker-soak-<seed>` to study.
+fn refused_start(
+    broker: &BrokerProcess,
+    shared: &Shared,
+    kill: u64,
+    status: std::process::ExitStatus,
+    seed: u64,
+) {
+    let kept = format!("/tmp/keybroker-soak-{seed}");
+    let _ = std::fs::create_dir_all(&kept);
+    for from in [broker.dir.path(), broker.hsm.token_dir()] {
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(&kept)
+            .status();
+    }
+    let log = broker.log();
+    let reason = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("keybroker:"))
+        .unwrap_or("no reason logged");
+    lock(shared).lose(
+        "start-up",
+        format!(
+            "after kill {kill} the broker did not start ({status}): {reason}; state kept in {kept}"
+        ),
+    );
 }
 
 /// The broker's token, opened in this process: the direct PKCS#11 listing.
