@@ -7,7 +7,7 @@ PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config opensc 
 DEV_DIR := $(CURDIR)/.dev
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps test lint run demo hsm-tour bench fuzz
+.PHONY: deps test lint run demo hsm-tour bench fuzz soak soak-memory
 
 ## Install missing system packages (apt-get, with sudo when not root) and cargo-nextest.
 deps:
@@ -63,3 +63,16 @@ fuzz: deps
 	cd attest && for t in snp_report tpm_quote policy; do \
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+## The kill -9 harness (not part of `make test`): a release broker killed SOAK_KILLS times
+## (default 100) at random moments (SOAK_SEED) under concurrent clients, on one token, swtpm
+## and store; fails if an acknowledged operation was lost or an orphan was left.
+soak: deps
+	cargo bench --locked -p softhsm-tests --bench soak
+
+## The memory soak (not part of `make test`): the broker's RSS under 8 clients for
+## SOAK_MINUTES (default 30); SOAK_HEAPTRACK=<prefix> profiles it with heaptrack.
+soak-memory: deps
+	@if [ -n "$$SOAK_HEAPTRACK" ] && ! command -v heaptrack >/dev/null; then \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack gdb; fi
+	cargo bench --locked -p softhsm-tests --bench soak_memory

@@ -15,6 +15,7 @@
 #![allow(clippy::panic, clippy::expect_used)]
 
 mod packages;
+pub mod soak;
 mod softhsm;
 mod swtpm;
 pub mod throughput;
