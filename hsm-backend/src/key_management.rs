@@ -187,6 +187,21 @@ impl HsmBackend {
         })
     }
 
+    /// Whether any object carries this id, whatever it is: also an object that a crash
+    /// during key generation left with some attributes unwritten, which
+    /// [`HsmBackend::describe_key`] cannot describe but [`HsmBackend::destroy_key`] can
+    /// remove.
+    ///
+    /// # Errors
+    /// Token errors.
+    pub fn id_in_use(&self, id: &KeyId) -> Result<bool> {
+        self.pool.run(|s| match ensure_id_free(s, id) {
+            Ok(()) => Ok(false),
+            Err(HsmError::KeyExists(_)) => Ok(true),
+            Err(e) => Err(e),
+        })
+    }
+
     /// Lists every key on the token that this backend can use, by id.
     ///
     /// # Errors

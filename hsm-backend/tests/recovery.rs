@@ -93,3 +93,30 @@ fn a_key_missing_from_a_healthy_token_leaves_the_module_alone() {
         .get_session_info()
         .expect("the module was not re-initialised");
 }
+
+#[test]
+fn an_object_that_cannot_be_described_is_still_found_by_id_and_destroyed() {
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    let t = common::token();
+    let id = common::fresh_id();
+    // What a kill during key generation can leave: an object with the broker's id whose
+    // attributes are not what the broker makes (here: a curve it does not use).
+    let secp256k1 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+    let mut point = vec![0x04, 0x41, 0x04];
+    point.extend([7u8; 64]);
+    let raw = t.raw_session();
+    raw.create_object(&[
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(true),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::EcParams(secp256k1),
+        Attribute::EcPoint(point),
+    ])
+    .unwrap();
+    assert!(t.backend.describe_key(&id).is_err());
+    assert!(t.backend.id_in_use(&id).unwrap());
+    t.backend.destroy_key(&id).unwrap();
+    assert!(!t.backend.id_in_use(&id).unwrap());
+    assert!(!t.backend.id_in_use(&common::fresh_id()).unwrap());
+}

@@ -269,12 +269,9 @@ impl KeyBackend for HsmKeys {
 
     async fn exists(&self, handle: &HardwareHandle) -> Result<bool> {
         let id = KeyId::decode(handle)?;
-        self.run(move |hsm| match hsm.describe_key(&id) {
-            Ok(_) => Ok(true),
-            Err(HsmError::KeyNotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        })
-        .await
+        // By id alone: a kill during generation can leave an object whose attributes were
+        // not all written, which must count as made (and be destroyed), not stop the start.
+        self.run(move |hsm| Ok(hsm.id_in_use(&id)?)).await
     }
 
     async fn destroy(&self, handle: &HardwareHandle) -> Result<()> {
