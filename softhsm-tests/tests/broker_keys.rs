@@ -16,6 +16,8 @@ mod crash;
 mod faults;
 #[path = "broker_keys/listing.rs"]
 mod listing;
+#[path = "broker_keys/startup.rs"]
+mod startup;
 #[path = "broker_keys/store_loss.rs"]
 mod store_loss;
 
