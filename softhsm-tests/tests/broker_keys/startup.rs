@@ -58,7 +58,7 @@ async fn keys_sign_before_the_orphan_scan_of_a_large_token_finishes() {
         .await;
         let this_start = broker.log()[before..].to_string();
         assert!(finished, "the scan never finished:\n{this_start}");
-        let serving = this_start.find(" serving").unwrap();
+        let serving = this_start.find(": serving local=").unwrap();
         let scan_line = this_start.find(SCAN_DONE).unwrap();
         assert!(
             serving < scan_line,
