@@ -167,6 +167,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let started = std::time::Instant::now();
     crate::tls::install_crypto_provider();
     let tls = ServerTls::from_files_with(
         &config.server.cert,
@@ -181,18 +182,15 @@ pub async fn serve(
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await
         .map_err(setup("start-up"))??;
-    let report = broker
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis(),
+        "store and hardware opened"
+    );
+    let background_scan = broker
         .keys
-        .reconcile()
+        .reconcile_before_serving(started)
         .await
         .map_err(setup("reconciliation"))?;
-    tracing::info!(
-        half_made_destroyed = report.half_made_destroyed,
-        pending_dropped = report.pending_dropped,
-        orphans = report.orphans.len(),
-        orphans_destroyed = report.orphans_destroyed,
-        "store and hardware reconciled"
-    );
     spawn_destroyer(broker.keys.clone());
     if let Some(attestation) = &broker.attestation {
         attestation.spawn_key_rotation();
@@ -261,7 +259,10 @@ pub async fn serve(
 
     // Printed for scripts and tests that wait for readiness.
     println!("keybroker: listening on {local}");
-    tracing::info!(%local, "serving");
+    tracing::info!(%local, elapsed_ms = started.elapsed().as_millis(), "serving");
+    if background_scan {
+        broker.keys.clone().spawn_orphan_scan();
+    }
     tonic::transport::Server::builder()
         .timeout(server.request_timeout())
         .max_concurrent_streams(server.max_concurrent_streams)

@@ -18,6 +18,8 @@ mod faults;
 mod listing;
 #[path = "broker_keys/recovery.rs"]
 mod recovery;
+#[path = "broker_keys/startup.rs"]
+mod startup;
 #[path = "broker_keys/store_loss.rs"]
 mod store_loss;
 

@@ -30,7 +30,7 @@ pub(super) fn internal(e: HsmError) -> BrokerError {
 
 /// `(version, created)` of a token-signing key's label; `created` is 0 for the first
 /// version's label, which had no time (`kbsys:attestation-token:v1`).
-fn parse_label(label: &str) -> Option<(u32, u64)> {
+pub(super) fn parse_label(label: &str) -> Option<(u32, u64)> {
     let rest = label.strip_prefix(LABEL_PREFIX)?;
     match rest.split_once(':') {
         Some((version, created)) => Some((version.parse().ok()?, created.parse().ok()?)),

@@ -2,8 +2,15 @@
 //! whose waiting period is over. Every backend is asked the same questions through
 //! [`crate::backends::KeyBackend`]: is an interrupted creation's object there
 //! (`exists`), which objects do you hold (`list_objects`), destroy this one (`destroy`).
+//!
+//! Reconciliation has two phases: interrupted creations are resolved before the broker
+//! serves; the orphan scan, which reads every object on every backend (seconds on a token
+//! of many thousands), may run while it serves (`KeyManager::scan_orphans` says why that
+//! is safe, and `crate::server` when it does).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::manager::{KeyManager, LABEL_PREFIX, Reconciliation, now};
 use crate::backends::{ListedObject, NamedBackend};
@@ -38,8 +45,69 @@ impl KeyManager {
         Ok(destroyed)
     }
 
-    /// Resolves interrupted creations and finds objects the store does not know.
+    /// Resolves interrupted creations, then finds objects the store does not know: both
+    /// phases of start-up reconciliation, one after the other.
+    ///
+    /// # Errors
+    /// As [`KeyManager::resolve_pending`] and [`KeyManager::scan_orphans`].
     pub async fn reconcile(&self) -> Result<Reconciliation> {
+        let mut report = self.resolve_pending().await?;
+        let store_knows_keys = self.store_knows_keys().await?;
+        self.scan_orphans(store_knows_keys, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Start-up reconciliation up to what must end before serving: interrupted creations
+    /// always; the orphan scan too when the store knows no keys, since that start may have
+    /// to be refused. Returns whether the scan is left for
+    /// [`KeyManager::spawn_orphan_scan`], once the broker serves. `started` is when
+    /// start-up began, for the log.
+    ///
+    /// # Errors
+    /// As [`KeyManager::reconcile`].
+    pub async fn reconcile_before_serving(&self, started: Instant) -> Result<bool> {
+        let mut report = self.resolve_pending().await?;
+        let store_knows_keys = self.store_knows_keys().await?;
+        if store_knows_keys {
+            tracing::info!(
+                half_made_destroyed = report.half_made_destroyed,
+                pending_dropped = report.pending_dropped,
+                orphan_scan = "once serving",
+                elapsed_ms = started.elapsed().as_millis(),
+                "store and hardware reconciled"
+            );
+            return Ok(true);
+        }
+        self.scan_orphans(false, &mut report).await?;
+        tracing::info!(
+            half_made_destroyed = report.half_made_destroyed,
+            pending_dropped = report.pending_dropped,
+            orphans = report.orphans.len(),
+            orphans_destroyed = report.orphans_destroyed,
+            elapsed_ms = started.elapsed().as_millis(),
+            "store and hardware reconciled"
+        );
+        Ok(false)
+    }
+
+    /// The orphan scan in a task of its own, while the broker serves. A failure is
+    /// logged: the broker keeps serving, and the next start scans again.
+    pub fn spawn_orphan_scan(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut report = Reconciliation::default();
+            if let Err(e) = self.scan_orphans(true, &mut report).await {
+                tracing::error!(error = %e, "orphan scan failed; the next start scans again");
+            }
+        });
+    }
+
+    /// The first phase, which must end before the broker serves: every `Creating` version
+    /// left by a broker that stopped is dropped, and its object destroyed if it was made.
+    /// Once serving, `Creating` versions are creations under way, not leftovers.
+    ///
+    /// # Errors
+    /// The store cannot be read or written, or a backend cannot be asked.
+    pub async fn resolve_pending(&self) -> Result<Reconciliation> {
         let mut report = Reconciliation::default();
         for pending in self.store.pending_versions().await? {
             if self.half_made(&pending).await? {
@@ -51,7 +119,36 @@ impl KeyManager {
                 .await?;
             report.pending_dropped += 1;
         }
-        let store_knows_keys = !self.store.count_keys_by_backend().await?.is_empty();
+        Ok(report)
+    }
+
+    /// Whether the store knows any key. When it knows none, the orphan scan must run
+    /// before serving: objects on the token then mean a lost store, and the start is
+    /// refused (docs/operations.md).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub async fn store_knows_keys(&self) -> Result<bool> {
+        Ok(!self.store.count_keys_by_backend().await?.is_empty())
+    }
+
+    /// The second phase: objects with the broker's label that the store does not know,
+    /// reported or destroyed as configured, added to `report`. It may run while the broker
+    /// serves: each backend's objects are listed *before* the store's handles are read, and
+    /// a creation records its handle before it makes its object, so an object made
+    /// meanwhile is always known. An object whose version was retired or destroyed
+    /// meanwhile may count as an orphan: it is being destroyed anyway.
+    ///
+    /// # Errors
+    /// A backend cannot list its objects or the store cannot be read; or the store knows
+    /// no keys (`store_knows_keys` false) while the backends hold the broker's objects,
+    /// and the operator did not pass `--orphan-all-existing-keys`: nothing is changed.
+    pub async fn scan_orphans(
+        &self,
+        store_knows_keys: bool,
+        report: &mut Reconciliation,
+    ) -> Result<()> {
+        let scan = Instant::now();
         let mut orphans = Vec::new();
         for backend in self.backends.all() {
             orphans.extend(self.find_orphans(&backend).await?);
@@ -84,7 +181,13 @@ impl KeyManager {
             }
             report.orphans.push((backend, id, object.label));
         }
-        Ok(report)
+        tracing::info!(
+            orphans = report.orphans.len(),
+            orphans_destroyed = report.orphans_destroyed,
+            elapsed_ms = scan.elapsed().as_millis(),
+            "orphan scan finished"
+        );
+        Ok(())
     }
 
     /// Whether an interrupted creation got as far as making its object. A backend that

@@ -24,6 +24,7 @@ use tonic::transport::Channel;
 pub const TRUST_DOMAIN: &str = "test.keybroker";
 pub const TOKEN_LABEL: &str = "e2e";
 
+pub mod fill;
 mod policies;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use policies::{
