@@ -167,9 +167,13 @@ impl From<tpm_backend::TpmError> for BrokerError {
             T::PcrPolicyNotSatisfied => BrokerError::FailedPrecondition(
                 "the TPM's PCRs do not satisfy the object's policy".into(),
             ),
-            // The stored object cannot be used with this TPM: a store restored onto other
-            // hardware, or a blob the TPM refuses.
-            T::InvalidBlob(_) | T::AuthFailed | T::EkCertificateMissing(_) => {
+            // The stored object cannot be used with this TPM (a store restored onto other
+            // hardware, a cleared TPM, an altered blob): the caller names key and version.
+            T::InvalidBlob(why) => {
+                tracing::error!(%why, "a TPM key's blob does not load");
+                BrokerError::ObjectMissing("(its TPM blob no longer loads)".into())
+            }
+            T::AuthFailed | T::EkCertificateMissing(_) => {
                 BrokerError::FailedPrecondition(err.to_string())
             }
             other => BrokerError::Internal(format!("TPM: {other}")),
