@@ -134,7 +134,7 @@ fn respawn_under_heaptrack(broker: &mut BrokerProcess, prefix: &str) -> (u32, Ch
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"keybroker"))
-                && args.iter().any(|a| *a == config.as_bytes())
+                && args.contains(&config.as_bytes())
         })
         .expect("the broker's process under heaptrack");
     println!("heaptrack runs the broker (pid {pid}), writing {prefix}.zst");
