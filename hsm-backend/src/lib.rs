@@ -29,6 +29,7 @@ mod quirks;
 mod random;
 mod secret;
 mod sign;
+mod token_claim;
 mod wrap;
 
 pub use backend::{HsmBackend, HsmConfig};

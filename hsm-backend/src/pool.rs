@@ -29,6 +29,7 @@ use crate::pin::Pin;
 use crate::quirks::Quirks;
 
 pub(crate) use crate::pooled_session::{PooledSession, UsageCheck, already_checked};
+use crate::token_claim::TokenClaim;
 
 /// How many sessions to keep and how long a request may wait for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,30 +340,6 @@ impl SessionPool {
             .context()
             .open_rw_session(slot)
             .map_err(|e| HsmError::from_pkcs11(e, Op::General, &self.quirks))
-    }
-}
-
-static CLAIMED_TOKENS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// This process's claim on a token: at most one pool per token, because PKCS#11 login
-/// state belongs to the whole process.
-struct TokenClaim(String);
-
-impl TokenClaim {
-    fn take(serial: &str) -> Result<TokenClaim> {
-        let mut claimed = CLAIMED_TOKENS.lock().unwrap_or_else(|p| p.into_inner());
-        if claimed.iter().any(|s| s == serial) {
-            return Err(HsmError::TokenInUse(serial.to_string()));
-        }
-        claimed.push(serial.to_string());
-        Ok(TokenClaim(serial.to_string()))
-    }
-}
-
-impl Drop for TokenClaim {
-    fn drop(&mut self) {
-        let mut claimed = CLAIMED_TOKENS.lock().unwrap_or_else(|p| p.into_inner());
-        claimed.retain(|s| *s != self.0);
     }
 }
 
