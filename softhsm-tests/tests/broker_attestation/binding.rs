@@ -164,11 +164,13 @@ fn token_kid(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_rotation_the_jwks_holds_two_keys_and_the_retired_key_is_refused_after_its_overlap() {
-    // Tokens live 120 s; the key rotates every 6 s, and a replaced key verifies for 4 s.
+    // Tokens live 120 s; the key rotates every 10 s, and a replaced key verifies for 8 s:
+    // wide enough that the steps between seeing the rotation and using the old token fit
+    // in the overlap on a loaded machine.
     let broker = BrokerProcess::start_attesting(
         BrokerOptions::default(),
         common::APPRAISAL_POLICY,
-        "token_key_rotation_seconds = 6\ntoken_key_overlap_seconds = 4",
+        "token_key_rotation_seconds = 10\ntoken_key_overlap_seconds = 8",
     );
     vault_key(&broker).await;
     let mut att = attestation(&broker, "workload").await;
