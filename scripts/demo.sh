@@ -70,8 +70,9 @@ step "Start a development broker in $work (log: broker.log)"
 printf '$ %s\n' "keybroker serve --dev --state-dir broker --listen 127.0.0.1:$port &"
 keybroker serve --dev --state-dir broker --listen "127.0.0.1:$port" >broker.log 2>&1 &
 broker_pid=$!
+# "ready" follows "listening on" once the attestation token keys are found.
 for _ in $(seq 600); do
-  grep -q '^keybroker: listening on' broker.log && break
+  grep -q '^keybroker: ready' broker.log && break
   if ! kill -0 "$broker_pid" 2>/dev/null; then
     echo "demo: the broker exited; its log:" >&2
     cat broker.log >&2
@@ -79,8 +80,8 @@ for _ in $(seq 600); do
   fi
   sleep 0.1
 done
-if ! grep '^keybroker: listening on' broker.log; then
-  echo "demo: the broker did not start listening within 60 s; its log:" >&2
+if ! grep '^keybroker: ready' broker.log; then
+  echo "demo: the broker was not ready within 60 s; its log:" >&2
   cat broker.log >&2
   exit 1
 fi

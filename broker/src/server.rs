@@ -16,7 +16,7 @@ use crate::authz::Authorizer;
 use crate::backends::{self, Backends};
 use crate::config::Config;
 use crate::error::BrokerError;
-use crate::keys::{KeyManager, KeyServiceImpl};
+use crate::keys::{KeyManager, KeyServiceImpl, Listings};
 use crate::request::{ClaimsSource, Gate};
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
@@ -159,6 +159,54 @@ fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, Serv
     Authorizer::from_text(&text).map_err(setup("policy.bootstrap"))
 }
 
+/// The start-up work left for once the broker serves. The attestation token keys are
+/// found; then `keybroker: ready` is printed (for scripts and tests that attest as soon as
+/// the broker starts) and `AttestationService`'s health becomes `SERVING`. Meanwhile the
+/// orphan scan runs if `scan_later`. Both read the signing HSM's objects from one listing,
+/// the one `listed` holds if the scan ran before serving: on a token of 10,000 keys each
+/// listing costs seconds (docs/performance.md).
+async fn finish_start(
+    keys: Arc<KeyManager>,
+    attestation: Option<Arc<Attestation>>,
+    health: tonic_health::server::HealthReporter,
+    (mut listed, scan_later): (Listings, bool),
+    started: std::time::Instant,
+) {
+    let ready = move || {
+        println!("keybroker: ready");
+        tracing::info!(elapsed_ms = started.elapsed().as_millis(), "ready");
+    };
+    let Some(attestation) = attestation else {
+        ready();
+        if scan_later {
+            keys.scan_orphans_while_serving(listed).await;
+        }
+        return;
+    };
+    let signing = attestation.signing_backend().to_string();
+    let objects = match listed.get(&signing) {
+        Some(objects) => Some(objects.clone()),
+        None => match keys.list_objects(&signing).await {
+            Ok(objects) => Some(listed.entry(signing).or_insert(objects).clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the token-signing HSM failed");
+                None
+            }
+        },
+    };
+    attestation.spawn_token_keys(objects);
+    tokio::spawn(async move {
+        attestation.token_keys().found().await;
+        health
+            .set_serving::<AttestationServiceServer<AttestationServiceImpl>>()
+            .await;
+        ready();
+    });
+    if scan_later {
+        keys.scan_orphans_while_serving(listed).await;
+    }
+}
+
 /// Serves until `shutdown` completes.
 ///
 /// # Errors
@@ -186,15 +234,13 @@ pub async fn serve(
         elapsed_ms = started.elapsed().as_millis(),
         "store and hardware opened"
     );
-    let background_scan = broker
+    let mut listed = Listings::new();
+    let scan_later = broker
         .keys
-        .reconcile_before_serving(started)
+        .reconcile_before_serving(started, &mut listed)
         .await
         .map_err(setup("reconciliation"))?;
     spawn_destroyer(broker.keys.clone());
-    if let Some(attestation) = &broker.attestation {
-        attestation.spawn_key_rotation();
-    }
     spawn_policy_reloader(broker.authorizer.clone());
     spawn_crl_reloader(tls.clone());
 
@@ -245,9 +291,16 @@ pub async fn serve(
     health
         .set_serving::<KeyServiceServer<KeyServiceImpl>>()
         .await;
-    health
-        .set_serving::<AttestationServiceServer<AttestationServiceImpl>>()
-        .await;
+    if broker.attestation.is_some() {
+        // Until its token keys are found (`finish_start`).
+        health
+            .set_not_serving::<AttestationServiceServer<AttestationServiceImpl>>()
+            .await;
+    } else {
+        health
+            .set_serving::<AttestationServiceServer<AttestationServiceImpl>>()
+            .await;
+    }
     health
         .set_serving::<AdminServiceServer<AdminServiceImpl>>()
         .await;
@@ -260,9 +313,13 @@ pub async fn serve(
     // Printed for scripts and tests that wait for readiness.
     println!("keybroker: listening on {local}");
     tracing::info!(%local, elapsed_ms = started.elapsed().as_millis(), "serving");
-    if background_scan {
-        broker.keys.clone().spawn_orphan_scan();
-    }
+    tokio::spawn(finish_start(
+        broker.keys.clone(),
+        broker.attestation.clone(),
+        health,
+        (listed, scan_later),
+        started,
+    ));
     tonic::transport::Server::builder()
         .timeout(server.request_timeout())
         .max_concurrent_streams(server.max_concurrent_streams)

@@ -33,19 +33,23 @@ impl DevBroker {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = loop {
+        let mut port = None;
+        // Ready: listening, and the attestation token keys found.
+        loop {
             match lines.next() {
+                Some(Ok(line)) if line == common::READY_LINE && port.is_some() => break,
                 Some(Ok(line)) => {
                     if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
-                        break addr.rsplit(':').next().unwrap().parse().unwrap();
+                        port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
                     }
                 }
                 _ => panic!(
-                    "development mode exited before listening: {:?}",
+                    "development mode exited before it was ready: {:?}",
                     child.wait()
                 ),
             }
-        };
+        }
+        let port: u16 = port.unwrap();
         std::thread::spawn(move || for _ in lines {});
         DevBroker { child, port }
     }

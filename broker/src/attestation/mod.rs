@@ -22,15 +22,18 @@ use attest::snp::SnpVerifier;
 use tonic::Status;
 
 use crate::authz::Action;
-use crate::backends::{Backends, HsmKeys};
+use crate::backends::{Backends, HsmKeys, ListedObject};
 use crate::config::AttestationConfig;
 use crate::error::{BrokerError, Result};
 use crate::identity::SpiffeId;
-use crate::request::{Authorized, ClaimsSource};
+use crate::request::{Authorized, ClaimsError, ClaimsSource};
 
 /// Most challenges outstanding at once (used ones are remembered until they expire, to
 /// name replays).
 const MAX_OUTSTANDING_CHALLENGES: usize = 10_000;
+/// How long `Attest` and `GetJwks` wait for the token keys while the broker starts,
+/// before they answer `UNAVAILABLE`.
+pub(crate) const TOKEN_KEYS_WAIT: Duration = Duration::from_secs(5);
 
 /// The broker's attestation state.
 #[derive(Debug)]
@@ -39,18 +42,21 @@ pub struct Attestation {
     appraiser: Option<Appraiser>,
     keys: Arc<TokenKeys>,
     issuer: String,
+    /// The `[[hsm]]` that holds the token keys.
+    signing_backend: String,
 }
 
 impl Attestation {
-    /// Loads the appraisal policy and readies the token key in the HSM that
-    /// `attestation.signing_backend` names (blocking). `None` when attestation is not
-    /// configured (no `attestation.policy`): then no token key is made anywhere, so a
-    /// module that cannot make one (or a broker with no HSM at all) still starts.
+    /// Loads the appraisal policy; the token keys in the HSM that
+    /// `attestation.signing_backend` names are found later ([`Attestation::spawn_token_keys`]).
+    /// `None` when attestation is not configured (no `attestation.policy`): then no token
+    /// key is made anywhere, so a module that cannot make one (or a broker with no HSM at
+    /// all) still starts.
     ///
     /// # Errors
     /// An unreadable or invalid policy (the message names the field), no
-    /// `attestation.signing_backend` or one that is not an HSM, an unusable certificate
-    /// cache, or a token that refuses to make the key.
+    /// `attestation.signing_backend` or one that is not an HSM, or an unusable certificate
+    /// cache.
     pub fn open(config: &AttestationConfig, backends: &Backends) -> Result<Option<Attestation>> {
         let Some(path) = &config.policy else {
             tracing::info!(
@@ -88,27 +94,36 @@ impl Attestation {
                  signed just before a rotation stop working before they expire"
             );
         }
-        let keys = TokenKeys::open(signing, &config.issuer, schedule)?;
         Ok(Some(Attestation {
             appraiser,
-            keys: Arc::new(keys),
+            keys: Arc::new(TokenKeys::new(signing, &config.issuer, schedule)),
             issuer: config.issuer.clone(),
+            signing_backend: name.to_string(),
         }))
     }
 
-    /// Rotates the token-signing key on schedule, in the background (needs the runtime).
-    pub fn spawn_key_rotation(&self) {
-        self.keys.clone().spawn_rotation();
+    /// The backend that holds the token keys.
+    pub fn signing_backend(&self) -> &str {
+        &self.signing_backend
+    }
+
+    /// Finds the token-signing keys in the background, from `listed` (a listing of the
+    /// signing backend's objects) if given, then rotates them on schedule (needs the
+    /// runtime). [`TokenKeys::found`] says when they are found.
+    pub fn spawn_token_keys(&self, listed: Option<Vec<ListedObject>>) {
+        self.keys.clone().spawn(listed);
     }
 
     /// The JWK set that verifies this broker's tokens, JSON (`GetJwks`): the current key
     /// and, during its overlap, the one it replaced.
     ///
     /// # Errors
-    /// `INTERNAL` for another call's authorization.
-    pub fn jwks(&self, auth: &Authorized) -> Result<String, Status> {
+    /// `INTERNAL` for another call's authorization; `UNAVAILABLE` while the broker starts
+    /// and the keys are not found within [`TOKEN_KEYS_WAIT`].
+    pub async fn jwks(&self, auth: &Authorized) -> Result<String, Status> {
         auth.require_broker(Action::GetJwks)?;
-        Ok(self.keys.jwks())
+        self.keys.wait_found(TOKEN_KEYS_WAIT).await?;
+        Ok(self.keys.jwks()?)
     }
 
     /// A fresh challenge for the caller (`GetChallenge`): only the caller can redeem it.
@@ -182,22 +197,23 @@ impl ClaimsSource for Attestation {
         token: &str,
         caller: &SpiffeId,
         certificate_sha256: &[u8; 32],
-    ) -> std::result::Result<Claims, String> {
+    ) -> std::result::Result<Claims, ClaimsError> {
         let verified = self.keys.verify(token)?;
         if verified.sub != caller.as_str() {
             return Err(format!(
                 "the token was issued to {}, not to the caller",
                 verified.sub
-            ));
+            )
+            .into());
         }
         // RFC 8705: only the holder of the certificate the evidence bound may use it.
         if !verified.cnf.matches_certificate(certificate_sha256) {
-            return Err(
+            return Err(ClaimsError::Invalid(
                 "the token is bound to another client certificate than this connection's".into(),
-            );
+            ));
         }
         serde_json::from_value(verified.attestation)
-            .map_err(|e| format!("the token's attestation claims: {e}"))
+            .map_err(|e| ClaimsError::Invalid(format!("the token's attestation claims: {e}")))
     }
 }
 

@@ -150,6 +150,13 @@ impl AttestationService for AttestationServiceImpl {
             ));
         }
         let evidence = evidence(request.evidence)?;
+        // Before the appraisal redeems the challenge: a workload that attests while the
+        // broker starts waits for the key that signs its token, and if it is refused it
+        // may retry with the same challenge.
+        attestation
+            .token_keys()
+            .wait_found(super::TOKEN_KEYS_WAIT)
+            .await?;
         let spki = request.ephemeral_public_key;
         let owner = caller.clone();
         let appraising = attestation.clone();
@@ -166,7 +173,7 @@ impl AttestationService for AttestationServiceImpl {
             Status::internal("internal error")
         })??;
         let keys = attestation.token_keys();
-        let signing_key = keys.signing_key();
+        let signing_key = keys.signing_key()?;
         let unsigned = attest::token::prepare(
             &appraisal,
             attestation.issuer(),
@@ -202,7 +209,7 @@ impl AttestationService for AttestationServiceImpl {
     async fn get_jwks(&self, request: Request<pb::GetJwksRequest>) -> Reply<pb::Jwks> {
         let auth = self.gate.authorize(&request, Resource::Broker)?;
         Ok(Response::new(pb::Jwks {
-            json: self.attestation()?.jwks(&auth)?,
+            json: self.attestation()?.jwks(&auth).await?,
         }))
     }
 }

@@ -7,6 +7,7 @@ use hsm_backend::{
 };
 use sha2::Digest as _;
 
+use super::token_keys::RotationSchedule;
 use crate::error::{BrokerError, Result};
 
 /// CKA_ID prefix of the token-signing keys (`…:<version>`); managed keys have random
@@ -90,6 +91,11 @@ impl TokenKey {
         Ok(TokenKey::new(version, id, spki, created))
     }
 
+    /// Whether it is past its period at `now`.
+    pub(super) fn due(&self, schedule: RotationSchedule, now: u64) -> bool {
+        now.saturating_sub(self.created) >= schedule.period.as_secs()
+    }
+
     pub(super) fn published(&self) -> PublishedKey<'_> {
         PublishedKey {
             key_id: &self.kid,
@@ -97,6 +103,69 @@ impl TokenKey {
             spki_der: &self.spki,
         }
     }
+}
+
+/// The versions a token holds: the current one, and the one it replaced with the end of
+/// its overlap if that is after `now` (blocking). The first version is generated if there
+/// is none, and the next one if the current one is past its period; versions past their
+/// overlap are destroyed. `candidates` are the ids of the objects labelled as token keys
+/// in a listing already made; `None` lists the token.
+///
+/// # Errors
+/// The token refuses, or holds an object with a token-signing key's label that is not one.
+pub(super) fn choose_versions(
+    token: &HsmBackend,
+    candidates: Option<Vec<KeyId>>,
+    schedule: RotationSchedule,
+    now: u64,
+) -> Result<(TokenKey, Option<(TokenKey, u64)>)> {
+    let candidates = match candidates {
+        Some(ids) => ids,
+        None => token
+            .list_labels()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, label)| parse_label(label).is_some())
+            .map(|(id, _)| id)
+            .collect(),
+    };
+    let mut found = Vec::new();
+    for id in candidates {
+        // Gone since the listing, or half-written by a kill during generation.
+        let Ok(info) = token.describe_key(&id) else {
+            continue;
+        };
+        found.extend(TokenKey::from_info(&info, token)?);
+    }
+    found.sort_by_key(|k| k.version);
+    let mut current = match found.pop() {
+        Some(key) => key,
+        None => TokenKey::generate(token, 1, now)?,
+    };
+    let mut previous = found.pop();
+    if current.due(schedule, now) {
+        let next = TokenKey::generate(token, current.version.saturating_add(1), now)?;
+        found.extend(previous.replace(std::mem::replace(&mut current, next)));
+    }
+    // A replaced key verifies until `overlap` after its successor was made.
+    let previous = previous.and_then(|key| {
+        let until = current.created.saturating_add(schedule.overlap.as_secs());
+        if now < until {
+            Some((key, until))
+        } else {
+            found.push(key);
+            None
+        }
+    });
+    for stale in &found {
+        match token.destroy_key(&stale.id) {
+            Ok(()) => tracing::info!(version = stale.version, kid = %stale.kid,
+                "retired attestation token key destroyed"),
+            Err(e) => tracing::warn!(version = stale.version, error = %e,
+                "a retired attestation token key could not be destroyed"),
+        }
+    }
+    Ok((current, previous))
 }
 
 #[cfg(test)]

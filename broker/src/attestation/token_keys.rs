@@ -11,21 +11,32 @@
 //! it signed are refused even if they have not expired, and the key is destroyed. Each
 //! version's label carries its number and creation time
 //! (`kbsys:attestation-token:v3:1764338400`), so a restart picks up where the last run
-//! left off. Every HSM call after start-up goes through the token's session gate
-//! ([`HsmKeys::run`]).
+//! left off.
+//!
+//! **Start-up.** The keys are found once the broker serves, from the listing of the token
+//! that the orphan scan uses too (`crate::server`): on a token of 10,000 keys, listing
+//! costs seconds, and key operations need not wait for it. Until they are found,
+//! attestation answers `UNAVAILABLE`, the gRPC health of `AttestationService` is
+//! `NOT_SERVING`, and the broker has not printed `keybroker: ready`. Every HSM call goes
+//! through the token's session gate ([`HsmKeys::run`]).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attest::token::{TokenVerifier, UnsignedToken};
-use hsm_backend::{Digest, HashAlgorithm, SignatureAlgorithm};
+use attest::token::{TokenClaims, TokenVerifier, UnsignedToken};
+use hsm_backend::{Digest, HashAlgorithm, KeyId, SignatureAlgorithm};
+use tokio::sync::watch;
 
-use super::token_key::{TokenKey, internal, parse_label};
-use crate::backends::HsmKeys;
+use super::token_key::{TokenKey, choose_versions, parse_label};
+use crate::backends::{HsmKeys, KeyBackend as _, ListedObject, TypedHandle as _};
 use crate::error::{BrokerError, Result};
+use crate::request::ClaimsError;
 
-/// How soon a failed rotation is tried again.
+/// How soon a failed rotation is tried again, and the longest wait between two searches
+/// for the keys.
 const RETRY: Duration = Duration::from_secs(30);
+/// The first wait after a failed search for the keys; it doubles up to `RETRY`.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// How often the token-signing key rotates.
 #[derive(Debug, Clone, Copy)]
@@ -52,13 +63,20 @@ struct Ring {
     jwks: String,
 }
 
-/// The token-signing keys of one HSM: the current one and the one it replaced.
+/// The token-signing keys of one HSM: the current one and the one it replaced. They are
+/// found once the broker serves (`crate::server`): until then every use is refused as
+/// `UNAVAILABLE`, and `Attest` and `GetJwks` wait a little first ([`TokenKeys::wait_found`]).
 #[derive(Debug)]
 pub struct TokenKeys {
     hsm: Arc<HsmKeys>,
     issuer: String,
     schedule: RotationSchedule,
-    ring: RwLock<Ring>,
+    /// `None` until the keys are found.
+    ring: RwLock<Option<Ring>>,
+    /// Becomes true once the keys are found.
+    found: watch::Sender<bool>,
+    /// Why the last search failed, for the refusals meanwhile.
+    failure: Mutex<Option<String>>,
 }
 
 fn unix_now() -> u64 {
@@ -100,88 +118,121 @@ impl Ring {
 }
 
 impl TokenKeys {
-    /// Finds the token-signing keys in `hsm`, generating the first on first use and a new
-    /// one if the current one is past its period, and destroys versions past their overlap
-    /// (blocking: before the server starts).
-    ///
-    /// # Errors
-    /// The token refuses, or holds an object with a token-signing key's label that is not
-    /// one.
-    pub fn open(hsm: Arc<HsmKeys>, issuer: &str, schedule: RotationSchedule) -> Result<TokenKeys> {
-        use crate::backends::KeyBackend;
-        let token = hsm.without_gate();
-        let mut found = Vec::new();
-        // One pass over the token's labels; only keys labelled as token keys are described
-        // (describing every key costs a search of the whole token each: minutes at 10,000).
-        for (id, label) in token.list_labels().map_err(internal)? {
-            if parse_label(&label).is_none() {
-                continue;
-            }
-            let Ok(info) = token.describe_key(&id) else {
-                continue;
-            };
-            if let Some(key) = TokenKey::from_info(&info, token)? {
-                found.push(key);
-            }
+    /// The token-signing keys that `hsm` holds, not yet found: no HSM call is made until
+    /// [`TokenKeys::find_until_found`].
+    pub fn new(hsm: Arc<HsmKeys>, issuer: &str, schedule: RotationSchedule) -> TokenKeys {
+        TokenKeys {
+            hsm,
+            issuer: issuer.to_string(),
+            schedule,
+            ring: RwLock::new(None),
+            found: watch::Sender::new(false),
+            failure: Mutex::new(None),
         }
-        found.sort_by_key(|k| k.version);
-        let now = unix_now();
-        let mut current = match found.pop() {
-            Some(key) => key,
-            None => TokenKey::generate(token, 1, now)?,
-        };
-        let mut previous = found.pop();
-        if now.saturating_sub(current.created) >= schedule.period.as_secs() {
-            let next = TokenKey::generate(token, current.version.saturating_add(1), now)?;
-            found.extend(previous.replace(std::mem::replace(&mut current, next)));
-        }
-        // A replaced key verifies until `overlap` after its successor was made.
-        let previous = previous.and_then(|key| {
-            let until = current.created.saturating_add(schedule.overlap.as_secs());
-            if now < until {
-                Some((key, until))
-            } else {
-                found.push(key);
-                None
+    }
+
+    /// Finds the keys, generating the first on first use and a new one if the current one
+    /// is past its period, and destroys versions past their overlap; after a failure, tries
+    /// again with back-off until it succeeds. `listed` is a listing of the token's objects
+    /// already made (the orphan scan's): the first attempt reads only the keys it names.
+    pub async fn find_until_found(&self, listed: Option<Vec<ListedObject>>) {
+        let mut listed = listed;
+        let mut wait = FIRST_RETRY;
+        loop {
+            match self.find(listed.take()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_s = wait.as_secs(),
+                        "attestation token keys not found; attestation is unavailable");
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                }
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY);
+        }
+    }
+
+    async fn find(&self, listed: Option<Vec<ListedObject>>) -> Result<()> {
+        // Only the objects labelled as token keys are described: describing one costs a
+        // search of the whole token (seconds at 10,000 keys for all of them).
+        let candidates = listed.map(|objects| {
+            objects
+                .into_iter()
+                .filter(|o| parse_label(&o.label).is_some())
+                .filter_map(|o| KeyId::decode(&o.handle).ok())
+                .collect()
         });
-        for stale in &found {
-            match token.destroy_key(&stale.id) {
-                Ok(()) => tracing::info!(version = stale.version, kid = %stale.kid,
-                    "retired attestation token key destroyed"),
-                Err(e) => tracing::warn!(version = stale.version, error = %e,
-                    "a retired attestation token key could not be destroyed"),
-            }
-        }
+        let schedule = self.schedule;
+        let (current, previous) = self
+            .hsm
+            .run(move |token| choose_versions(token, candidates, schedule, unix_now()))
+            .await?;
         tracing::info!(
-            backend = %hsm.describe(),
+            backend = %self.hsm.describe(),
             version = current.version,
             kid = %current.kid,
             previous = previous.as_ref().map(|(k, _)| k.kid.as_str()),
             "attestation token keys ready"
         );
-        let ring = Ring::new(issuer, current, previous)?;
-        Ok(TokenKeys {
-            hsm,
-            issuer: issuer.to_string(),
-            schedule,
-            ring: RwLock::new(ring),
+        let ring = Ring::new(&self.issuer, current, previous)?;
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Some(ring);
+        self.found.send_replace(true);
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the keys to be found.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`: they are not found yet, with the last failure if there was one.
+    pub async fn wait_found(&self, limit: Duration) -> Result<()> {
+        tokio::time::timeout(limit, self.found())
+            .await
+            .map_err(|_| self.not_found())
+    }
+
+    /// Returns once the keys are found.
+    pub async fn found(&self) {
+        let mut found = self.found.subscribe();
+        // The sender lives as long as `self`: this ends only when the keys are found.
+        let _ = found.wait_for(|f| *f).await;
+    }
+
+    fn not_found(&self) -> BrokerError {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        BrokerError::Unavailable(match &*failure {
+            None => "the attestation token keys are still being found on the token (the \
+                     broker is starting); retry"
+                .into(),
+            Some(cause) => format!(
+                "the attestation token keys could not be found on the token ({cause}); retry"
+            ),
         })
     }
 
-    fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
-        self.ring.read().unwrap_or_else(|p| p.into_inner())
+    /// Reads the ring.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`: the keys are not found yet.
+    fn with_ring<T>(&self, read: impl FnOnce(&Ring) -> T) -> Result<T> {
+        let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        ring.as_ref().map(read).ok_or_else(|| self.not_found())
     }
 
     /// The JWK set: the current key and, during its overlap, the one it replaced.
-    pub fn jwks(&self) -> String {
-        self.ring().jwks.clone()
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`: the keys are not found yet.
+    pub fn jwks(&self) -> Result<String> {
+        self.with_ring(|ring| ring.jwks.clone())
     }
 
     /// The current key's id, for [`attest::token::prepare`], and the key itself, so that
     /// a rotation between preparing and signing cannot mix two keys.
-    pub fn signing_key(&self) -> SigningKey {
-        SigningKey(self.ring().current.clone())
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`: the keys are not found yet.
+    pub fn signing_key(&self) -> Result<SigningKey> {
+        self.with_ring(|ring| SigningKey(ring.current.clone()))
     }
 
     /// Signs a prepared token with the key it was prepared for, through the HSM's
@@ -205,49 +256,58 @@ impl TokenKeys {
     /// overlap lasts.
     ///
     /// # Errors
-    /// Why the token is not valid.
-    pub fn verify(&self, token: &str) -> std::result::Result<attest::token::TokenClaims, String> {
-        let kid = attest::token::key_id(token).map_err(|e| e.to_string())?;
-        let ring = self.ring();
-        if kid == ring.current.kid {
-            return ring.verifier.verify(token).map_err(|e| e.to_string());
-        }
-        match &ring.previous {
-            Some(retired) if retired.key.kid == kid => {
-                if unix_now() >= retired.until {
-                    return Err(format!(
-                        "the token was signed by key {kid}, retired and past its overlap"
-                    ));
-                }
-                retired.verifier.verify(token).map_err(|e| e.to_string())
+    /// Why the token is not valid, or that the keys are not found yet.
+    pub fn verify(&self, token: &str) -> std::result::Result<TokenClaims, ClaimsError> {
+        let invalid = |e: String| ClaimsError::Invalid(e);
+        let kid = attest::token::key_id(token).map_err(|e| invalid(e.to_string()))?;
+        let checked = self.with_ring(|ring| {
+            if kid == ring.current.kid {
+                return ring.verifier.verify(token).map_err(|e| e.to_string());
             }
-            _ => Err(format!("the token was signed by an unknown key {kid}")),
+            match &ring.previous {
+                Some(retired) if retired.key.kid == kid => {
+                    if unix_now() >= retired.until {
+                        return Err(format!(
+                            "the token was signed by key {kid}, retired and past its overlap"
+                        ));
+                    }
+                    retired.verifier.verify(token).map_err(|e| e.to_string())
+                }
+                _ => Err(format!("the token was signed by an unknown key {kid}")),
+            }
+        });
+        match checked {
+            Ok(verified) => verified.map_err(invalid),
+            Err(not_found) => Err(ClaimsError::Unavailable(not_found.to_string())),
         }
     }
 
     /// When the ring next changes: the current key's rotation, or the end of the previous
     /// key's overlap, whichever is first.
-    fn next_change(&self) -> u64 {
-        let ring = self.ring();
-        let rotation = ring
-            .current
-            .created
-            .saturating_add(self.schedule.period.as_secs());
-        match &ring.previous {
-            Some(retired) => rotation.min(retired.until),
-            None => rotation,
-        }
+    fn next_change(&self) -> Result<u64> {
+        self.with_ring(|ring| {
+            let rotation = ring
+                .current
+                .created
+                .saturating_add(self.schedule.period.as_secs());
+            match &ring.previous {
+                Some(retired) => rotation.min(retired.until),
+                None => rotation,
+            }
+        })
+    }
+
+    fn set_ring(&self, ring: Ring) {
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Some(ring);
     }
 
     /// Rotates if the current key's period is over, and drops the previous key from the
     /// JWK set (and destroys it) once its overlap is over.
     async fn tick(&self) -> Result<()> {
         let now = unix_now();
-        let (current, previous) = {
-            let ring = self.ring();
-            (ring.current.clone(), ring.previous.clone())
-        };
-        if now.saturating_sub(current.created) >= self.schedule.period.as_secs() {
+        let (current, previous) =
+            self.with_ring(|ring| (ring.current.clone(), ring.previous.clone()))?;
+        if current.due(self.schedule, now) {
             let version = current.version.saturating_add(1);
             let next = self
                 .hsm
@@ -261,7 +321,7 @@ impl TokenKeys {
                 retired = %current.kid,
                 "attestation token key rotated"
             );
-            *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+            self.set_ring(ring);
             if let Some(old) = previous {
                 self.destroy(old.key).await;
             }
@@ -270,8 +330,7 @@ impl TokenKeys {
             // the key leave the JWK set sees it gone from the token.
             tracing::info!(kid = %retired.key.kid, "attestation token key past its overlap");
             self.destroy(retired.key).await;
-            let ring = Ring::new(&self.issuer, (*current).clone(), None)?;
-            *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+            self.set_ring(Ring::new(&self.issuer, (*current).clone(), None)?);
         }
         Ok(())
     }
@@ -286,11 +345,16 @@ impl TokenKeys {
         }
     }
 
-    /// Rotates on schedule for as long as the broker runs.
-    pub fn spawn_rotation(self: Arc<Self>) {
+    /// Finds the keys (see [`TokenKeys::find_until_found`]), then rotates on schedule for
+    /// as long as the broker runs.
+    pub fn spawn(self: Arc<Self>, listed: Option<Vec<ListedObject>>) {
         tokio::spawn(async move {
+            self.find_until_found(listed).await;
             loop {
-                let wait = self.next_change().saturating_sub(unix_now());
+                let wait = match self.next_change() {
+                    Ok(at) => at.saturating_sub(unix_now()),
+                    Err(_) => RETRY.as_secs(),
+                };
                 tokio::time::sleep(Duration::from_secs(wait)).await;
                 if let Err(e) = self.tick().await {
                     tracing::error!(error = %e, "attestation token key rotation failed; retrying");

@@ -11,6 +11,7 @@ pub mod spec;
 mod usage;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
+pub use reconcile::Listings;
 pub use service::KeyServiceImpl;
 pub(crate) use service::{absent_resource, resource as key_resource};
 pub use usage::{DataKey, Decrypted, Encrypted, Signed};

@@ -8,8 +8,8 @@
 //! of many thousands), may run while it serves (`KeyManager::scan_orphans` says why that
 //! is safe, and `crate::server` when it does).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::manager::{KeyManager, LABEL_PREFIX, Reconciliation, now};
@@ -17,6 +17,10 @@ use crate::backends::{ListedObject, NamedBackend};
 use crate::config::OrphanAction;
 use crate::error::{BrokerError, Result};
 use crate::store::{KeyState, PendingVersion, StoreError};
+
+/// Listings of backends' objects by backend name, made once and read by every step of
+/// start-up that needs them (the orphan scan, finding the attestation token keys).
+pub type Listings = BTreeMap<String, Vec<ListedObject>>;
 
 impl KeyManager {
     /// Destroys keys whose waiting period is over. Returns their names.
@@ -53,7 +57,8 @@ impl KeyManager {
     pub async fn reconcile(&self) -> Result<Reconciliation> {
         let mut report = self.resolve_pending().await?;
         let store_knows_keys = self.store_knows_keys().await?;
-        self.scan_orphans(store_knows_keys, &mut report).await?;
+        self.scan_orphans(store_knows_keys, &mut Listings::new(), &mut report)
+            .await?;
         Ok(report)
     }
 
@@ -61,11 +66,15 @@ impl KeyManager {
     /// always; the orphan scan too when the store knows no keys, since that start may have
     /// to be refused. Returns whether the scan is left for
     /// [`KeyManager::spawn_orphan_scan`], once the broker serves. `started` is when
-    /// start-up began, for the log.
+    /// start-up began, for the log; the listings a scan made are added to `listed`.
     ///
     /// # Errors
     /// As [`KeyManager::reconcile`].
-    pub async fn reconcile_before_serving(&self, started: Instant) -> Result<bool> {
+    pub async fn reconcile_before_serving(
+        &self,
+        started: Instant,
+        listed: &mut Listings,
+    ) -> Result<bool> {
         let mut report = self.resolve_pending().await?;
         let store_knows_keys = self.store_knows_keys().await?;
         if store_knows_keys {
@@ -78,7 +87,7 @@ impl KeyManager {
             );
             return Ok(true);
         }
-        self.scan_orphans(false, &mut report).await?;
+        self.scan_orphans(false, listed, &mut report).await?;
         tracing::info!(
             half_made_destroyed = report.half_made_destroyed,
             pending_dropped = report.pending_dropped,
@@ -90,15 +99,22 @@ impl KeyManager {
         Ok(false)
     }
 
-    /// The orphan scan in a task of its own, while the broker serves. A failure is
-    /// logged: the broker keeps serving, and the next start scans again.
-    pub fn spawn_orphan_scan(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let mut report = Reconciliation::default();
-            if let Err(e) = self.scan_orphans(true, &mut report).await {
-                tracing::error!(error = %e, "orphan scan failed; the next start scans again");
-            }
-        });
+    /// The orphan scan while the broker serves, reading the objects of the backends
+    /// `listed` holds from it. A failure is logged: the broker keeps serving, and the next
+    /// start scans again.
+    pub async fn scan_orphans_while_serving(&self, mut listed: Listings) {
+        let mut report = Reconciliation::default();
+        if let Err(e) = self.scan_orphans(true, &mut listed, &mut report).await {
+            tracing::error!(error = %e, "orphan scan failed; the next start scans again");
+        }
+    }
+
+    /// The objects of the backend `name`, in one pass.
+    ///
+    /// # Errors
+    /// No such backend, or it cannot list its objects.
+    pub async fn list_objects(&self, name: &str) -> Result<Vec<ListedObject>> {
+        self.backends.get(name)?.backend.list_objects().await
     }
 
     /// The first phase, which must end before the broker serves: every `Creating` version
@@ -137,7 +153,9 @@ impl KeyManager {
     /// serves: each backend's objects are listed *before* the store's handles are read, and
     /// a creation records its handle before it makes its object, so an object made
     /// meanwhile is always known. An object whose version was retired or destroyed
-    /// meanwhile may count as an orphan: it is being destroyed anyway.
+    /// meanwhile may count as an orphan: it is being destroyed anyway. A backend's listing
+    /// is taken from `listed` if it is there (made earlier, which keeps that order), else
+    /// made and added to it.
     ///
     /// # Errors
     /// A backend cannot list its objects or the store cannot be read; or the store knows
@@ -146,12 +164,17 @@ impl KeyManager {
     pub async fn scan_orphans(
         &self,
         store_knows_keys: bool,
+        listed: &mut Listings,
         report: &mut Reconciliation,
     ) -> Result<()> {
         let scan = Instant::now();
         let mut orphans = Vec::new();
         for backend in self.backends.all() {
-            orphans.extend(self.find_orphans(&backend).await?);
+            let objects = match listed.entry(backend.name.clone()) {
+                Entry::Occupied(made) => made.into_mut(),
+                Entry::Vacant(slot) => slot.insert(backend.backend.list_objects().await?),
+            };
+            orphans.extend(self.find_orphans(&backend, objects).await?);
         }
         if !store_knows_keys && !orphans.is_empty() && !self.config.orphan_all_existing_keys {
             return Err(BrokerError::FailedPrecondition(format!(
@@ -204,8 +227,11 @@ impl KeyManager {
     }
 
     /// Objects with the broker's label that the store does not know, each logged.
-    async fn find_orphans(&self, backend: &NamedBackend) -> Result<Vec<(String, ListedObject)>> {
-        let objects = backend.backend.list_objects().await?;
+    async fn find_orphans(
+        &self,
+        backend: &NamedBackend,
+        objects: &[ListedObject],
+    ) -> Result<Vec<(String, ListedObject)>> {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
@@ -222,7 +248,7 @@ impl KeyManager {
             }
             let id = hex::encode(object.handle.bytes());
             tracing::warn!(backend = %backend.name, %id, label = %object.label, "object not in the store");
-            orphans.push((backend.name.clone(), object));
+            orphans.push((backend.name.clone(), object.clone()));
         }
         Ok(orphans)
     }

@@ -30,13 +30,29 @@ pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// Why the token is not valid, was not issued to `caller`, or is bound to another
-    /// certificate (for the log only).
+    /// certificate; or that tokens cannot be verified yet.
     fn claims(
         &self,
         token: &str,
         caller: &SpiffeId,
         certificate_sha256: &[u8; 32],
-    ) -> Result<attest::claims::Claims, String>;
+    ) -> Result<attest::claims::Claims, ClaimsError>;
+}
+
+/// Why a presented attestation token gives no claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimsError {
+    /// The token is not valid for this caller on this connection (the reason is for the
+    /// log only): `UNAUTHENTICATED`, attest again.
+    Invalid(String),
+    /// Tokens cannot be verified now (the broker is starting): `UNAVAILABLE`, retry.
+    Unavailable(String),
+}
+
+impl From<String> for ClaimsError {
+    fn from(reason: String) -> ClaimsError {
+        ClaimsError::Invalid(reason)
+    }
 }
 
 /// What an [`Authorized`] call acts on.
@@ -239,9 +255,10 @@ impl Gate {
             .ok_or_else(|| refused("attestation is not configured".into()))?;
         let certificate = certificate_sha256
             .ok_or_else(|| refused("the connection has no client certificate".into()))?;
-        source
-            .claims(token, caller, certificate)
-            .map(Some)
-            .map_err(refused)
+        match source.claims(token, caller, certificate) {
+            Ok(claims) => Ok(Some(claims)),
+            Err(ClaimsError::Invalid(why)) => Err(refused(why)),
+            Err(ClaimsError::Unavailable(why)) => Err(Status::unavailable(why)),
+        }
     }
 }

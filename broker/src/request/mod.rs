@@ -31,7 +31,9 @@ mod record;
 pub use admission::{
     ActionTableLayer, CallerLayer, IdentityLimitLayer, RoutedAction, is_exempt_path,
 };
-pub use gate::{ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsSource, Gate};
+pub use gate::{
+    ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, Gate,
+};
 pub use record::{CallRecord, CallRecordLayer, CallSlot};
 
 use tower::ServiceBuilder;

@@ -5,18 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// A trusted token for `who`, attested on `who`'s own connection.
-async fn attest_dev(broker: &BrokerProcess, who: &str) -> String {
-    let mut att = attestation(broker, who).await;
-    let spki = client_spki(broker, who);
-    let nonce = challenge(&mut att).await;
-    att.attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_works_only_on_a_connection_with_the_certificate_it_is_bound_to() {
     let broker = BrokerProcess::start();

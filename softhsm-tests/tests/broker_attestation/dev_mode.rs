@@ -33,17 +33,21 @@ impl DevBroker {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Ready: listening, and the attestation token keys found.
         let listening = lines
             .by_ref()
             .map_while(Result::ok)
-            .any(|line| line.starts_with("keybroker: listening on"));
+            .any(|line| line == common::READY_LINE);
         std::thread::spawn(move || for _ in lines {});
         let dev = DevBroker {
             child,
             state: state.to_path_buf(),
             port,
         };
-        assert!(listening, "the development broker exited before listening");
+        assert!(
+            listening,
+            "the development broker exited before it was ready"
+        );
         dev
     }
 

@@ -13,6 +13,7 @@ mod binding;
 mod common;
 mod dev_mode;
 mod flows;
+mod startup;
 mod tpm;
 
 use attest::binding::{snp_report_data, tpm_extra_data};
@@ -89,6 +90,18 @@ fn dev_request(
             measurement: measurement.into(),
         })),
     }
+}
+
+/// A trusted token for `who`, attested on `who`'s own connection.
+async fn attest_dev(broker: &BrokerProcess, who: &str) -> String {
+    let mut att = attestation(broker, who).await;
+    let spki = client_spki(broker, who);
+    let nonce = challenge(&mut att).await;
+    att.attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+        .await
+        .unwrap()
+        .into_inner()
+        .token
 }
 
 fn with_token<T>(message: T, token: &str) -> Request<T> {

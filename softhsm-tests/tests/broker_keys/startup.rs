@@ -43,7 +43,8 @@ async fn keys_sign_before_the_orphan_scan_of_a_large_token_finishes() {
     let mut signed_during_scan = false;
     for attempt in 0..ATTEMPTS {
         let before = broker.log().len();
-        broker.spawn();
+        // Not waiting for "ready": finding the attestation keys shares the scan's listing.
+        let _ready = broker.spawn_listening();
         let mut keys = broker.keys("workload").await;
         keys.sign(sign_req("early", b"m", pb::SignatureScheme::Default))
             .await

@@ -122,6 +122,16 @@ impl TokenFiller {
     }
 }
 
+impl TokenFiller {
+    /// Destroys every object labelled `label`.
+    pub fn destroy_labelled(&self, label: &str) {
+        let labelled = [Attribute::Label(label.as_bytes().to_vec())];
+        for handle in self.session.find_objects(&labelled).unwrap() {
+            self.session.destroy_object(handle).unwrap();
+        }
+    }
+}
+
 /// Key names: `startup/000042`. Key 0 is always EC P-256, for the first signature.
 pub fn key_name(i: usize) -> String {
     format!("startup/{i:06}")

@@ -127,6 +127,10 @@ pub fn keybroker_binary(release: bool) -> &'static Path {
     })
 }
 
+/// What the broker prints once its attestation token keys are found (right after
+/// "listening on" when attestation is off).
+pub const READY_LINE: &str = "keybroker: ready";
+
 /// A broker process and everything it runs on.
 pub struct BrokerProcess {
     pub hsm: SoftHsm,
@@ -349,16 +353,33 @@ issuer = "{ISSUER}"
         self.dir.path().join("config.toml")
     }
 
-    /// Starts the process and waits for "listening on".
+    /// Starts the process and waits for "ready" (listening, and attestation's keys found).
     pub fn spawn(&mut self) {
         if let Err(status) = self.try_spawn(&[]) {
-            panic!("keybroker exited before listening: {status}");
+            panic!("keybroker exited before it was ready: {status}");
         }
     }
 
-    /// Starts the process with `extra` arguments to `serve` and waits for "listening on";
-    /// the exit status if it ends first (its reasons are in [`BrokerProcess::log`]).
+    /// Starts the process with `extra` arguments to `serve` and waits for "ready"; the
+    /// exit status if it ends first (its reasons are in [`BrokerProcess::log`]).
     pub fn try_spawn(&mut self, extra: &[&str]) -> Result<(), std::process::ExitStatus> {
+        self.try_spawn_until(extra, true).map(drop)
+    }
+
+    /// Starts the process and waits for "listening on" only; the receiver gets the moment
+    /// "ready" is printed.
+    pub fn spawn_listening(&mut self) -> std::sync::mpsc::Receiver<std::time::Instant> {
+        match self.try_spawn_until(&[], false) {
+            Ok(ready) => ready,
+            Err(status) => panic!("keybroker exited before listening: {status}"),
+        }
+    }
+
+    fn try_spawn_until(
+        &mut self,
+        extra: &[&str],
+        wait_ready: bool,
+    ) -> Result<std::sync::mpsc::Receiver<std::time::Instant>, std::process::ExitStatus> {
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -395,11 +416,28 @@ issuer = "{ISSUER}"
                 _ => return Err(child.wait().unwrap()),
             }
         };
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        if wait_ready {
+            loop {
+                match lines.next() {
+                    Some(Ok(line)) if line == READY_LINE => break,
+                    Some(Ok(_)) => {}
+                    _ => return Err(child.wait().unwrap()),
+                }
+            }
+            let _ = ready_tx.send(std::time::Instant::now());
+        }
         // Keep draining stdout so the broker never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line == READY_LINE {
+                    let _ = ready_tx.send(std::time::Instant::now());
+                }
+            }
+        });
         self.addr = addr;
         self.child = Some(child);
-        Ok(())
+        Ok(ready)
     }
 
     /// The running process's id.
