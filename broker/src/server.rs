@@ -187,7 +187,11 @@ async fn finish_start(
     let objects = match listed.get(&signing) {
         Some(objects) => Some(objects.clone()),
         None => match keys.list_objects(&signing).await {
-            Ok(objects) => Some(listed.entry(signing).or_insert(objects).clone()),
+            Ok(objects) => {
+                tracing::info!(backend = %signing, objects = objects.len(),
+                    elapsed_ms = started.elapsed().as_millis(), "token-signing HSM listed");
+                Some(listed.entry(signing).or_insert(objects).clone())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "listing the token-signing HSM failed");
                 None

@@ -98,7 +98,7 @@ fn measure(
 ) -> Vec<Start> {
     (0..RUNS)
         .map(|run| {
-            let start = start_once(broker, runtime, keys, run == 0);
+            let start = start_once(broker, runtime, keys, run == 0, run + 1 == RUNS);
             broker.stop();
             start
         })
@@ -110,6 +110,7 @@ fn start_once(
     runtime: &tokio::runtime::Runtime,
     keys: usize,
     check_listing: bool,
+    print_log: bool,
 ) -> Start {
     let log_before = broker.log().len();
     let spawned = Instant::now();
@@ -130,11 +131,24 @@ fn start_once(
         }
         (first_rpc, first_sign)
     });
+    let scan = wait_for_scan(broker, log_before, spawned);
+    // When the line was read, not when it is received here.
     let ready = ready
         .recv_timeout(DEADLINE)
         .expect("keybroker: ready")
         .duration_since(spawned);
-    let scan = wait_for_scan(broker, log_before, spawned);
+    if print_log {
+        // Where the time went, by the broker's own account.
+        let log = broker.log();
+        for line in log.get(log_before..).unwrap_or_default().lines() {
+            if line.contains("elapsed_ms=") {
+                println!(
+                    "    broker: {}",
+                    line.split_once("  INFO ").map_or(line, |(_, l)| l)
+                );
+            }
+        }
+    }
     Start {
         listening,
         first_rpc,

@@ -10,6 +10,9 @@ use common::fill::{TokenFiller, random_id};
 use common::{TOKEN_LABEL, USER_PIN, create, eventually};
 use pb::KeyAlgorithm as A;
 use pb::KeyPurpose as P;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use super::*;
 
@@ -114,6 +117,7 @@ async fn a_foreign_object_with_a_token_key_label_stops_attestation_only_until_it
         ready.try_recv().is_err(),
         "not ready while the keys are not found"
     );
+    assert_eq!(attestation_health(&broker).await, ServingStatus::NotServing);
 
     // Once the object is gone, the broker finds its keys by itself, without a restart.
     planter.destroy_labelled(PLANTED_LABEL);
@@ -126,4 +130,18 @@ async fn a_foreign_object_with_a_token_key_label_stops_attestation_only_until_it
     keys.encrypt(with_token(encrypt("vault"), &token))
         .await
         .unwrap();
+    assert_eq!(attestation_health(&broker).await, ServingStatus::Serving);
+}
+
+/// `AttestationService`'s gRPC health, asked as a readiness probe would.
+async fn attestation_health(broker: &BrokerProcess) -> ServingStatus {
+    let mut health = HealthClient::new(broker.channel("workload").await.unwrap());
+    let answer = health
+        .check(HealthCheckRequest {
+            service: "keybroker.v1.AttestationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(answer.status).unwrap()
 }
