@@ -20,7 +20,8 @@
 //! `NOT_SERVING`, and the broker has not printed `keybroker: ready`. Every HSM call goes
 //! through the token's session gate ([`HsmKeys::run`]).
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attest::token::{TokenClaims, TokenVerifier, UnsignedToken};
@@ -75,8 +76,8 @@ pub struct TokenKeys {
     ring: RwLock<Option<Ring>>,
     /// Becomes true once the keys are found.
     found: watch::Sender<bool>,
-    /// Why the last search failed, for the refusals meanwhile.
-    failure: Mutex<Option<String>>,
+    /// Whether a search failed (why is logged, not told to callers).
+    failed: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -127,7 +128,7 @@ impl TokenKeys {
             schedule,
             ring: RwLock::new(None),
             found: watch::Sender::new(false),
-            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -144,7 +145,7 @@ impl TokenKeys {
                 Err(e) => {
                     tracing::error!(error = %e, retry_in_s = wait.as_secs(),
                         "attestation token keys not found; attestation is unavailable");
-                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    self.failed.store(true, Ordering::Relaxed);
                 }
             }
             tokio::time::sleep(wait).await;
@@ -183,7 +184,7 @@ impl TokenKeys {
     /// Waits up to `limit` for the keys to be found.
     ///
     /// # Errors
-    /// `UNAVAILABLE`: they are not found yet, with the last failure if there was one.
+    /// `UNAVAILABLE`: they are not found yet (the message says whether a search failed).
     pub async fn wait_found(&self, limit: Duration) -> Result<()> {
         tokio::time::timeout(limit, self.found())
             .await
@@ -198,14 +199,14 @@ impl TokenKeys {
     }
 
     fn not_found(&self) -> BrokerError {
-        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        BrokerError::Unavailable(match &*failure {
-            None => "the attestation token keys are still being found on the token (the \
-                     broker is starting); retry"
-                .into(),
-            Some(cause) => format!(
-                "the attestation token keys could not be found on the token ({cause}); retry"
-            ),
+        BrokerError::Unavailable(if self.failed.load(Ordering::Relaxed) {
+            "the attestation token keys could not be found on the token (the broker's log \
+             says why); retry"
+                .into()
+        } else {
+            "the attestation token keys are still being found on the token (the broker is \
+             starting); retry"
+                .into()
         })
     }
 
