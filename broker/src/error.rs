@@ -156,7 +156,9 @@ impl From<tpm_backend::TpmError> for BrokerError {
             }
             T::InvalidInput(m) => BrokerError::InvalidArgument(m),
             T::Unsupported(m) => BrokerError::Unsupported(m),
-            T::Lockout => BrokerError::Unavailable(
+            // With the time left when the TPM's counters could be read.
+            T::Lockout(Some(_)) => BrokerError::Unavailable(err.to_string()),
+            T::Lockout(None) => BrokerError::Unavailable(
                 "the TPM is in dictionary-attack lockout: it recovers after its lockout \
                  interval, or when the lockout hierarchy's owner resets it"
                     .into(),

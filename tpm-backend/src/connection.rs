@@ -89,6 +89,22 @@ impl Connection {
 
     /// Whether the TPM still answers (after a failed call: a lost connection or a
     /// restarted TPM means this connection must be dropped).
+    /// The dictionary-attack counters, if the TPM answers.
+    pub(crate) fn lockout_state(&mut self) -> Option<crate::LockoutState> {
+        use tss_esapi::constants::PropertyTag;
+        let mut read = |tag| {
+            self.ctx
+                .execute_without_session(|c| c.get_tpm_property(tag))
+                .ok()
+                .flatten()
+        };
+        Some(crate::LockoutState {
+            failures: read(PropertyTag::LockoutCounter)?,
+            max_failures: read(PropertyTag::MaxAuthFail)?,
+            interval_seconds: read(PropertyTag::LockoutInterval)?,
+        })
+    }
+
     pub(crate) fn alive(&mut self) -> bool {
         self.ctx
             .execute_without_session(|c| c.get_random(1))

@@ -25,9 +25,9 @@ pub enum TpmError {
     /// A wrong authorization value for a sealed object.
     #[error("authorization failed: wrong auth value")]
     AuthFailed,
-    /// The TPM is in dictionary-attack lockout.
-    #[error("the TPM is in dictionary-attack lockout")]
-    Lockout,
+    /// The TPM is in dictionary-attack lockout; its counters, if they could be read.
+    #[error("the TPM is in dictionary-attack lockout{}", lockout_detail(.0.as_ref()))]
+    Lockout(Option<LockoutState>),
     /// A key or sealed blob is malformed, altered, or belongs to another TPM or parent.
     #[error("the blob cannot be used with this TPM: {0}")]
     InvalidBlob(String),
@@ -51,6 +51,61 @@ pub enum TpmError {
     },
 }
 
+/// A TPM's dictionary-attack counters (TPM 2.0 Part 1, "Dictionary Attack Protection"):
+/// the TPM refuses authorizations of DA-protected objects while `failures` is at least
+/// `max_failures`, and forgives one failure every `interval_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutState {
+    /// Failed authorizations counted now (`TPM_PT_LOCKOUT_COUNTER`).
+    pub failures: u32,
+    /// The count at which lockout starts (`TPM_PT_MAX_AUTH_FAIL`).
+    pub max_failures: u32,
+    /// Seconds for one failure to be forgiven (`TPM_PT_LOCKOUT_INTERVAL`); 0: never.
+    pub interval_seconds: u32,
+}
+
+impl LockoutState {
+    /// The longest the lockout can last from now, in seconds, if nobody resets it: the
+    /// failures over the limit, plus one, each forgiven after an interval (the current
+    /// interval may already have partly passed). `None` when the TPM never forgives on its
+    /// own (interval 0).
+    #[must_use]
+    pub fn seconds_left(&self) -> Option<u64> {
+        if self.interval_seconds == 0 {
+            return None;
+        }
+        let over = u64::from(self.failures.saturating_sub(self.max_failures)) + 1;
+        Some(over.saturating_mul(u64::from(self.interval_seconds)))
+    }
+}
+
+impl std::fmt::Display for LockoutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed authorizations counted, lockout at {}",
+            self.failures, self.max_failures
+        )?;
+        match self.seconds_left() {
+            Some(left) => write!(
+                f,
+                "; one is forgiven every {} s: authorizations work again in at most {left} s, \
+                 or once the lockout hierarchy's owner resets the counter",
+                self.interval_seconds
+            ),
+            None => write!(
+                f,
+                "; the TPM forgives none on its own (lockout interval 0): only the lockout \
+                 hierarchy's owner can reset the counter"
+            ),
+        }
+    }
+}
+
+fn lockout_detail(state: Option<&LockoutState>) -> String {
+    state.map(|s| format!(" ({s})")).unwrap_or_default()
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = TpmError> = std::result::Result<T, E>;
 
@@ -67,7 +122,7 @@ impl TpmError {
             Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth) => {
                 TpmError::AuthFailed
             }
-            Some(Tss2ResponseCodeKind::Lockout) => TpmError::Lockout,
+            Some(Tss2ResponseCodeKind::Lockout) => TpmError::Lockout(None),
             Some(Tss2ResponseCodeKind::ObjectMemory) => TpmError::ObjectMemory,
             Some(
                 Tss2ResponseCodeKind::ReferenceH0
@@ -174,7 +229,26 @@ impl<T> TssResultExt<T> for std::result::Result<T, tss_esapi::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::stack_code;
+    use super::{LockoutState, TpmError, stack_code};
+
+    #[test]
+    fn lockout_says_how_long_it_can_last() {
+        let state = |failures, interval_seconds| LockoutState {
+            failures,
+            max_failures: 3,
+            interval_seconds,
+        };
+        // Two failures over the limit: three intervals until one fewer than the limit.
+        assert_eq!(state(5, 600).seconds_left(), Some(1_800));
+        assert_eq!(state(3, 600).seconds_left(), Some(600));
+        assert_eq!(state(3, 0).seconds_left(), None);
+        let err = TpmError::Lockout(Some(state(3, 0))).to_string();
+        assert!(err.contains("forgives none on its own"), "{err}");
+        assert_eq!(
+            TpmError::Lockout(None).to_string(),
+            "the TPM is in dictionary-attack lockout"
+        );
+    }
 
     #[test]
     fn stack_codes_name_their_layer_and_cause() {

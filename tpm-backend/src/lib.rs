@@ -22,7 +22,7 @@ mod worker;
 pub use blob::TpmBlob;
 pub use connection::SrkSource;
 pub use ek::{CredentialBlob, EkPublic, MAX_CREDENTIAL_LEN, RSA_EK_CERTIFICATE_NV_INDEX};
-pub use error::{Result, TpmError};
+pub use error::{LockoutState, Result, TpmError};
 pub use hierarchy::{HierarchyAuth, HierarchyAuths};
 pub use keys::TpmSignScheme;
 pub use pcr::{MAX_PCR_INDEX, PcrSelection, PcrValue};

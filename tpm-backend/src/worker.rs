@@ -84,6 +84,11 @@ impl Worker {
     ) -> Result<T> {
         let first = op(self.connection()?);
         let Err(error) = first else { return first };
+        if matches!(error, TpmError::Lockout(None)) {
+            // Say how long it lasts: the counters are read without authorization.
+            let state = self.connection.as_mut().and_then(Connection::lockout_state);
+            return Err(TpmError::Lockout(state));
+        }
         let reset = matches!(error, TpmError::Reset(_));
         if !reset && self.connection.as_mut().is_some_and(Connection::alive) {
             return Err(error);

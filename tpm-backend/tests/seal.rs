@@ -181,3 +181,54 @@ fn bad_seal_requests_and_blobs_are_refused() {
     // The untouched blob still opens.
     assert_eq!(unsealed(&backend, &sealed), SECRET);
 }
+
+#[test]
+fn lockout_is_reported_with_the_time_left_and_ends_by_itself() {
+    let tpm = Swtpm::start();
+    // Two failed authorizations lock the TPM out, and one is forgiven every 2 s (a fresh
+    // swtpm's lockout auth is empty, so the parameters can be set).
+    tpm.tpm2_tool(&[
+        "tpm2_dictionarylockout",
+        "--setup-parameters",
+        "--max-tries=2",
+        "--recovery-time=2",
+        "--lockout-recovery-time=2",
+    ]);
+    let backend = connect(&tpm);
+    let mut p = policy(&[16]);
+    p.auth = Some(SecretString::from("correct horse"));
+    let sealed = backend.seal(SECRET, p).wait().unwrap();
+    let open = |auth: &str| {
+        backend
+            .unseal(&sealed, Some(SecretString::from(auth)))
+            .wait()
+    };
+    for _ in 0..2 {
+        assert!(matches!(open("wrong horse"), Err(TpmError::AuthFailed)));
+    }
+
+    // Even the right value is refused now, and the error says for how long.
+    let err = open("correct horse").unwrap_err();
+    let TpmError::Lockout(Some(state)) = &err else {
+        panic!("expected lockout with its counters: {err}");
+    };
+    assert_eq!((state.failures, state.max_failures), (2, 2), "{err}");
+    assert_eq!(state.interval_seconds, 2, "{err}");
+    assert_eq!(state.seconds_left(), Some(2), "{err}");
+    assert!(err.to_string().contains("in at most 2 s"), "{err}");
+
+    // It ends by itself within that time (polled, with a margin for a loaded machine).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match open("correct horse") {
+            Ok(opened) => {
+                assert_eq!(opened.expose_secret(), SECRET);
+                break;
+            }
+            Err(TpmError::Lockout(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => panic!("still refused: {e}"),
+        }
+    }
+}
