@@ -93,6 +93,12 @@ impl HsmBackend {
         &self.module
     }
 
+    /// How many keys the idle sessions remember handles for, each at most
+    /// [`PoolConfig::cached_keys`] (for metrics and tests).
+    pub fn cached_keys(&self) -> Vec<usize> {
+        self.pool.cached_keys()
+    }
+
     /// Runs `f` while holding the key-generation lock if this token needs one.
     pub(crate) fn serialize_keygen<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.pool.quirks().serialize_key_generation {

@@ -13,7 +13,7 @@
 //! that came back, serves again without a restart. A token that merely lacks one key
 //! answers, and costs nothing more than that question.
 
-use std::collections::HashMap;
+use hashlink::LruCache;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -41,6 +41,11 @@ pub struct PoolConfig {
     pub size: usize,
     /// How long a request waits for a free session before [`HsmError::PoolExhausted`].
     pub checkout_timeout: Duration,
+    /// Most keys whose object handles one session remembers; the least recently used is
+    /// forgotten first. A forgotten key costs a search of the token when it is next used
+    /// (0.2 to 0.3 s on SoftHSM2's file store at 10,000 keys), so the default is large:
+    /// about 150 bytes a key, so at most about 2.5 MB a session.
+    pub cached_keys: usize,
 }
 
 impl PoolConfig {
@@ -53,6 +58,7 @@ impl Default for PoolConfig {
         PoolConfig {
             size: 4,
             checkout_timeout: Duration::from_secs(5),
+            cached_keys: 16_384,
         }
     }
 }
@@ -274,6 +280,11 @@ impl SessionPool {
         }
     }
 
+    /// How many keys each idle session remembers handles for.
+    pub(crate) fn cached_keys(&self) -> Vec<usize> {
+        self.lock().idle.iter().map(|s| s.keys.len()).collect()
+    }
+
     fn checkin(&self, session: PooledSession) {
         self.lock().idle.push(session);
         self.freed.notify_one();
@@ -307,7 +318,7 @@ impl SessionPool {
         Ok(PooledSession {
             session,
             quirks: self.quirks,
-            keys: HashMap::new(),
+            keys: LruCache::new(self.config.cached_keys.max(1)),
             epoch: self.epoch.load(Ordering::Acquire),
             generation,
         })
@@ -331,7 +342,7 @@ impl SessionPool {
         Ok(PooledSession {
             session,
             quirks: self.quirks,
-            keys: HashMap::new(),
+            keys: LruCache::new(self.config.cached_keys.max(1)),
             epoch: self.epoch.load(Ordering::Acquire),
             generation,
         })

@@ -4,8 +4,6 @@
 //! forgotten when the pool's epoch moves (a key was destroyed somewhere), so a handle
 //! number the token reuses can never reach a different key.
 
-use std::collections::HashMap;
-
 use cryptoki::error::Error as CkError;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
@@ -13,6 +11,7 @@ use cryptoki::session::{Session, SessionState};
 use crate::error::{HsmError, Op, Result, is_stale_handle};
 use crate::key::{KeyId, KeySpec};
 use crate::quirks::Quirks;
+use hashlink::LruCache;
 
 /// Whether a key's spec allows an operation; `Err` says why not.
 pub(crate) type UsageCheck<'a> = &'a dyn Fn(KeySpec) -> std::result::Result<(), String>;
@@ -33,7 +32,8 @@ pub(crate) struct ResolvedKey {
 pub(crate) struct PooledSession {
     pub(crate) session: Session,
     pub(crate) quirks: Quirks,
-    pub(crate) keys: HashMap<KeyId, Vec<(ObjectClass, ResolvedKey)>>,
+    /// Bounded by [`crate::PoolConfig::cached_keys`], least recently used out first.
+    pub(crate) keys: LruCache<KeyId, Vec<(ObjectClass, ResolvedKey)>>,
     /// The pool's handle epoch when `keys` was last valid.
     pub(crate) epoch: u64,
     /// The module's generation when the session was opened (see `crate::module`).
@@ -64,9 +64,10 @@ impl PooledSession {
         let cached = self
             .keys
             .get(id)
-            .and_then(|objects| objects.iter().find(|(c, _)| *c == class));
-        if let Some((_, found)) = cached {
-            return Ok(*found);
+            .and_then(|objects| objects.iter().find(|(c, _)| *c == class))
+            .map(|(_, found)| *found);
+        if let Some(found) = cached {
+            return Ok(found);
         }
         let template = [
             Attribute::Class(class),
@@ -81,10 +82,12 @@ impl PooledSession {
         };
         let spec = crate::lookup::read_spec(&self.session, handle, id, &self.quirks)?;
         let found = ResolvedKey { handle, spec };
-        self.keys
-            .entry(id.clone())
-            .or_default()
-            .push((class, found));
+        match self.keys.get_mut(id) {
+            Some(objects) => objects.push((class, found)),
+            None => {
+                self.keys.insert(id.clone(), vec![(class, found)]);
+            }
+        }
         Ok(found)
     }
 

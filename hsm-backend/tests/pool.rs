@@ -163,3 +163,27 @@ fn a_pool_of_zero_sessions_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_session_remembers_at_most_its_cap_of_keys_and_finds_the_others_again() {
+    let t = common::token_with_pool(PoolConfig {
+        size: 1,
+        cached_keys: 2,
+        ..PoolConfig::default()
+    });
+    let keys: Vec<_> = (0..5)
+        .map(|_| t.generate(KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify))
+        .collect();
+    for round in 0..2u8 {
+        for key in &keys {
+            let digest = Digest::of(HashAlgorithm::Sha256, &[round]);
+            t.backend
+                .sign(&key.id, SignatureAlgorithm::EcdsaP256Sha256, &digest)
+                .unwrap();
+            let cached = t.backend.cached_keys();
+            assert_eq!(cached.len(), 1, "one idle session: {cached:?}");
+            assert!(cached.iter().all(|n| *n <= 2), "{cached:?}");
+        }
+    }
+    assert_eq!(t.backend.cached_keys(), [2]);
+}

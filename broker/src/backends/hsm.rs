@@ -76,6 +76,7 @@ pub fn open(
         pool: PoolConfig {
             size: sessions,
             checkout_timeout: SESSION_WAIT,
+            ..PoolConfig::default()
         },
     };
     let hsm = HsmBackend::open(config).map_err(|e| {
