@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 
@@ -224,7 +225,10 @@ impl HsmBackend {
     /// keys; docs/performance.md). A key whose private (or secret) and public objects share
     /// an id is listed once, with the label of its private or secret object. For
     /// reconciliation, which needs no more; [`HsmBackend::list_keys`] describes each key.
-    /// Listed by id.
+    /// Listed by id. An object whose class, id and label cannot be read is left out and
+    /// counted in the log: a kill during generation can leave one on SoftHSM2 (a file with
+    /// only some attributes, found by the kill -9 soak), and one such object must not stop
+    /// the listing; the reconciliation of the interrupted creation destroys it by id.
     ///
     /// # Errors
     /// Token errors.
@@ -237,18 +241,30 @@ impl HsmBackend {
                 .session
                 .find_objects(&[])
                 .map_err(|e| s.error(e, Op::General))?;
+            let mut unreadable = 0usize;
             for handle in handles {
-                let attrs = s
-                    .session
-                    .get_attributes(
-                        handle,
-                        &[
-                            AttributeType::Class,
-                            AttributeType::Id,
-                            AttributeType::Label,
-                        ],
-                    )
-                    .map_err(|e| s.error(e, Op::General))?;
+                let read = s.session.get_attributes(
+                    handle,
+                    &[
+                        AttributeType::Class,
+                        AttributeType::Id,
+                        AttributeType::Label,
+                    ],
+                );
+                let attrs = match read {
+                    Ok(attrs) => attrs,
+                    // This object is broken (or went away); the session and token are not.
+                    Err(CkError::Pkcs11(
+                        RvError::AttributeValueInvalid
+                        | RvError::AttributeTypeInvalid
+                        | RvError::ObjectHandleInvalid,
+                        _,
+                    )) => {
+                        unreadable += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(s.error(e, Op::General)),
+                };
                 let (mut class, mut id, mut label) = (None, None, String::new());
                 for attr in attrs {
                     match attr {
@@ -276,6 +292,13 @@ impl HsmBackend {
                     }
                     Entry::Occupied(_) => {}
                 }
+            }
+            if unreadable > 0 {
+                tracing::warn!(
+                    unreadable,
+                    "objects on the token whose class, id and label cannot be read were left \
+                     out of the listing (half-written by a kill during key generation?)"
+                );
             }
             Ok(listed
                 .into_iter()

@@ -137,17 +137,10 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_space_returns() {
-    let mut broker = BrokerProcess::start();
-    let mut keys = broker.keys("admin").await;
-    keys.create_key(create("before", A::EcP256, P::SignVerify, "softhsm"))
-        .await
-        .unwrap();
-    broker.stop();
-
-    // The store moves to a 4 MiB filesystem of its own: a tmpfs mounted in a private mount
-    // namespace of the broker (no root needed), seeded with the store as it is.
+/// Restarts the broker with its store on a 4 MiB filesystem of its own: a tmpfs mounted
+/// in a private mount namespace of the broker (no root needed), seeded with the store as
+/// it is. Returns that filesystem's directory as seen from outside the namespace.
+fn store_on_small_disk(broker: &mut BrokerProcess) -> PathBuf {
     let state = broker.dir.path().join("state");
     let small = broker.dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
@@ -165,14 +158,25 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
     );
     broker.wrapper = in_own_mount_namespace(&script);
     broker.spawn();
+    // The broker's view of that filesystem, from outside its namespace.
+    PathBuf::from(format!("/proc/{}/root", broker.pid().unwrap()))
+        .join(small.strip_prefix("/").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_space_returns() {
+    let mut broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    keys.create_key(create("before", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    broker.stop();
+    let seen = store_on_small_disk(&mut broker);
     let mut keys = broker.keys("admin").await;
     keys.sign(sign_req("before", b"m", pb::SignatureScheme::Default))
         .await
         .unwrap();
 
-    // The broker's view of that filesystem, from outside its namespace.
-    let seen = PathBuf::from(format!("/proc/{}/root", broker.pid().unwrap()))
-        .join(small.strip_prefix("/").unwrap());
     let filler = fill(&seen);
     let mut refused = None;
     for i in 0..50 {
@@ -234,6 +238,74 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
     assert_eq!(
         broker.broker_objects().len(),
         listed,
+        "{:?}",
+        broker.broker_objects()
+    );
+}
+
+/// The broker's log line when the store refuses to record a finished creation
+/// (`broker/src/keys/change.rs`).
+const UNDOING: &str = "the store refused a finished creation; undoing it";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_that_fills_while_a_key_is_generated_undoes_the_creation() {
+    let mut broker = BrokerProcess::start();
+    broker.stop();
+    let seen = store_on_small_disk(&mut broker);
+    let keys = broker.keys("admin").await;
+
+    // The intent is written at once; an RSA-4096 key then takes SoftHSM2 seconds to make,
+    // and the disk fills meanwhile, so the store cannot record the finished key. A
+    // creation that beats the filler, or one refused before its intent, is tried again.
+    let mut undone = None;
+    for attempt in 0..6 {
+        let name = format!("rsa{attempt}");
+        let log_before = broker.log().len();
+        let creating = tokio::spawn({
+            let mut keys = keys.clone();
+            let name = name.clone();
+            async move {
+                keys.create_key(create(&name, A::Rsa4096, P::SignVerify, "softhsm"))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let filler = fill(&seen);
+        let answer = creating.await.unwrap();
+        if let Err(refused) = answer
+            && broker.log()[log_before..].contains(UNDOING)
+        {
+            undone = Some((name, refused, filler));
+            break;
+        }
+        std::fs::remove_file(&filler).unwrap();
+    }
+    let (name, err, filler) = undone.expect("no creation was refused after its key was made");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // The object is gone already, while the disk is still full: no orphan, even if the
+    // broker stopped now.
+    assert!(
+        broker.broker_objects().is_empty(),
+        "left on the token: {:?}",
+        broker.broker_objects()
+    );
+
+    // Space returns: the intent is dropped in the background, and the name is free.
+    std::fs::remove_file(&filler).unwrap();
+    let created = eventually(Duration::from_secs(30), || {
+        let mut keys = keys.clone();
+        let name = name.clone();
+        async move {
+            keys.create_key(create(&name, A::EcP256, P::SignVerify, "softhsm"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(created, "{name} stays blocked: {}", broker.log());
+    assert_eq!(
+        broker.broker_objects().len(),
+        1,
         "{:?}",
         broker.broker_objects()
     );

@@ -77,3 +77,50 @@ async fn keys_sign_before_the_orphan_scan_of_a_large_token_finishes() {
         "no signature was answered before the orphan scan finished in {ATTEMPTS} starts"
     );
 }
+
+/// What a kill during SoftHSM2's key generation left in the kill -9 soak (seed 1128): an
+/// object file with its generation and one attribute, `CKA_KEY_TYPE` = `CKK_EC`, and
+/// nothing else (SoftHSM2's file format: big-endian generation, then type, encoding tag
+/// and value of each attribute).
+const HALF_WRITTEN_OBJECT: [u8; 32] = [
+    0, 0, 0, 0, 0, 0, 0, 2, // generation
+    0, 0, 0, 0, 0, 0, 1, 0, // CKA_KEY_TYPE
+    0, 0, 0, 0, 0, 0, 0, 2, // an unsigned long
+    0, 0, 0, 0, 0, 0, 0, 3, // CKK_EC
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_written_object_on_the_token_does_not_stop_the_start() {
+    let mut broker = BrokerProcess::start();
+    broker
+        .keys("admin")
+        .await
+        .create_key(create("kept", A::EcP256, P::SignVerify, "softhsm"))
+        .await
+        .unwrap();
+    broker.stop();
+    let token = std::fs::read_dir(broker.hsm.token_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let name = "48f548b8-0e86-617d-c19c-3b60359f8296";
+    std::fs::write(token.join(format!("{name}.object")), HALF_WRITTEN_OBJECT).unwrap();
+    std::fs::write(token.join(format!("{name}.lock")), b"").unwrap();
+
+    // "ready" means the listing that finds the attestation keys got past the object.
+    let before = broker.log().len();
+    broker.spawn();
+    let mut keys = broker.keys("workload").await;
+    keys.sign(sign_req("kept", b"m", pb::SignatureScheme::Default))
+        .await
+        .unwrap();
+    let scanned = eventually(Duration::from_secs(60), || async {
+        broker.log()[before..].contains(SCAN_DONE)
+    })
+    .await;
+    let log = broker.log()[before..].to_string();
+    assert!(scanned, "{log}");
+    assert!(log.contains("orphan scan finished orphans=0 "), "{log}");
+    assert!(log.contains("unreadable=1"), "the object is counted: {log}");
+}

@@ -130,6 +130,8 @@ pub fn keybroker_binary(release: bool) -> &'static Path {
 /// What the broker prints once its attestation token keys are found (right after
 /// "listening on" when attestation is off).
 pub const READY_LINE: &str = "keybroker: ready";
+/// The longest a broker may take from spawn to "ready" in a test or bench.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A broker process and everything it runs on.
 pub struct BrokerProcess {
@@ -404,37 +406,54 @@ issuer = "{ISSUER}"
             )
             .spawn()
             .unwrap();
+        // stdout is read on a thread of its own (and drained, so that the broker never
+        // blocks on a full pipe), so that a broker that never gets ready fails the test
+        // after READY_WAIT instead of hanging it.
         let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
-                        break addr.to_string();
-                    }
-                }
-                _ => return Err(child.wait().unwrap()),
-            }
-        };
+        let (line_tx, lines) = std::sync::mpsc::channel();
         let (ready_tx, ready) = std::sync::mpsc::channel();
-        if wait_ready {
-            loop {
-                match lines.next() {
-                    Some(Ok(line)) if line == READY_LINE => break,
-                    Some(Ok(_)) => {}
-                    _ => return Err(child.wait().unwrap()),
-                }
-            }
-            let _ = ready_tx.send(std::time::Instant::now());
-        }
-        // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line == READY_LINE {
                     let _ = ready_tx.send(std::time::Instant::now());
                 }
+                let _ = line_tx.send(line);
             }
         });
+        let deadline = std::time::Instant::now() + READY_WAIT;
+        let mut addr = None;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(listening) = line.strip_prefix("keybroker: listening on ") {
+                        addr = Some(listening.to_string());
+                        if !wait_ready {
+                            break;
+                        }
+                    } else if line == READY_LINE && addr.is_some() {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(child.wait().unwrap());
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "keybroker was not {} within {READY_WAIT:?}; its log:\n{}",
+                        if addr.is_some() { "ready" } else { "listening" },
+                        self.log()
+                    );
+                }
+            }
+        }
+        let addr = addr.unwrap();
+        if wait_ready {
+            // The moment was sent when the line was read.
+            let _ = ready.try_recv();
+        }
         self.addr = addr;
         self.child = Some(child);
         Ok(ready)
