@@ -105,6 +105,7 @@ fn main() {
             }
         });
         let started = Instant::now();
+        let log_before = broker.log().len();
         if let Err(status) = broker.try_spawn(&[]) {
             refused_start(&broker, &shared, kill, status, seed);
             break;
@@ -112,7 +113,8 @@ fn main() {
         kills_done = kill;
         let mut keys = runtime.block_on(first_answer(&broker, started));
         start_times.push(started.elapsed());
-        broker_orphans = broker_orphans.max(reported_orphans(&broker.log()));
+        let scan = broker.wait_for_orphan_scan(log_before, Duration::from_secs(300));
+        broker_orphans = broker_orphans.max(reported_orphans(&scan));
         let depth = if kill == kills {
             Depth::Full
         } else {
@@ -247,17 +249,12 @@ async fn first_answer(
     }
 }
 
-/// `orphans=N` of the last "store and hardware reconciled" line.
-fn reported_orphans(log: &str) -> usize {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("store and hardware reconciled"))
-        .and_then(|line| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix("orphans="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no reconciliation report in the log"))
+/// `orphans=N` of the orphan scan's report line.
+fn reported_orphans(line: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("orphans="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no orphan count in {line:?}"))
 }
 
 /// Prints the table; true if anything was lost or orphaned.

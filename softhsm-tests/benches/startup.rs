@@ -42,10 +42,6 @@ const PAGE: u32 = 500;
 const RUNS: usize = 3;
 /// Bounds a start that never gets ready (a failure, not a measurement).
 const DEADLINE: Duration = Duration::from_secs(300);
-/// The broker's log line when its orphan scan is over; a broker that scans before it
-/// serves says so in its reconciliation line.
-const SCAN_DONE: &str = "orphan scan finished";
-const RECONCILED: &str = "store and hardware reconciled";
 
 /// One start, from spawn.
 #[derive(Clone, Copy)]
@@ -161,26 +157,16 @@ fn start_once(
 /// Waits for the orphan scan's line in this start's part of the log and checks it found
 /// no orphan; the time from spawn until it was seen.
 fn wait_for_scan(broker: &BrokerProcess, log_before: usize, spawned: Instant) -> Duration {
-    loop {
-        let log = broker.log();
-        let this_start = log.get(log_before..).unwrap_or_default();
-        let done =
-            |l: &&str| l.contains(SCAN_DONE) || (l.contains(RECONCILED) && l.contains(" orphans="));
-        if let Some(line) = this_start.lines().find(done) {
-            let seen = spawned.elapsed();
-            assert!(line.contains(" orphans=0"), "orphans reported: {line}");
-            assert!(
-                !this_start.contains("object not in the store"),
-                "orphans reported:\n{this_start}"
-            );
-            return seen;
-        }
-        assert!(
-            spawned.elapsed() < DEADLINE,
-            "no {SCAN_DONE:?} line:\n{this_start}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let line = broker.wait_for_orphan_scan(log_before, DEADLINE);
+    let seen = spawned.elapsed();
+    assert!(line.contains(" orphans=0"), "orphans reported: {line}");
+    let log = broker.log();
+    let this_start = log.get(log_before..).unwrap_or_default();
+    assert!(
+        !this_start.contains("object not in the store"),
+        "orphans reported:\n{this_start}"
+    );
+    seen
 }
 
 async fn list(

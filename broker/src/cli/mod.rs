@@ -230,8 +230,20 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYBROKER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let asked = std::env::var("KEYBROKER_LOG").unwrap_or_default();
+    let mut filter = Some(asked.as_str())
+        .filter(|a| !a.trim().is_empty())
+        .and_then(|a| tracing_subscriber::EnvFilter::try_new(a).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // cryptoki logs an ERROR for each mechanism a module offers that it has no name for
+    // (SoftHSM2 offers about thirty): the capability discovery at every start
+    // (hsm-backend/src/capabilities.rs) is not an error. Unless the operator asks for
+    // cryptoki's logs by name.
+    if !asked.contains("cryptoki") {
+        if let Ok(quiet) = "cryptoki::mechanism=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     // Colour only on a terminal: logs collected from files or journald stay plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -123,4 +123,6 @@ async fn a_half_written_object_on_the_token_does_not_stop_the_start() {
     assert!(scanned, "{log}");
     assert!(log.contains("orphan scan finished orphans=0 "), "{log}");
     assert!(log.contains("unreadable=1"), "the object is counted: {log}");
+    // Mechanism discovery is not an error (cryptoki's own log of unnamed mechanisms).
+    assert!(!log.contains(" ERROR "), "{log}");
 }

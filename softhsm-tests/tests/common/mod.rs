@@ -459,6 +459,32 @@ issuer = "{ISSUER}"
         Ok(ready)
     }
 
+    /// Waits up to `limit` for the orphan scan of the start whose log begins at byte
+    /// `log_before` to finish (it may run while the broker serves); its report line, which
+    /// carries `orphans=N`.
+    ///
+    /// # Panics
+    /// No such line within `limit`.
+    pub fn wait_for_orphan_scan(&self, log_before: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            let this_start = log.get(log_before..).unwrap_or_default();
+            let done = |l: &&str| {
+                l.contains("orphan scan finished")
+                    || (l.contains("store and hardware reconciled") && l.contains(" orphans="))
+            };
+            if let Some(line) = this_start.lines().find(done) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the orphan scan did not finish within {limit:?}:\n{this_start}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
