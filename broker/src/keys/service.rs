@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use keybroker_api::v1 as pb;
 use pb::key_service_server::KeyService;
+use prost::Message as _;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
@@ -17,7 +18,7 @@ use super::ops::{self, Scheme};
 use crate::authz::{KeyResource, Resource};
 use crate::error::BrokerError;
 use crate::request::{Authorized, Gate};
-use crate::store::{KeyQuery, KeyRecord, NewKey};
+use crate::store::{KeyQuery, KeyRecord, NewKey, page_token_after};
 
 /// Most digests in one `SignBatch`.
 pub const MAX_BATCH: usize = 1024;
@@ -27,7 +28,13 @@ pub const MAX_BATCH: usize = 1024;
 pub struct KeyServiceImpl {
     manager: Arc<KeyManager>,
     gate: Gate,
+    /// The largest response the server may send (`server.max_message_bytes`): a
+    /// `ListKeys` page is cut short to fit it.
+    max_response_bytes: usize,
 }
+
+/// Room left in a response for the page token and gRPC's framing.
+const RESPONSE_HEADROOM: usize = 2 * 1024;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -59,8 +66,13 @@ pub(crate) fn absent_resource<'a>(
 }
 
 impl KeyServiceImpl {
-    pub fn new(manager: Arc<KeyManager>, gate: Gate) -> Self {
-        KeyServiceImpl { manager, gate }
+    /// `max_response_bytes` is the server's largest message (`server.max_message_bytes`).
+    pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response_bytes: usize) -> Self {
+        KeyServiceImpl {
+            manager,
+            gate,
+            max_response_bytes,
+        }
     }
 
     /// Authorizes the call on the key it names, before any other check. An unknown key (or
@@ -168,9 +180,27 @@ impl KeyService for KeyServiceImpl {
         )
         .map_err(BrokerError::from)?;
         let page = self.manager.list(&auth, &query).await?;
+        // A page of many keys with many tags or versions can be larger than the server
+        // may send: it ends early, and the page token continues after its last key.
+        let budget = self.max_response_bytes.saturating_sub(RESPONSE_HEADROOM);
+        let (mut keys, mut used) = (Vec::new(), 0usize);
+        for record in &page.keys {
+            let key = key_to_wire(record);
+            let framed = key.encoded_len();
+            let framed = framed + 1 + prost::length_delimiter_len(framed);
+            if !keys.is_empty() && used.saturating_add(framed) > budget {
+                break;
+            }
+            used = used.saturating_add(framed);
+            keys.push(key);
+        }
+        let next_page_token = match keys.last() {
+            Some(last) if keys.len() < page.keys.len() => page_token_after(&last.name),
+            _ => page.next_page_token(),
+        };
         Ok(Response::new(pb::ListKeysResponse {
-            keys: page.keys.iter().map(key_to_wire).collect(),
-            next_page_token: page.next_page_token(),
+            keys,
+            next_page_token,
         }))
     }
 

@@ -15,7 +15,7 @@ pub mod page;
 pub mod sqlite;
 
 pub use call::StoreCall;
-pub use page::{KeyPage, KeyQuery};
+pub use page::{KeyPage, KeyQuery, page_token_after};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -94,10 +94,15 @@ impl KeyPage {
     /// The token for the next page, or empty on the last page.
     pub fn next_page_token(&self) -> String {
         match self.keys.last() {
-            Some(last) if self.more => URL_SAFE_NO_PAD.encode(last.name.as_bytes()),
+            Some(last) if self.more => page_token_after(&last.name),
             _ => String::new(),
         }
     }
+}
+
+/// The page token that continues a listing after the key `name`.
+pub fn page_token_after(name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(name.as_bytes())
 }
 
 /// The name a page token holds.

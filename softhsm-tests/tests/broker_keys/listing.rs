@@ -105,3 +105,30 @@ async fn keys_are_listed_page_by_page_and_filtered_by_tags() {
     let count = |name: &str| backends.iter().find(|b| b.name == name).unwrap().keys;
     assert_eq!((count("softhsm"), count("swtpm")), (7, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_larger_than_the_message_limit_ends_early_and_continues() {
+    let broker = BrokerProcess::start();
+    let mut keys = broker.keys("admin").await;
+    // 31 more tags of 256 characters: about 8 KB a key, so ten keys are more than the
+    // fixture's 64 KiB message limit.
+    for i in 0..10 {
+        let mut request = create(&format!("big-{i}"), A::EcP256, P::SignVerify, "softhsm");
+        for t in 0..31 {
+            request.tags.insert(format!("tag{t:02}"), "v".repeat(256));
+        }
+        keys.create_key(request).await.unwrap();
+    }
+    let pages = list_pages(
+        &mut keys,
+        pb::ListKeysRequest {
+            page_size: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(pages.len() > 1, "one page of all ten: {pages:?}");
+    let names: Vec<String> = pages.concat();
+    let expected: Vec<String> = (0..10).map(|i| format!("big-{i}")).collect();
+    assert_eq!(names, expected, "every key once, in order");
+}
