@@ -137,6 +137,24 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// Whether creating an EC key named `name` succeeds within `limit` (the name comes free).
+async fn creates_within(
+    keys: &pb::key_service_client::KeyServiceClient<tonic::transport::Channel>,
+    name: &str,
+    limit: Duration,
+) -> bool {
+    eventually(limit, || {
+        let mut keys = keys.clone();
+        let name = name.to_string();
+        async move {
+            keys.create_key(create(&name, A::EcP256, P::SignVerify, "softhsm"))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 /// Restarts the broker with its store on a 4 MiB filesystem of its own: a tmpfs mounted
 /// in a private mount namespace of the broker (no root needed), seeded with the store as
 /// it is. Returns that filesystem's directory as seen from outside the namespace.
@@ -209,16 +227,7 @@ async fn a_full_disk_is_resource_exhausted_naming_the_store_and_recovers_when_sp
 
     // Space comes back: the refused name is free, and creation works, with no restart.
     std::fs::remove_file(&filler).unwrap();
-    let created = eventually(Duration::from_secs(20), || {
-        let mut keys = keys.clone();
-        let name = name.clone();
-        async move {
-            keys.create_key(create(&name, A::EcP256, P::SignVerify, "softhsm"))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let created = creates_within(&keys, &name, Duration::from_secs(20)).await;
     assert!(
         created,
         "{name} stays blocked after space returned: {}",
@@ -292,16 +301,7 @@ async fn a_disk_that_fills_while_a_key_is_generated_undoes_the_creation() {
 
     // Space returns: the intent is dropped in the background, and the name is free.
     std::fs::remove_file(&filler).unwrap();
-    let created = eventually(Duration::from_secs(30), || {
-        let mut keys = keys.clone();
-        let name = name.clone();
-        async move {
-            keys.create_key(create(&name, A::EcP256, P::SignVerify, "softhsm"))
-                .await
-                .is_ok()
-        }
-    })
-    .await;
+    let created = creates_within(&keys, &name, Duration::from_secs(30)).await;
     assert!(created, "{name} stays blocked: {}", broker.log());
     assert_eq!(
         broker.broker_objects().len(),
