@@ -233,12 +233,6 @@ impl HsmBackend {
     /// # Errors
     /// Token errors.
     pub fn list_labels(&self) -> Result<Vec<(KeyId, String)>> {
-        // Not beside a key generation where that is unsafe: the listing reads every
-        // object, the one being written included.
-        self.serialize_keygen(|| self.list_labels_now())
-    }
-
-    fn list_labels_now(&self) -> Result<Vec<(KeyId, String)>> {
         self.pool.run(|s| {
             // By id: the label, and whether it is a public object's (replaced by the
             // private or secret object's label when that comes).
