@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attestation;
 pub mod authz;
 pub mod backends;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod dev;
