@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use broker::store::Algorithm;
 use common::fill::{TokenFiller, random_id};
-use common::{TOKEN_LABEL, USER_PIN, create, eventually};
-use pb::KeyAlgorithm as A;
-use pb::KeyPurpose as P;
+use common::{TOKEN_LABEL, USER_PIN, eventually};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -32,12 +30,7 @@ fn sign_request(name: &str) -> pb::SignRequest {
 async fn on_a_large_token_keys_serve_at_once_and_attestation_waits_for_its_keys() {
     let mut broker = BrokerProcess::start();
     vault_key(&broker).await;
-    broker
-        .keys("admin")
-        .await
-        .create_key(create("early", A::EcP256, P::SignVerify, "softhsm"))
-        .await
-        .unwrap();
+    broker.create_signing_key("early").await;
     let token = attest_dev(&broker, "workload").await;
     broker.stop();
     let other = TokenFiller::open(broker.hsm.module_path(), TOKEN_LABEL, USER_PIN);
@@ -76,12 +69,7 @@ async fn on_a_large_token_keys_serve_at_once_and_attestation_waits_for_its_keys(
 async fn a_foreign_object_with_a_token_key_label_stops_attestation_only_until_it_is_removed() {
     let mut broker = BrokerProcess::start();
     vault_key(&broker).await;
-    broker
-        .keys("admin")
-        .await
-        .create_key(create("signer", A::EcP256, P::SignVerify, "softhsm"))
-        .await
-        .unwrap();
+    broker.create_signing_key("signer").await;
     let token = attest_dev(&broker, "workload").await;
     broker.stop();
     // An AES key where the ninth token-signing key would be: it must never be taken for

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use broker::store::Algorithm;
 use keybroker_api::v1 as pb;
-use pb::KeyAlgorithm as A;
-use pb::KeyPurpose as P;
 
 use super::common::fill::{TokenFiller, random_id};
-use super::common::{BrokerProcess, TOKEN_LABEL, USER_PIN, create, eventually};
+use super::common::{BrokerProcess, TOKEN_LABEL, USER_PIN, eventually};
 use super::sign_req;
 
 /// Objects on the token that are not the broker's: enough that reading them all takes
@@ -31,12 +29,7 @@ fn add_other_objects(broker: &BrokerProcess, count: usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_sign_before_the_orphan_scan_of_a_large_token_finishes() {
     let mut broker = BrokerProcess::start();
-    broker
-        .keys("admin")
-        .await
-        .create_key(create("early", A::EcP256, P::SignVerify, "softhsm"))
-        .await
-        .unwrap();
+    broker.create_signing_key("early").await;
     broker.stop();
     add_other_objects(&broker, OTHER_OBJECTS);
 
@@ -92,12 +85,7 @@ const HALF_WRITTEN_OBJECT: [u8; 32] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn a_half_written_object_on_the_token_does_not_stop_the_start() {
     let mut broker = BrokerProcess::start();
-    broker
-        .keys("admin")
-        .await
-        .create_key(create("kept", A::EcP256, P::SignVerify, "softhsm"))
-        .await
-        .unwrap();
+    broker.create_signing_key("kept").await;
     broker.stop();
     let token = std::fs::read_dir(broker.hsm.token_dir())
         .unwrap()

@@ -573,6 +573,21 @@ issuer = "{ISSUER}"
     pub async fn keys(&self, who: &str) -> KeyServiceClient<Channel> {
         KeyServiceClient::new(self.channel(who).await.unwrap())
     }
+
+    /// Creates an EC P-256 signing key named `name` on the SoftHSM2 token, as the admin.
+    pub async fn create_signing_key(&self, name: &str) {
+        use keybroker_api::v1::{KeyAlgorithm, KeyPurpose};
+        self.keys("admin")
+            .await
+            .create_key(create(
+                name,
+                KeyAlgorithm::EcP256,
+                KeyPurpose::SignVerify,
+                "softhsm",
+            ))
+            .await
+            .unwrap();
+    }
 }
 
 impl Drop for BrokerProcess {
