@@ -15,6 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod request;
 pub mod server;
+mod start;
 pub mod store;
 pub mod tls;
 

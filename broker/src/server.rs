@@ -159,58 +159,6 @@ fn load_policy(config: &Config, store: &dyn KeyStore) -> Result<Authorizer, Serv
     Authorizer::from_text(&text).map_err(setup("policy.bootstrap"))
 }
 
-/// The start-up work left for once the broker serves. The attestation token keys are
-/// found; then `keybroker: ready` is printed (for scripts and tests that attest as soon as
-/// the broker starts) and `AttestationService`'s health becomes `SERVING`. Meanwhile the
-/// orphan scan runs if `scan_later`. Both read the signing HSM's objects from one listing,
-/// the one `listed` holds if the scan ran before serving: on a token of 10,000 keys each
-/// listing costs seconds (docs/performance.md).
-async fn finish_start(
-    keys: Arc<KeyManager>,
-    attestation: Option<Arc<Attestation>>,
-    health: tonic_health::server::HealthReporter,
-    (mut listed, scan_later): (Listings, bool),
-    started: std::time::Instant,
-) {
-    let ready = move || {
-        println!("keybroker: ready");
-        tracing::info!(elapsed_ms = started.elapsed().as_millis(), "ready");
-    };
-    let Some(attestation) = attestation else {
-        ready();
-        if scan_later {
-            keys.scan_orphans_while_serving(listed).await;
-        }
-        return;
-    };
-    let signing = attestation.signing_backend().to_string();
-    let objects = match listed.get(&signing) {
-        Some(objects) => Some(objects.clone()),
-        None => match keys.list_objects(&signing).await {
-            Ok(objects) => {
-                tracing::info!(backend = %signing, objects = objects.len(),
-                    elapsed_ms = started.elapsed().as_millis(), "token-signing HSM listed");
-                Some(listed.entry(signing).or_insert(objects).clone())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "listing the token-signing HSM failed");
-                None
-            }
-        },
-    };
-    attestation.spawn_token_keys(objects);
-    tokio::spawn(async move {
-        attestation.token_keys().found().await;
-        health
-            .set_serving::<AttestationServiceServer<AttestationServiceImpl>>()
-            .await;
-        ready();
-    });
-    if scan_later {
-        keys.scan_orphans_while_serving(listed).await;
-    }
-}
-
 /// Serves until `shutdown` completes.
 ///
 /// # Errors
@@ -296,7 +244,7 @@ pub async fn serve(
         .set_serving::<KeyServiceServer<KeyServiceImpl>>()
         .await;
     if broker.attestation.is_some() {
-        // Until its token keys are found (`finish_start`).
+        // Until its token keys are found (`crate::start::finish_start`).
         health
             .set_not_serving::<AttestationServiceServer<AttestationServiceImpl>>()
             .await;
@@ -317,7 +265,7 @@ pub async fn serve(
     // Printed for scripts and tests that wait for readiness.
     println!("keybroker: listening on {local}");
     tracing::info!(%local, elapsed_ms = started.elapsed().as_millis(), "serving");
-    tokio::spawn(finish_start(
+    tokio::spawn(crate::start::finish_start(
         broker.keys.clone(),
         broker.attestation.clone(),
         health,

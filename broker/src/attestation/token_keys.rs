@@ -14,7 +14,7 @@
 //! left off.
 //!
 //! **Start-up.** The keys are found once the broker serves, from the listing of the token
-//! that the orphan scan uses too (`crate::server`): on a token of 10,000 keys, listing
+//! that the orphan scan uses too (`crate::start`): on a token of 10,000 keys, listing
 //! costs seconds, and key operations need not wait for it. Until they are found,
 //! attestation answers `UNAVAILABLE`, the gRPC health of `AttestationService` is
 //! `NOT_SERVING`, and the broker has not printed `keybroker: ready`. Every HSM call goes
@@ -65,7 +65,7 @@ struct Ring {
 }
 
 /// The token-signing keys of one HSM: the current one and the one it replaced. They are
-/// found once the broker serves (`crate::server`): until then every use is refused as
+/// found once the broker serves (`crate::start`): until then every use is refused as
 /// `UNAVAILABLE`, and `Attest` and `GetJwks` wait a little first ([`TokenKeys::wait_found`]).
 #[derive(Debug)]
 pub struct TokenKeys {

@@ -6,7 +6,7 @@
 //! Reconciliation has two phases: interrupted creations are resolved before the broker
 //! serves; the orphan scan, which reads every object on every backend (seconds on a token
 //! of many thousands), may run while it serves (`KeyManager::scan_orphans` says why that
-//! is safe, and `crate::server` when it does).
+//! is safe, and `crate::server` and `crate::start` when it does).
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
