@@ -97,7 +97,6 @@ fn main() {
 /// swtpm and store); its profile is `<prefix>.zst`. Returns the broker's own pid (a child
 /// of the heaptrack script) and the script's process.
 fn respawn_under_heaptrack(broker: &mut BrokerProcess, prefix: &str) -> (u32, Child) {
-    use std::io::{BufRead, BufReader};
     softhsm_tests::require_command("heaptrack", "heaptrack").unwrap();
     broker.stop();
     let log = std::fs::OpenOptions::new()
@@ -115,17 +114,9 @@ fn respawn_under_heaptrack(broker: &mut BrokerProcess, prefix: &str) -> (u32, Ch
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    broker.addr = loop {
-        let line = lines
-            .next()
-            .expect("the broker ended under heaptrack")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
-            break addr.to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("the broker did not start under heaptrack: {e:?}"));
+    broker.addr = addr;
     let config = broker.config_path().display().to_string();
     let pid = std::fs::read_dir("/proc")
         .unwrap()

@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use keybroker_api::v1 as pb;
 use pb::key_service_client::KeyServiceClient;
@@ -32,25 +32,10 @@ impl DevBroker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut port = None;
         // Ready: listening, and the attestation token keys found.
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line == common::READY_LINE && port.is_some() => break,
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
-                        port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
-                    }
-                }
-                _ => panic!(
-                    "development mode exited before it was ready: {:?}",
-                    child.wait()
-                ),
-            }
-        }
-        let port: u16 = port.unwrap();
-        std::thread::spawn(move || for _ in lines {});
+        let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("development mode did not start: {e:?}"));
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
         DevBroker { child, port }
     }
 

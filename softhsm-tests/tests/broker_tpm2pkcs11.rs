@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +98,7 @@ sessions = 2
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
-    /// Starts `keybroker serve` with the token's environment; waits for "listening on".
+    /// Starts `keybroker serve` with the token's environment; waits for "ready".
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -115,22 +114,8 @@ sessions = 2
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("keybroker: listening on ") {
-                        break addr.to_string();
-                    }
-                }
-                _ => panic!(
-                    "keybroker exited before listening: {:?}\n{}",
-                    child.wait(),
-                    self.log()
-                ),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("keybroker did not start: {e:?}\n{}", self.log()));
         self.addr = addr;
         self.child = Some(child);
     }

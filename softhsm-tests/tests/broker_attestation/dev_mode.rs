@@ -2,7 +2,6 @@
 //! workload can quote with it using only what the state directory holds, as
 //! docs/attestation.md describes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -32,13 +31,9 @@ impl DevBroker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Ready: listening, and the attestation token keys found.
-        let listening = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line == common::READY_LINE);
-        std::thread::spawn(move || for _ in lines {});
+        let listening =
+            common::read_start(&mut child, true, std::time::Duration::from_secs(180)).is_ok();
         let dev = DevBroker {
             child,
             state: state.to_path_buf(),

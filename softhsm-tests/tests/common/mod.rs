@@ -133,6 +133,72 @@ pub const READY_LINE: &str = "keybroker: ready";
 /// The longest a broker may take from spawn to "ready" in a test or bench.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// Why a broker's start was not seen through.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// It exited first.
+    Exited(std::process::ExitStatus),
+    /// It was still not "listening" or "ready" (which one) when the wait ended; it was
+    /// killed.
+    TimedOut(&'static str),
+}
+
+/// Reads a spawned broker's stdout until "listening on" (and "ready" if `wait_ready`), at
+/// most `limit`: its address, and a receiver that gets the moment "ready" was read. Stdout
+/// is read on a thread of its own, and drained for as long as the broker runs so that it
+/// never blocks on a full pipe.
+///
+/// # Errors
+/// The broker exits first, or `limit` passes (then it is killed).
+pub fn read_start(
+    child: &mut Child,
+    wait_ready: bool,
+    limit: Duration,
+) -> Result<(String, std::sync::mpsc::Receiver<Instant>), StartFailure> {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    let stdout = child.stdout.take().expect("the broker's stdout is piped");
+    let (line_tx, lines) = channel();
+    let (ready_tx, ready) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == READY_LINE {
+                let _ = ready_tx.send(Instant::now());
+            }
+            let _ = line_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut addr = None;
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(listening) = line.strip_prefix("keybroker: listening on ") {
+                    addr = Some(listening.to_string());
+                    if !wait_ready {
+                        break;
+                    }
+                } else if line == READY_LINE && addr.is_some() {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(StartFailure::Exited(child.wait().unwrap()));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let what = if addr.is_some() { "ready" } else { "listening" };
+                return Err(StartFailure::TimedOut(what));
+            }
+        }
+    }
+    if wait_ready {
+        // The moment was sent when the line was read.
+        let _ = ready.try_recv();
+    }
+    Ok((addr.unwrap_or_default(), ready))
+}
+
 /// A broker process and everything it runs on.
 pub struct BrokerProcess {
     pub hsm: SoftHsm,
@@ -406,54 +472,14 @@ issuer = "{ISSUER}"
             )
             .spawn()
             .unwrap();
-        // stdout is read on a thread of its own (and drained, so that the broker never
-        // blocks on a full pipe), so that a broker that never gets ready fails the test
-        // after READY_WAIT instead of hanging it.
-        let stdout = child.stdout.take().unwrap();
-        let (line_tx, lines) = std::sync::mpsc::channel();
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line == READY_LINE {
-                    let _ = ready_tx.send(std::time::Instant::now());
-                }
-                let _ = line_tx.send(line);
-            }
-        });
-        let deadline = std::time::Instant::now() + READY_WAIT;
-        let mut addr = None;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(listening) = line.strip_prefix("keybroker: listening on ") {
-                        addr = Some(listening.to_string());
-                        if !wait_ready {
-                            break;
-                        }
-                    } else if line == READY_LINE && addr.is_some() {
-                        break;
-                    }
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(child.wait().unwrap());
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "keybroker was not {} within {READY_WAIT:?}; its log:\n{}",
-                        if addr.is_some() { "ready" } else { "listening" },
-                        self.log()
-                    );
-                }
-            }
-        }
-        let addr = addr.unwrap();
-        if wait_ready {
-            // The moment was sent when the line was read.
-            let _ = ready.try_recv();
-        }
+        let (addr, ready) = match read_start(&mut child, wait_ready, READY_WAIT) {
+            Ok(started) => started,
+            Err(StartFailure::Exited(status)) => return Err(status),
+            Err(StartFailure::TimedOut(what)) => panic!(
+                "keybroker was not {what} within {READY_WAIT:?}; its log:\n{}",
+                self.log()
+            ),
+        };
         self.addr = addr;
         self.child = Some(child);
         Ok(ready)
