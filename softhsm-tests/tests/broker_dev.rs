@@ -80,16 +80,7 @@ fn tpm2(state: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 async fn admin(state: &Path, port: u16) -> KeyServiceClient<tonic::transport::Channel> {
-    let pem = |name: &str| std::fs::read(state.join("pki").join(name)).unwrap();
-    let channel = broker::tls::client_channel(
-        &format!("https://localhost:{port}"),
-        &pem("ca.pem"),
-        &pem("admin.pem"),
-        &pem("admin-key.pem"),
-    )
-    .await
-    .unwrap();
-    KeyServiceClient::new(channel)
+    common::admin_client(&state.join("pki"), &port.to_string()).await
 }
 
 async fn sign_with_tpm_key(state: &Path, port: u16) {

@@ -123,28 +123,14 @@ sessions = 2
     /// SIGTERM, wait, and start again on the same token and store.
     fn restart(&mut self) {
         if let Some(mut child) = self.child.take() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            child.wait().unwrap();
+            common::terminate(&mut child);
         }
         self.spawn();
     }
 
     async fn keys(&self) -> KeyServiceClient<Channel> {
-        let pem = |name: &str| std::fs::read(self.dir.path().join("pki").join(name)).unwrap();
         let port = self.addr.rsplit(':').next().unwrap();
-        let channel = broker::tls::client_channel(
-            &format!("https://localhost:{port}"),
-            &pem("ca.pem"),
-            &pem("admin.pem"),
-            &pem("admin-key.pem"),
-        )
-        .await
-        .unwrap();
-        KeyServiceClient::new(channel)
+        common::admin_client(&self.dir.path().join("pki"), port).await
     }
 
     /// The private key objects pkcs11-tool lists: `(label, access line)`.

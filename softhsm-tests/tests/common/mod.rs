@@ -133,6 +133,31 @@ pub const READY_LINE: &str = "keybroker: ready";
 /// The longest a broker may take from spawn to "ready" in a test or bench.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// SIGTERM (a graceful stop), then waits for the process.
+pub fn terminate(child: &mut Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// A `KeyService` client as `admin`, with the certificates in `pki` (`ca.pem`,
+/// `admin.pem`, `admin-key.pem`), to a broker on localhost at `port`.
+pub async fn admin_client(pki: &Path, port: &str) -> KeyServiceClient<Channel> {
+    let pem = |name: &str| std::fs::read(pki.join(name)).unwrap();
+    let channel = broker::tls::client_channel(
+        &format!("https://localhost:{port}"),
+        &pem("ca.pem"),
+        &pem("admin.pem"),
+        &pem("admin-key.pem"),
+    )
+    .await
+    .unwrap();
+    KeyServiceClient::new(channel)
+}
+
 /// Why a broker's start was not seen through.
 #[derive(Debug)]
 pub enum StartFailure {
@@ -527,12 +552,7 @@ issuer = "{ISSUER}"
     /// SIGTERM (graceful), then wait.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            child.wait().unwrap();
+            terminate(&mut child);
         }
     }
 
