@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/keybroker/v1/keys.proto",
     "proto/keybroker/v1/attestation.proto",
     "proto/keybroker/v1/admin.proto",
+    "proto/keybroker/v1/identity.proto",
 ];
 
 /// Messages with secret fields (see `docs/design.md`, "Secrets in memory").
