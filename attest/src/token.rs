@@ -1,11 +1,14 @@
-//! Attestation tokens: an appraisal signed as a JWT (ES256 or ES384), bound to the client
-//! certificate of the workload it was issued to.
+//! Attestation tokens: an appraisal signed as a JWT (ES256 or ES384), bound to the
+//! ephemeral key of the workload it was issued to.
 //!
-//! **Binding (RFC 8705 §3).** `cnf.x5t#S256` is the base64url SHA-256 of the DER of the
-//! client certificate whose key the evidence bound. A relying party accepts the token only
-//! on a mutual-TLS connection authenticated with that certificate
-//! ([`Confirmation::matches_certificate`]), so a copy of the token is useless to anyone
-//! who does not hold the certificate's private key, which lives in the workload's TEE.
+//! **Binding (RFC 7800, with the `jkt` member of RFC 9449 §6.1).** `cnf.jkt` is the
+//! RFC 7638 SHA-256 thumbprint of the ephemeral public key the evidence bound. A relying
+//! party accepts the token only from a caller that proves it holds that key: a mutual-TLS
+//! connection whose client certificate carries it, or a certification request signed
+//! with it ([`Confirmation::matches_key`]). A copy of the token is useless to anyone who
+//! does not hold the private key, which lives in the workload's TEE. Binding the key
+//! rather than one certificate lets the workload use the token on the certificate the
+//! broker issues for that key after attestation.
 //!
 //! **Signatures.** ECDSA signatures are malleable: `(r, s)` and `(r, n - s)` both verify.
 //! Tokens are issued with low S, and [`TokenVerifier::verify`] refuses high S, so one
@@ -23,7 +26,6 @@ use jose_jwk::{Jwk, JwkSet, Key, Parameters};
 use p256::pkcs8::DecodePublicKey;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::claims::{Appraisal, Claims};
 use crate::error::{AttestError, Result};
@@ -59,34 +61,50 @@ pub trait TokenSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, String>;
 }
 
-/// The confirmation claim: which client certificate the token is bound to (RFC 7800,
-/// with the certificate thumbprint method of RFC 8705 §3.1).
+/// The confirmation claim: which key the token is bound to (RFC 7800 `cnf`, with the
+/// JWK thumbprint member `jkt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {
-    /// Base64url (unpadded) SHA-256 of the client certificate's DER.
-    #[serde(rename = "x5t#S256")]
-    pub certificate_sha256: String,
+    /// The RFC 7638 SHA-256 thumbprint of the bound public key, base64url (unpadded).
+    pub jkt: String,
 }
 
 impl Confirmation {
-    /// The confirmation of the certificate whose DER hashes to `certificate_sha256`.
-    pub fn for_certificate_digest(certificate_sha256: &[u8; 32]) -> Confirmation {
-        Confirmation {
-            certificate_sha256: b64url(certificate_sha256),
-        }
+    /// The confirmation of the EC P-256 or P-384 public key `spki_der`.
+    ///
+    /// # Errors
+    /// [`AttestError::Malformed`]: not a P-256 or P-384 SubjectPublicKeyInfo.
+    pub fn for_key(spki_der: &[u8]) -> Result<Confirmation> {
+        Ok(Confirmation {
+            jkt: jwk_thumbprint(spki_der)?,
+        })
     }
 
-    /// The confirmation of a DER certificate.
-    pub fn for_certificate(der: &[u8]) -> Confirmation {
-        Confirmation::for_certificate_digest(&Sha256::digest(der).into())
+    /// Whether `spki_der` is the key the token is bound to. A key that cannot be a bound
+    /// key (not P-256 or P-384) does not match.
+    pub fn matches_key(&self, spki_der: &[u8]) -> bool {
+        jwk_thumbprint(spki_der)
+            .is_ok_and(|jkt| crate::binding::constant_time_eq(jkt.as_bytes(), self.jkt.as_bytes()))
     }
+}
 
-    /// Whether the certificate whose DER hashes to `certificate_sha256` is the one the
-    /// token is bound to.
-    pub fn matches_certificate(&self, certificate_sha256: &[u8; 32]) -> bool {
-        self.certificate_sha256 == b64url(certificate_sha256)
-    }
+/// The RFC 7638 thumbprint (SHA-256) of an EC public key. The JWK comes from RustCrypto's
+/// `jose-jwk`, the thumbprint from `jsonwebtoken`.
+fn jwk_thumbprint(spki_der: &[u8]) -> Result<String> {
+    let key = if let Ok(public) = p256::PublicKey::from_public_key_der(spki_der) {
+        Key::from(&jose_jwk::crypto::Key::from(public))
+    } else if let Ok(public) = p384::PublicKey::from_public_key_der(spki_der) {
+        Key::from(&jose_jwk::crypto::Key::from(public))
+    } else {
+        return Err(AttestError::Malformed(
+            "a bound key is an EC P-256 or P-384 SubjectPublicKeyInfo".into(),
+        ));
+    };
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::to_value(&key)
+        .and_then(serde_json::from_value)
+        .map_err(|e| AttestError::Malformed(format!("the bound key as a JWK: {e}")))?;
+    Ok(jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256))
 }
 
 /// The claims an attestation token carries.
@@ -208,6 +226,18 @@ pub fn prepare(
         attestation: serde_json::to_value::<&Claims>(&appraisal.claims)
             .map_err(|e| AttestError::Malformed(format!("claims: {e}")))?,
     };
+    prepare_jwt(&claims, algorithm, key_id)
+}
+
+/// The header and these claims, to be signed by the key `key_id` with `algorithm`.
+///
+/// # Errors
+/// The claims cannot be serialised.
+pub fn prepare_jwt<C: Serialize>(
+    claims: &C,
+    algorithm: TokenAlgorithm,
+    key_id: &str,
+) -> Result<UnsignedToken> {
     let mut header = jsonwebtoken::Header::new(match algorithm {
         TokenAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
         TokenAlgorithm::Es384 => jsonwebtoken::Algorithm::ES384,
@@ -220,12 +250,82 @@ pub fn prepare(
     let signing_input = format!(
         "{}.{}",
         part(serde_json::to_vec(&header))?,
-        part(serde_json::to_vec(&claims))?
+        part(serde_json::to_vec(claims))?
     );
     Ok(UnsignedToken {
         signing_input,
         algorithm,
     })
+}
+
+/// The claims of a workload JWT (`GetToken`, like a SPIFFE JWT-SVID): for one audience,
+/// naming the workload and the attestation it was issued on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadClaims {
+    pub iss: String,
+    /// The workload's SPIFFE ID.
+    pub sub: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+    /// [`claims_digest`] of the attestation the workload presented, base64url.
+    pub attestation_sha256: String,
+}
+
+impl WorkloadClaims {
+    /// Claims for `subject` and `audience`, valid from `now` for `ttl_seconds`.
+    pub fn new(
+        issuer: &str,
+        subject: &str,
+        audience: &str,
+        now: u64,
+        ttl_seconds: u64,
+        attestation: &Claims,
+    ) -> Result<WorkloadClaims> {
+        let mut jti = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut jti);
+        Ok(WorkloadClaims {
+            iss: issuer.to_string(),
+            sub: subject.to_string(),
+            aud: audience.to_string(),
+            iat: now,
+            exp: now.saturating_add(ttl_seconds),
+            jti: hex::encode(jti),
+            attestation_sha256: b64url(&claims_digest(attestation)?),
+        })
+    }
+}
+
+/// SHA-256 of attestation claims as JSON, object members sorted by name and no
+/// whitespace: what a certificate's claims extension and a workload JWT carry. Anyone
+/// holding the attestation token recomputes it from its `attestation` member.
+///
+/// # Errors
+/// The claims cannot be serialised.
+pub fn claims_digest(claims: &Claims) -> Result<[u8; 32]> {
+    use sha2::{Digest as _, Sha256};
+    let value =
+        serde_json::to_value(claims).map_err(|e| AttestError::Malformed(format!("claims: {e}")))?;
+    let bytes = serde_json::to_vec(&sorted(value))
+        .map_err(|e| AttestError::Malformed(format!("claims: {e}")))?;
+    Ok(Sha256::digest(bytes).into())
+}
+
+/// `value` with every object's members in name order. (serde_json keeps insertion order
+/// when any crate in the build enables its `preserve_order` feature, so order is made
+/// explicit here.)
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(String, Value)> = map.into_iter().collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(members.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 /// A token-signing public key, as the JWK set publishes it.

@@ -18,6 +18,8 @@ use hsm_backend::{
     Digest, EcCurve, HashAlgorithm, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage,
     Pin, Pkcs11Module, PoolConfig, SignatureAlgorithm, TokenSelector, provision,
 };
+use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+use p256::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use sha2::Digest as _;
 use softhsm_tests::SoftHsm;
 
@@ -120,9 +122,16 @@ fn appraisal(valid_for: u64, issued_secs_ago: u64) -> Appraisal {
 }
 
 const ISSUER: &str = "https://broker.example/keybroker";
-/// The DER of the client certificate the workload attested on (any bytes: only its hash
-/// goes into the token).
-const CERT: &[u8] = b"the workload's client certificate";
+/// The workload's ephemeral public key (SPKI DER), the one its evidence bound.
+fn bound_key() -> Vec<u8> {
+    use p256::pkcs8::EncodePublicKey;
+    p256::SecretKey::from_slice(&[7; 32])
+        .unwrap()
+        .public_key()
+        .to_public_key_der()
+        .unwrap()
+        .into_vec()
+}
 
 /// A token for `spiffe://example/a` from an appraisal valid `valid_for` seconds, made
 /// `issued_secs_ago` seconds ago.
@@ -131,7 +140,7 @@ fn token_for(signer: &dyn TokenSigner, valid_for: u64, issued_secs_ago: u64) -> 
         &appraisal(valid_for, issued_secs_ago),
         ISSUER,
         "spiffe://example/a",
-        Confirmation::for_certificate(CERT),
+        Confirmation::for_key(&bound_key()).unwrap(),
         signer,
     )
     .unwrap()
@@ -157,7 +166,7 @@ fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
             &appraisal(300, 0),
             ISSUER,
             "spiffe://example/workload",
-            Confirmation::for_certificate(CERT),
+            Confirmation::for_key(&bound_key()).unwrap(),
             signer,
         )
         .unwrap();
@@ -167,14 +176,28 @@ fn es256_and_es384_tokens_signed_in_the_hsm_verify_against_the_jwks() {
         assert_eq!(claims.attestation["insecure"], true);
         assert_eq!(claims.exp - claims.iat, 300);
         assert_eq!(claims.iat - claims.nbf, token::CLOCK_SKEW_SECONDS);
-        // RFC 8705: the token names the client certificate, by the SHA-256 of its DER.
-        let digest: [u8; 32] = sha2::Sha256::digest(CERT).into();
-        assert!(claims.cnf.matches_certificate(&digest));
-        assert!(!claims.cnf.matches_certificate(&[0; 32]));
+        // RFC 7800 / RFC 9449: the token names the bound key by its RFC 7638 thumbprint,
+        // recomputed here from the canonical JWK members, in their lexicographic order.
+        let public = p256::PublicKey::from_public_key_der(&bound_key()).unwrap();
+        let point = public.to_encoded_point(false);
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            jose_b64_encode(point.x().unwrap()),
+            jose_b64_encode(point.y().unwrap())
+        );
+        let thumbprint = jose_b64_encode(&sha2::Sha256::digest(canonical.as_bytes()));
         assert_eq!(
             serde_json::to_value(&claims.cnf).unwrap(),
-            serde_json::json!({ "x5t#S256": jose_b64_encode(&digest) })
+            serde_json::json!({ "jkt": thumbprint })
         );
+        assert!(claims.cnf.matches_key(&bound_key()));
+        let other = p256::SecretKey::from_slice(&[8; 32])
+            .unwrap()
+            .public_key()
+            .to_public_key_der()
+            .unwrap();
+        assert!(!claims.cnf.matches_key(other.as_bytes()));
+        assert!(!claims.cnf.matches_key(b"not a key"));
     }
 }
 

@@ -10,9 +10,12 @@ use serde::Deserialize;
 
 #[path = "config_attestation.rs"]
 mod attestation;
+#[path = "config_ca.rs"]
+mod ca;
 #[path = "config_server.rs"]
 mod server;
 pub use attestation::AttestationConfig;
+pub use ca::{CaConfig, CaMode, OidcConfig, parse_oid};
 pub use server::ServerConfig;
 
 /// A configuration error, naming the file and the field.
@@ -46,6 +49,10 @@ pub struct Config {
     pub attestation: AttestationConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub ca: CaConfig,
+    #[serde(default)]
+    pub oidc: OidcConfig,
 }
 
 /// `[admin]`: what the admin API may do at run time.
@@ -290,6 +297,8 @@ impl Config {
             );
         }
         self.attestation.validate()?;
+        self.ca.validate()?;
+        self.oidc.validate()?;
         Ok(())
     }
 

@@ -224,6 +224,9 @@ tcti = "swtpm:host=127.0.0.1,port={tpm_port}"
 owner_auth_file = "{TPM_OWNER_AUTH}"
 endorsement_auth_file = "{TPM_ENDORSEMENT_AUTH}"
 
+[ca]
+backend = "softhsm"
+
 [attestation]
 policy = "attestation.toml"
 signing_backend = "softhsm"

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod error;
 pub mod identity;
 pub mod keys;
+pub mod oidc;
 pub mod request;
 pub mod server;
 mod start;

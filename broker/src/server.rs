@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keybroker_api::v1::admin_service_server::AdminServiceServer;
 use keybroker_api::v1::attestation_service_server::AttestationServiceServer;
+use keybroker_api::v1::identity_service_server::IdentityServiceServer;
 use keybroker_api::v1::key_service_server::KeyServiceServer;
 use tokio::net::TcpListener;
 
@@ -14,6 +15,7 @@ use crate::admin::AdminServiceImpl;
 use crate::attestation::{Attestation, AttestationServiceImpl};
 use crate::authz::Authorizer;
 use crate::backends::{self, Backends};
+use crate::ca::IdentityServiceImpl;
 use crate::config::Config;
 use crate::error::BrokerError;
 use crate::keys::{KeyManager, KeyServiceImpl, Listings};
@@ -48,6 +50,8 @@ pub struct Broker {
     pub keys: Arc<KeyManager>,
     /// `None` without an HSM to hold the token key.
     pub attestation: Option<Arc<Attestation>>,
+    /// The workload CA; `None` without `[ca] backend`.
+    pub authority: Option<Arc<crate::ca::Authority>>,
 }
 
 impl Broker {
@@ -109,6 +113,8 @@ impl Broker {
         let attestation = Attestation::open(&config.attestation, &backends)
             .map_err(setup("attestation"))?
             .map(Arc::new);
+        let authority =
+            crate::ca::open(&config.ca, &backends, store.clone()).map_err(setup("ca"))?;
         Ok(Broker {
             config,
             store,
@@ -116,6 +122,7 @@ impl Broker {
             authorizer,
             keys,
             attestation,
+            authority,
         })
     }
 }
@@ -239,6 +246,23 @@ pub async fn serve(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let identity = IdentityServiceServer::new(IdentityServiceImpl::new(
+        broker.authority.clone(),
+        broker.attestation.clone(),
+        broker.config.oidc.clone(),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    if let Some(authority) = &broker.authority {
+        crate::ca::spawn_anchor_updates(authority, tls.clone());
+        authority.clone().spawn();
+    }
+    if let Some(listen) = broker.config.oidc.listen {
+        crate::oidc::spawn(listen, &broker.config, broker.attestation.clone())
+            .await
+            .map_err(setup("oidc"))?;
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<KeyServiceServer<KeyServiceImpl>>()
@@ -284,6 +308,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(keys)
         .add_service(attestation)
+        .add_service(identity)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -114,8 +114,9 @@ fn respawn_under_heaptrack(broker: &mut BrokerProcess, prefix: &str) -> (u32, Ch
         .stderr(log)
         .spawn()
         .unwrap();
-    let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("the broker did not start under heaptrack: {e:?}"));
+    let common::Started { addr, .. } =
+        common::read_start(&mut child, true, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("the broker did not start under heaptrack: {e:?}"));
     broker.addr = addr;
     let config = broker.config_path().display().to_string();
     let pid = std::fs::read_dir("/proc")

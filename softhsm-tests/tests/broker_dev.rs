@@ -33,8 +33,9 @@ impl DevBroker {
             .spawn()
             .unwrap();
         // Ready: listening, and the attestation token keys found.
-        let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
-            .unwrap_or_else(|e| panic!("development mode did not start: {e:?}"));
+        let common::Started { addr, .. } =
+            common::read_start(&mut child, true, Duration::from_secs(180))
+                .unwrap_or_else(|e| panic!("development mode did not start: {e:?}"));
         let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
         DevBroker { child, port }
     }

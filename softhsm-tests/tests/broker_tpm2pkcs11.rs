@@ -114,8 +114,9 @@ sessions = 2
             .stderr(log)
             .spawn()
             .unwrap();
-        let (addr, _ready) = common::read_start(&mut child, true, Duration::from_secs(180))
-            .unwrap_or_else(|e| panic!("keybroker did not start: {e:?}\n{}", self.log()));
+        let common::Started { addr, .. } =
+            common::read_start(&mut child, true, Duration::from_secs(180))
+                .unwrap_or_else(|e| panic!("keybroker did not start: {e:?}\n{}", self.log()));
         self.addr = addr;
         self.child = Some(child);
     }

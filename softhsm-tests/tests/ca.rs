@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use broker::ca::certificate::{CaError, CaProfile, HsmSigner, WorkloadProfile, issue, self_signed};
+use broker::ca::certificate::{
+    CaError, CaProfile, HsmSigner, VerifiedCsr, WorkloadProfile, issue, self_signed,
+};
 use broker::identity::SpiffeId;
 use hsm_backend::{
     EcCurve, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage, Pin, Pkcs11Module,
@@ -72,8 +74,10 @@ impl Ca {
             spiffe_id: &spiffe_id,
             ttl,
             now: SystemTime::now(),
+            claims: None,
         };
-        issue(&signer, &self.certificate, csr, &profile)
+        let csr = VerifiedCsr::parse(csr, &spiffe_id)?;
+        issue(&signer, &self.certificate, &csr, &profile)
     }
 
     /// `openssl verify` of a certificate against the CA certificate: its output.

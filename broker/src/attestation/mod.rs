@@ -196,7 +196,7 @@ impl ClaimsSource for Attestation {
         &self,
         token: &str,
         caller: &SpiffeId,
-        certificate_sha256: &[u8; 32],
+        holder_spki_der: &[u8],
     ) -> std::result::Result<Claims, ClaimsError> {
         let verified = self.keys.verify(token)?;
         if verified.sub != caller.as_str() {
@@ -206,10 +206,10 @@ impl ClaimsSource for Attestation {
             )
             .into());
         }
-        // RFC 8705: only the holder of the certificate the evidence bound may use it.
-        if !verified.cnf.matches_certificate(certificate_sha256) {
+        // RFC 7800: only the holder of the key the evidence bound may use the token.
+        if !verified.cnf.matches_key(holder_spki_der) {
             return Err(ClaimsError::Invalid(
-                "the token is bound to another client certificate than this connection's".into(),
+                "the token is bound to another key than the one the caller proved it holds".into(),
             ));
         }
         serde_json::from_value(verified.attestation)

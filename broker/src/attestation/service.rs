@@ -127,12 +127,6 @@ impl AttestationService for AttestationServiceImpl {
         let caller = auth.caller().clone();
         let attestation = self.attestation()?.clone();
         attestation.appraiser_for(&auth)?;
-        // The evidence must bind the key of the client certificate this call came on: the
-        // TLS handshake proved the caller holds it, and the token is bound to that
-        // certificate (RFC 8705), so it works only where that key is.
-        let (certificate_sha256, connection_key) = crate::tls::peer(&request)
-            .and_then(|p| Some((p.certificate_sha256?, p.public_key_der.clone()?)))
-            .ok_or_else(|| Status::unauthenticated("the connection has no client certificate"))?;
         let request = request.into_inner();
         let nonce =
             Nonce::from_slice(&request.nonce).map_err(|_| invalid("nonce: expected 32 bytes"))?;
@@ -143,12 +137,13 @@ impl AttestationService for AttestationServiceImpl {
                 "ephemeral_public_key: a SubjectPublicKeyInfo of 1 to {MAX_SPKI_LEN} bytes"
             )));
         }
-        if request.ephemeral_public_key != connection_key {
-            return Err(invalid(
-                "ephemeral_public_key: must be the SubjectPublicKeyInfo of the client \
-                 certificate this call is made with (the token is bound to that certificate)",
-            ));
-        }
+        // The token is bound to the ephemeral key the evidence binds (`cnf.jkt`), not to
+        // this connection: the workload uses it once it proves it holds that key, on the
+        // certificate the broker issues for it (IssueCertificate) or any connection whose
+        // client certificate carries it.
+        let confirmation = Confirmation::for_key(&request.ephemeral_public_key).map_err(|_| {
+            invalid("ephemeral_public_key: an EC P-256 or P-384 SubjectPublicKeyInfo")
+        })?;
         let evidence = evidence(request.evidence)?;
         // Before the appraisal redeems the challenge: a workload that attests while the
         // broker starts waits for the key that signs its token, and if it is refused it
@@ -178,7 +173,7 @@ impl AttestationService for AttestationServiceImpl {
             &appraisal,
             attestation.issuer(),
             caller.as_str(),
-            Confirmation::for_certificate_digest(&certificate_sha256),
+            confirmation,
             TokenAlgorithm::Es256,
             signing_key.key_id(),
         )

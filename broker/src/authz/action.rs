@@ -20,6 +20,8 @@ pub enum ActionGroup {
     KeyAdmin,
     /// GetChallenge, Attest, GetJwks.
     Attestation,
+    /// IssueCertificate, GetTrustBundle, GetToken.
+    Identity,
     /// Backends and the authorization policy itself.
     Admin,
 }
@@ -31,6 +33,7 @@ impl ActionGroup {
             ActionGroup::KeyUse => "KeyUse",
             ActionGroup::KeyAdmin => "KeyAdmin",
             ActionGroup::Attestation => "Attestation",
+            ActionGroup::Identity => "Identity",
             ActionGroup::Admin => "Admin",
         }
     }
@@ -40,6 +43,7 @@ impl ActionGroup {
         match self {
             ActionGroup::KeyUse | ActionGroup::KeyAdmin => "keybroker.v1.KeyService",
             ActionGroup::Attestation => "keybroker.v1.AttestationService",
+            ActionGroup::Identity => "keybroker.v1.IdentityService",
             ActionGroup::Admin => "keybroker.v1.AdminService",
         }
     }
@@ -117,6 +121,9 @@ actions! {
     GetChallenge: Broker, Attestation;
     Attest: Broker, Attestation;
     GetJwks: Broker, Attestation;
+    IssueCertificate: Broker, Identity;
+    GetTrustBundle: Broker, Identity;
+    GetToken: Broker, Identity;
     RegisterHsmBackend: Broker, Admin;
     RegisterTpmBackend: Broker, Admin;
     ListBackends: Broker, Admin;

@@ -65,6 +65,17 @@ impl<'a> HsmSigner<'a> {
         }
         Ok(HsmSigner { hsm, id, point })
     }
+
+    /// The key `id` in `hsm`, whose uncompressed P-256 point ([`HsmSigner::point`]) is
+    /// already known: no HSM call until it signs.
+    pub fn with_point(hsm: &'a HsmBackend, id: KeyId, point: Vec<u8>) -> HsmSigner<'a> {
+        HsmSigner { hsm, id, point }
+    }
+
+    /// The key's uncompressed EC point.
+    pub fn point(&self) -> &[u8] {
+        &self.point
+    }
 }
 
 impl PublicKeyData for HsmSigner<'_> {
@@ -127,43 +138,83 @@ pub struct WorkloadProfile<'a> {
     /// How long it lives from `now`, at most [`MAX_WORKLOAD_TTL`].
     pub ttl: Duration,
     pub now: SystemTime,
+    /// The attestation-claims extension (docs/identity.md): its OID, and the SHA-256 of
+    /// the claims the caller's attestation token carries. `None`: issued without
+    /// attestation, so no such extension.
+    pub claims: Option<ClaimsExtension<'a>>,
 }
 
-/// Issues a certificate for the key of `csr_der`, which must be signed by that key and
-/// may ask for no name but `profile.spiffe_id`. The certificate is for mutual TLS: digital
-/// signature, client and server authentication, not a CA. `ca_certificate` is the CA's
-/// certificate, DER, whose key `signer` is.
+/// The extension that records which attestation a certificate was issued on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimsExtension<'a> {
+    /// Its OID's arcs (`ca.claims_extension_oid`).
+    pub oid: &'a [u64],
+    /// SHA-256 of the token's `attestation` claims, as JSON.
+    pub claims_sha256: [u8; 32],
+}
+
+/// A certification request whose signature verified with its own key: the requester
+/// holds that key. It asks for no name but the caller's.
+#[derive(Debug)]
+pub struct VerifiedCsr {
+    csr: CertificateSigningRequestParams,
+    spki_der: Vec<u8>,
+}
+
+impl VerifiedCsr {
+    /// Parses `csr_der` and checks its signature with the key it carries: the proof of
+    /// possession. Any subject alternative name but `spiffe_id` is refused.
+    ///
+    /// # Errors
+    /// [`CaError::BadRequest`]: too large, malformed, not signed by its key, or asking for
+    /// another name.
+    pub fn parse(csr_der: &[u8], spiffe_id: &SpiffeId) -> Result<VerifiedCsr, CaError> {
+        let bad = |why: String| CaError::BadRequest(why);
+        if csr_der.is_empty() || csr_der.len() > MAX_CSR_LEN {
+            return Err(bad(format!("csr: 1 to {MAX_CSR_LEN} bytes of DER")));
+        }
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| bad(format!("csr: {e}")))?;
+        let wanted = spiffe_id.as_str();
+        for name in &csr.params.subject_alt_names {
+            let same = matches!(name, SanType::URI(uri) if uri.as_str() == wanted);
+            if !same {
+                return Err(bad(format!(
+                    "csr: asks for the name {name:?}; a certificate names only the caller, \
+                     {wanted}"
+                )));
+            }
+        }
+        let spki_der = csr.public_key.subject_public_key_info();
+        Ok(VerifiedCsr { csr, spki_der })
+    }
+
+    /// The requester's public key, SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+}
+
+/// Issues a certificate for the key of a verified CSR. The certificate is for mutual TLS:
+/// digital signature, client and server authentication, not a CA; its only name is
+/// `profile.spiffe_id`. `ca_certificate` is the CA's certificate, DER, whose key `signer`
+/// is.
 ///
 /// # Errors
-/// [`CaError::BadRequest`]: the CSR is too large, malformed or not signed by its key, or
-/// asks for another name; a TTL of zero or above [`MAX_WORKLOAD_TTL`]. [`CaError::Signing`]:
+/// [`CaError::BadRequest`]: a TTL of zero or above [`MAX_WORKLOAD_TTL`]. [`CaError::Signing`]:
 /// the HSM refused.
 pub fn issue(
     signer: &HsmSigner<'_>,
     ca_certificate: &[u8],
-    csr_der: &[u8],
+    csr: &VerifiedCsr,
     profile: &WorkloadProfile<'_>,
 ) -> Result<Vec<u8>, CaError> {
     let bad = |why: String| CaError::BadRequest(why);
-    if csr_der.is_empty() || csr_der.len() > MAX_CSR_LEN {
-        return Err(bad(format!("csr: 1 to {MAX_CSR_LEN} bytes of DER")));
-    }
     if profile.ttl.is_zero() || profile.ttl > MAX_WORKLOAD_TTL {
         return Err(bad(format!("ttl: 1 s to {} s", MAX_WORKLOAD_TTL.as_secs())));
     }
-    // Parses and checks the CSR's signature with its own key: proof of possession.
-    let csr =
-        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(|e| bad(format!("csr: {e}")))?;
     let wanted = profile.spiffe_id.as_str();
-    for name in &csr.params.subject_alt_names {
-        let same = matches!(name, SanType::URI(uri) if uri.as_str() == wanted);
-        if !same {
-            return Err(bad(format!(
-                "csr: asks for the name {name:?}; a certificate names only the caller, {wanted}"
-            )));
-        }
-    }
     let mut params = CertificateParams::default();
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, wanted);
@@ -190,10 +241,21 @@ pub fn issue(
         ExtendedKeyUsagePurpose::ServerAuth,
     ];
     params.use_authority_key_identifier_extension = true;
+    if let Some(claims) = &profile.claims {
+        // An OCTET STRING holding the digest, encoded by the `der` crate.
+        let content = der::asn1::OctetString::new(claims.claims_sha256.as_slice())
+            .and_then(|octets| der::Encode::to_der(&octets))
+            .map_err(|e| CaError::Signing(format!("the claims extension: {e}")))?;
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                claims.oid, content,
+            ));
+    }
     let issuer = Issuer::from_ca_cert_der(&ca_certificate.into(), signer)
         .map_err(|e| CaError::Signing(format!("the CA certificate: {e}")))?;
     let certificate = params
-        .signed_by(&csr.public_key, &issuer)
+        .signed_by(&csr.csr.public_key, &issuer)
         .map_err(|e| CaError::Signing(e.to_string()))?;
     Ok(certificate.der().to_vec())
 }

@@ -25,18 +25,30 @@ pub const ATTESTATION_HEADER: &str = "x-keybroker-attestation";
 
 /// Verifies attestation tokens presented by callers, for the authorization context.
 pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
-    /// The verified claims of `token`, presented by `caller` on a connection authenticated
-    /// by the client certificate whose DER hashes to `certificate_sha256`.
+    /// The verified claims of `token`, presented by `caller`, who proved it holds the
+    /// private key of `holder_spki_der` (SubjectPublicKeyInfo DER).
     ///
     /// # Errors
     /// Why the token is not valid, was not issued to `caller`, or is bound to another
-    /// certificate; or that tokens cannot be verified yet.
+    /// key; or that tokens cannot be verified yet.
     fn claims(
         &self,
         token: &str,
         caller: &SpiffeId,
-        certificate_sha256: &[u8; 32],
+        holder_spki_der: &[u8],
     ) -> Result<attest::claims::Claims, ClaimsError>;
+}
+
+/// Which key the caller proved it holds, for a presented attestation token (whose `cnf`
+/// must name that key).
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    /// The key of the client certificate the connection was authenticated with: the TLS
+    /// handshake proved possession.
+    Connection,
+    /// A key whose possession the handler has already verified, such as the key that
+    /// signed a certification request (`IssueCertificate`).
+    Proven(&'a [u8]),
 }
 
 /// Why a presented attestation token gives no claims.
@@ -182,6 +194,20 @@ impl Gate {
         request: &tonic::Request<T>,
         resource: Resource<'_>,
     ) -> Result<Authorized, Status> {
+        self.authorize_holder(request, resource, Holder::Connection)
+    }
+
+    /// [`Gate::authorize`], where a presented attestation token must be bound to the key
+    /// of `holder` rather than to the connection's.
+    ///
+    /// # Errors
+    /// As [`Gate::authorize`].
+    pub fn authorize_holder<T>(
+        &self,
+        request: &tonic::Request<T>,
+        resource: Resource<'_>,
+        holder: Holder<'_>,
+    ) -> Result<Authorized, Status> {
         let Some(RoutedAction(action)) = request.extensions().get::<RoutedAction>().copied() else {
             tracing::error!("a call reached a handler without an action from the table");
             return Err(Status::permission_denied("permission denied"));
@@ -190,8 +216,11 @@ impl Gate {
         let caller = peer
             .and_then(|p| p.identity.clone())
             .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))?;
-        let certificate = peer.and_then(|p| p.certificate_sha256.as_ref());
-        let claims = self.presented_claims(request, &caller, certificate)?;
+        let holder = match holder {
+            Holder::Connection => peer.and_then(|p| p.public_key_der.as_deref()),
+            Holder::Proven(spki) => Some(spki),
+        };
+        let claims = self.presented_claims(request, &caller, holder)?;
         let authorized_resource = match &resource {
             Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
             Resource::Broker => AuthorizedResource::Broker,
@@ -230,14 +259,14 @@ impl Gate {
     }
 
     /// The claims of the attestation token the caller presents, if it presents one. A
-    /// token that is present but not valid, or bound to another client certificate than
-    /// this connection's, is refused rather than ignored, so that a workload learns at
-    /// once that it must attest again.
+    /// token that is present but not valid, or bound to another key than the one the
+    /// caller proved it holds, is refused rather than ignored, so that a workload learns
+    /// at once that it must attest again.
     fn presented_claims<T>(
         &self,
         request: &tonic::Request<T>,
         caller: &SpiffeId,
-        certificate_sha256: Option<&[u8; 32]>,
+        holder_spki_der: Option<&[u8]>,
     ) -> Result<Option<attest::claims::Claims>, Status> {
         let Some(value) = request.metadata().get(ATTESTATION_HEADER) else {
             return Ok(None);
@@ -253,9 +282,9 @@ impl Gate {
             .claims
             .as_ref()
             .ok_or_else(|| refused("attestation is not configured".into()))?;
-        let certificate = certificate_sha256
+        let holder = holder_spki_der
             .ok_or_else(|| refused("the connection has no client certificate".into()))?;
-        match source.claims(token, caller, certificate) {
+        match source.claims(token, caller, holder) {
             Ok(claims) => Ok(Some(claims)),
             Err(ClaimsError::Invalid(why)) => Err(refused(why)),
             Err(ClaimsError::Unavailable(why)) => Err(Status::unavailable(why)),

@@ -32,7 +32,7 @@ pub use admission::{
     ActionTableLayer, CallerLayer, IdentityLimitLayer, RoutedAction, is_exempt_path,
 };
 pub use gate::{
-    ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, Gate,
+    ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, Gate, Holder,
 };
 pub use record::{CallRecord, CallRecordLayer, CallSlot};
 

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
-    BackendRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey,
-    PendingVersion, StoreCall,
+    BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
+    NewKey, PendingVersion, StoreCall,
 };
 
 /// Most records kept; past it, reads go to the store until the next write.
@@ -170,6 +170,18 @@ impl KeyStore for CachedKeyStore {
 
     fn policy(&self) -> StoreCall<Option<String>> {
         self.inner.policy()
+    }
+
+    fn ca_versions(&self) -> StoreCall<Vec<CaRecord>> {
+        self.inner.ca_versions()
+    }
+
+    fn put_ca_version(&self, record: &CaRecord) -> StoreCall<()> {
+        self.inner.put_ca_version(record)
+    }
+
+    fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()> {
+        self.inner.drop_ca_versions_before(version)
     }
 
     fn generation(&self) -> u64 {

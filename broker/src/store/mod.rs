@@ -220,6 +220,25 @@ impl BackendRecord {
     }
 }
 
+/// One version of the workload CA (`crate::ca`): its key's handle in an HSM and its
+/// certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaRecord {
+    pub version: u32,
+    /// The `[[hsm]]` that holds the key.
+    pub backend: String,
+    /// The key's CKA_ID.
+    pub key_id: Vec<u8>,
+    /// The CA certificate, DER; empty while an intermediate CA waits for
+    /// `keybroker ca install`.
+    pub certificate: Vec<u8>,
+    /// The certificates above it up to the root, PEM; empty for a self-signed CA.
+    pub chain_pem: String,
+    pub created_at: i64,
+    /// When it starts signing; until then it is in the trust bundle only.
+    pub activates_at: i64,
+}
+
 /// The metadata store. Each method queues its request and returns at once; the
 /// [`StoreCall`] resolves when the store has run it (see the module doc).
 pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
@@ -304,6 +323,17 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The stored authorization policy text, if one was set through the API.
     fn policy(&self) -> StoreCall<Option<String>>;
+
+    /// Every version of the workload CA, oldest first.
+    fn ca_versions(&self) -> StoreCall<Vec<CaRecord>>;
+
+    /// Records a CA version, or replaces the one of the same number (an intermediate CA
+    /// whose certificate is installed).
+    fn put_ca_version(&self, record: &CaRecord) -> StoreCall<()>;
+
+    /// Forgets CA versions older than `version`, once no certificate they signed can
+    /// still be valid.
+    fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()>;
 
     /// A counter that every finished write request increases, before its [`StoreCall`]
     /// resolves (whether or not the caller still waits for it). A cache of reads is

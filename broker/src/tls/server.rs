@@ -168,6 +168,15 @@ impl ServerTls {
         self.verifier.set_crls(parsed)
     }
 
+    /// Trusts client certificates issued by the broker's workload CA: `anchors` are its
+    /// CA certificates (DER), replacing those trusted before.
+    ///
+    /// # Errors
+    /// A certificate rustls cannot use as a trust anchor; the anchors in force stay.
+    pub fn set_workload_anchors(&self, anchors: &[Vec<u8>]) -> Result<(), TlsError> {
+        self.verifier.set_workload_anchors(anchors)
+    }
+
     /// The CRL files re-read by [`ServerTls::reload_crls`].
     pub fn crl_files(&self) -> &[PathBuf] {
         &self.crl_files

@@ -9,6 +9,10 @@
 //! * **Revocation**: CRLs from `[server] client_crls`, replaceable at run time
 //!   ([`ClientVerifier::set_crls`], called on SIGHUP) without restarting the listener.
 //!   With CRLs configured, a certificate whose issuer has no CRL is refused (fail closed).
+//! * **Certificates the broker issued** (`IssueCertificate`) are accepted when they do not
+//!   chain to a configured root but verify directly against one of the workload CA's
+//!   certificates ([`ClientVerifier::set_workload_anchors`], replaced when the CA rotates).
+//!   They live minutes, so they have no CRL; intermediates sent with them are ignored.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -36,6 +40,8 @@ pub(crate) struct ClientVerifier {
     provider: Arc<CryptoProvider>,
     /// The WebPKI verifier for the current CRLs; replaced whole on reload.
     webpki: RwLock<Arc<dyn ClientCertVerifier>>,
+    /// The WebPKI verifier for the broker's own workload CA, if it has one.
+    workload: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
 }
 
 impl ClientVerifier {
@@ -55,7 +61,42 @@ impl ClientVerifier {
             allow_intermediates,
             provider,
             webpki: RwLock::new(webpki),
+            workload: RwLock::new(None),
         })
+    }
+
+    /// Trusts certificates issued by these CA certificates (DER), replacing the ones
+    /// trusted before; none: only the configured roots.
+    pub(crate) fn set_workload_anchors(&self, anchors: &[Vec<u8>]) -> Result<(), TlsError> {
+        let fresh = if anchors.is_empty() {
+            None
+        } else {
+            let mut roots = RootCertStore::empty();
+            for der in anchors {
+                roots
+                    .add(CertificateDer::from(der.clone()))
+                    .map_err(|source| TlsError::Config {
+                        what: "a workload CA certificate as a trust anchor".into(),
+                        source,
+                    })?;
+            }
+            Some(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()?,
+            )
+        };
+        *self
+            .workload
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn workload(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.workload
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the revocation lists. On error the lists in force stay.
@@ -143,10 +184,18 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.check_chain_shape(intermediates)?;
-        let verified = self
-            .current()
-            .verify_client_cert(end_entity, intermediates, now)?;
+        let configured = self.check_chain_shape(intermediates).and_then(|()| {
+            self.current()
+                .verify_client_cert(end_entity, intermediates, now)
+        });
+        let verified = match (configured, self.workload()) {
+            (Ok(verified), _) => verified,
+            // The refusal names the configured roots' reason, not the workload CA's.
+            (Err(refused), Some(workload)) => workload
+                .verify_client_cert(end_entity, &[], now)
+                .map_err(|_| refused)?,
+            (Err(refused), None) => return Err(refused),
+        };
         der_identity(end_entity).map_err(|e| refusal(e.to_string()))?;
         Ok(verified)
     }

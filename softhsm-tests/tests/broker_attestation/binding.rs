@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_token_works_only_on_a_connection_with_the_certificate_it_is_bound_to() {
+async fn a_token_works_only_for_a_caller_that_proves_it_holds_the_key_it_is_bound_to() {
     let broker = BrokerProcess::start();
     vault_key(&broker).await;
     // The same SPIFFE ID on another machine: a valid certificate, with another key.
@@ -24,18 +24,25 @@ async fn a_token_works_only_on_a_connection_with_the_certificate_it_is_bound_to(
     assert!(
         broker
             .log()
-            .contains("bound to another client certificate than this connection's"),
+            .contains("bound to another key than the one the caller proved it holds"),
         "the log says why"
     );
-    // The twin cannot get a token for the workload's key either: it does not hold it.
+    // Evidence that binds the workload's key gets the twin a token bound to that key,
+    // which the twin cannot use: it does not hold the key.
     let mut twin_att = attestation(&broker, "workload-twin").await;
     let nonce = challenge(&mut twin_att).await;
     let theirs = client_spki(&broker, "workload");
-    let err = twin_att
+    let stolen = twin_att
         .attest(dev_request(&nonce, &theirs, &theirs, TRUSTED_MEASUREMENT))
         .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let err = twin
+        .encrypt(with_token(encrypt("vault"), &stolen))
+        .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // With the bound certificate, on a new connection, the token is accepted.
     let mut bound = broker.keys("workload").await;

@@ -39,13 +39,7 @@ async fn an_attested_workload_gets_a_token_that_unlocks_gated_keys() {
     let verified = attest::token::verify(&answer.token, &jwks, ISSUER).unwrap();
     assert_eq!(verified.sub, "spiffe://test.keybroker/workload");
     assert_eq!(verified.exp, u64::try_from(answer.expires_at).unwrap());
-    assert!(
-        verified
-            .cnf
-            .matches_certificate(&broker.client_certificate_sha256("workload")),
-        "{:?}",
-        verified.cnf
-    );
+    assert!(verified.cnf.matches_key(&spki), "{:?}", verified.cnf);
 
     // With the token, the gated key works.
     let ciphertext = keys
@@ -86,18 +80,35 @@ async fn bad_evidence_replays_and_foreign_or_tampered_tokens_are_refused() {
     let mut att = attestation(&broker, "workload").await;
     let spki = client_spki(&broker, "workload");
 
-    // An ephemeral key that is not the connection's: refused before the nonce is used.
+    // An ephemeral "key" that is no EC key: refused before the nonce is used.
     let nonce = challenge(&mut att).await;
-    let other = ephemeral_spki(3);
     let err = att
-        .attest(dev_request(&nonce, &other, &other, TRUSTED_MEASUREMENT))
+        .attest(dev_request(
+            &nonce,
+            b"not a key",
+            b"not a key",
+            TRUSTED_MEASUREMENT,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("client certificate"), "{err:?}");
-    att.attest(dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT))
+    assert!(err.message().contains("P-256 or P-384"), "{err:?}");
+    // A key other than the connection's is attested (the token is bound to it), but the
+    // token is useless on this connection, which does not prove that key.
+    let other = ephemeral_spki(3);
+    let token = att
+        .attest(dev_request(&nonce, &other, &other, TRUSTED_MEASUREMENT))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner()
+        .token;
+    let err = broker
+        .keys("workload")
+        .await
+        .encrypt(with_token(encrypt("vault"), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // Evidence bound to another key.
     let nonce = challenge(&mut att).await;

@@ -45,9 +45,9 @@ fn key_spki(key_pem: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// The key of `who`'s client certificate, SPKI DER: what its evidence binds, since the
-/// broker binds the token to the certificate the workload attests with. (In a TEE, that
-/// key lives inside it.)
+/// The key of `who`'s client certificate, SPKI DER: what its evidence binds when it
+/// uses its token on that same connection (the token is bound to the key the evidence
+/// binds). In a TEE, that key lives inside it.
 fn client_spki(broker: &BrokerProcess, who: &str) -> Vec<u8> {
     key_spki(&std::fs::read(broker.dir.path().join(format!("pki/{who}-key.pem"))).unwrap())
 }

@@ -179,7 +179,7 @@ pub fn read_start(
     child: &mut Child,
     wait_ready: bool,
     limit: Duration,
-) -> Result<(String, std::sync::mpsc::Receiver<Instant>), StartFailure> {
+) -> Result<Started, StartFailure> {
     use std::sync::mpsc::{RecvTimeoutError, channel};
     let stdout = child.stdout.take().expect("the broker's stdout is piped");
     let (line_tx, lines) = channel();
@@ -194,10 +194,13 @@ pub fn read_start(
     });
     let deadline = Instant::now() + limit;
     let mut addr = None;
+    let mut oidc = None;
     loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                if let Some(listening) = line.strip_prefix("keybroker: listening on ") {
+                if let Some(listening) = line.strip_prefix("keybroker: oidc on ") {
+                    oidc = Some(listening.to_string());
+                } else if let Some(listening) = line.strip_prefix("keybroker: listening on ") {
                     addr = Some(listening.to_string());
                     if !wait_ready {
                         break;
@@ -221,7 +224,21 @@ pub fn read_start(
         // The moment was sent when the line was read.
         let _ = ready.try_recv();
     }
-    Ok((addr.unwrap_or_default(), ready))
+    Ok(Started {
+        addr: addr.unwrap_or_default(),
+        oidc,
+        ready,
+    })
+}
+
+/// What a broker printed as it started.
+pub struct Started {
+    /// The gRPC address.
+    pub addr: String,
+    /// The OIDC discovery port's address, if it serves one.
+    pub oidc: Option<String>,
+    /// When it printed "ready" (sent once).
+    pub ready: std::sync::mpsc::Receiver<Instant>,
 }
 
 /// A broker process and everything it runs on.
@@ -232,6 +249,8 @@ pub struct BrokerProcess {
     pub pki: DevPki,
     child: Option<Child>,
     pub addr: String,
+    /// The OIDC discovery port (`[oidc] listen`).
+    pub oidc_addr: String,
     binary: &'static Path,
     /// A command the broker runs under (`unshare ... sh -c ...`), or nothing.
     pub wrapper: Vec<String>,
@@ -358,6 +377,13 @@ sessions = {}
 name = "swtpm"
 tcti = "{}"
 
+[ca]
+backend = "softhsm"
+
+[oidc]
+listen = "127.0.0.1:0"
+issuer = "{ISSUER}"
+
 [attestation]
 policy = "attestation.toml"
 signing_backend = "softhsm"
@@ -378,6 +404,7 @@ issuer = "{ISSUER}"
             pki,
             child: None,
             addr: String::new(),
+            oidc_addr: String::new(),
             binary,
             wrapper: Vec::new(),
         };
@@ -497,7 +524,7 @@ issuer = "{ISSUER}"
             )
             .spawn()
             .unwrap();
-        let (addr, ready) = match read_start(&mut child, wait_ready, READY_WAIT) {
+        let Started { addr, oidc, ready } = match read_start(&mut child, wait_ready, READY_WAIT) {
             Ok(started) => started,
             Err(StartFailure::Exited(status)) => return Err(status),
             Err(StartFailure::TimedOut(what)) => panic!(
@@ -506,6 +533,7 @@ issuer = "{ISSUER}"
             ),
         };
         self.addr = addr;
+        self.oidc_addr = oidc.unwrap_or_default();
         self.child = Some(child);
         Ok(ready)
     }
@@ -604,16 +632,6 @@ issuer = "{ISSUER}"
         )
         .await
         .map_err(|e| e.to_string())
-    }
-
-    /// SHA-256 of the DER of `who`'s client certificate: what a token bound to it names.
-    pub fn client_certificate_sha256(&self, who: &str) -> [u8; 32] {
-        use rustls_pki_types::pem::PemObject;
-        use sha2::Digest;
-        let der =
-            rustls_pki_types::CertificateDer::from_pem_slice(&self.pem(&format!("{who}.pem")))
-                .unwrap();
-        sha2::Sha256::digest(der.as_ref()).into()
     }
 
     pub async fn keys(&self, who: &str) -> KeyServiceClient<Channel> {

@@ -30,7 +30,7 @@ pub fn appraisal_policy_enrolling(label: &str, ak_spki_der: &[u8]) -> String {
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
 /// keys and their public keys, for keys tagged team=payments; attest; and encrypt and
 /// decrypt with keys tagged team=vault only while presenting a token whose claims carry
-/// the trusted measurement.
+/// the trusted measurement; and, attested, get a certificate and workload JWTs.
 pub const POLICY: &str = r#"
 @id("admin")
 permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
@@ -49,6 +49,20 @@ permit (
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
   action in Keybroker::Action::"Attestation",
+  resource == Keybroker::Broker::"broker"
+);
+
+@id("workload-identity-needs-attestation")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action in [Keybroker::Action::"IssueCertificate", Keybroker::Action::"GetToken"],
+  resource == Keybroker::Broker::"broker"
+) when { context.attested };
+
+@id("workload-trust-bundle")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action == Keybroker::Action::"GetTrustBundle",
   resource == Keybroker::Broker::"broker"
 );
 

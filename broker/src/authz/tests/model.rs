@@ -16,11 +16,11 @@ fn actions_match_the_schema_and_the_grpc_methods() {
     let mut expected: Vec<String> = Action::ALL
         .iter()
         .map(|a| a.as_str().to_string())
-        .chain(["KeyUse", "KeyAdmin", "Attestation", "Admin"].map(String::from))
+        .chain(["KeyUse", "KeyAdmin", "Attestation", "Identity", "Admin"].map(String::from))
         .collect();
     expected.sort();
     assert_eq!(declared, expected);
-    assert_eq!(Action::ALL.len(), 26);
+    assert_eq!(Action::ALL.len(), 29);
     for &action in Action::ALL {
         assert_eq!(Action::from_method(action.as_str()), Some(action));
         let path = format!("/{}/{action}", action.group().grpc_service());
@@ -57,7 +57,7 @@ fn actions_match_the_schema_and_the_grpc_methods() {
 #[test]
 fn dev_policy_validates_and_behaves_as_described() {
     let authz = Authorizer::from_text(DEV_POLICY).unwrap();
-    assert_eq!(authz.policy().policies, 4);
+    assert_eq!(authz.policy().policies, 5);
     let admin = "spiffe://keybroker.dev/admin";
     let workload = "spiffe://keybroker.dev/workload";
     let demo = tags(&[("team", "demo")]);
@@ -90,6 +90,28 @@ fn dev_policy_validates_and_behaves_as_described() {
         let decision = decide(&authz, workload, action, Resource::Broker);
         assert_eq!(decision.policies, ["dev-workload-attestation"], "{action}");
     }
+    // Certificates and workload JWTs only once attested; the trust bundle always.
+    let dev_claims = Claims {
+        tee: TeeKind::InsecureDev,
+        insecure: true,
+        ..snp_claims("00")
+    };
+    for action in [Action::IssueCertificate, Action::GetToken] {
+        assert!(
+            !decide(&authz, workload, action, Resource::Broker).allowed,
+            "{action}"
+        );
+        let attested = decide_with(
+            &authz,
+            workload,
+            action,
+            Resource::Broker,
+            Some(&dev_claims),
+        );
+        assert_eq!(attested.policies, ["dev-workload-identity"], "{action}");
+    }
+    let bundle = decide(&authz, workload, Action::GetTrustBundle, Resource::Broker);
+    assert_eq!(bundle.policies, ["dev-workload-identity"]);
     for action in [Action::CreateKey, Action::RotateKey, Action::DisableKey] {
         assert!(!decide(&authz, workload, action, key("k", &demo)).allowed);
     }

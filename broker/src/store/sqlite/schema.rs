@@ -10,7 +10,10 @@ use super::Sql;
 use crate::store::{Result, StoreError};
 
 /// The embedded migrations, oldest first. Append only: never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_ca.sql"),
+];
 
 /// How long a call waits for another process (e.g. the CLI) holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
