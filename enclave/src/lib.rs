@@ -3,6 +3,7 @@
 //! client that turns them into a certificate and tokens (`client`).
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod evidence;
 pub mod files;

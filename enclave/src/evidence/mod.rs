@@ -1,6 +1,14 @@
 //! Evidence sources: what proves, to the broker, what this workload runs, bound to a
 //! challenge and to the workload's ephemeral key (`attest::binding`).
 
+mod dev;
+mod snp;
+mod tpm;
+
+pub use dev::DevEvidence;
+pub use snp::{SnpGuest, Vmpl};
+pub use tpm::{TpmQuote, create_attestation_key};
+
 use attest::challenge::Nonce;
 use keybroker_api::v1::attest_request::Evidence;
 
@@ -15,8 +23,7 @@ pub trait EvidenceSource: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// The device or TPM could not produce the evidence.
-    fn collect(&self, nonce: &Nonce, ephemeral_spki_der: &[u8])
-    -> Result<Evidence, EvidenceError>;
+    fn collect(&self, nonce: &Nonce, ephemeral_spki_der: &[u8]) -> Result<Evidence, EvidenceError>;
 }
 
 /// Why evidence could not be collected.
