@@ -19,18 +19,17 @@ mod tpm;
 use attest::binding::{snp_report_data, tpm_extra_data};
 use attest::challenge::Nonce;
 use common::{
-    BrokerOptions, BrokerProcess, ISSUER, TRUSTED_MEASUREMENT, appraisal_policy_enrolling,
+    BrokerOptions, BrokerProcess, ISSUER, TRUSTED_MEASUREMENT, appraisal_policy_enrolling, encrypt,
+    vault_key, with_token,
 };
 use keybroker_api::v1 as pb;
 use p256::pkcs8::EncodePublicKey;
 use pb::attestation_service_client::AttestationServiceClient;
 use pb::key_service_client::KeyServiceClient;
 use softhsm_tests::Swtpm;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
 use tpm_backend::{PcrSelection, Tcti, TpmBackend, TpmConfig};
-
-const HEADER: &str = "x-keybroker-attestation";
 
 /// The SPKI DER of a PKCS#8 PEM P-256 private key (the test PKI's client keys).
 fn key_spki(key_pem: &[u8]) -> Vec<u8> {
@@ -102,32 +101,4 @@ async fn attest_dev(broker: &BrokerProcess, who: &str) -> String {
         .unwrap()
         .into_inner()
         .token
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(HEADER, token.parse().unwrap());
-    request
-}
-
-fn encrypt(name: &str) -> pb::EncryptRequest {
-    pb::EncryptRequest {
-        name: name.into(),
-        plaintext: b"attested secret".to_vec(),
-        aad: Vec::new(),
-    }
-}
-
-async fn vault_key(broker: &BrokerProcess) {
-    let mut admin = broker.keys("admin").await;
-    let mut create = common::create(
-        "vault",
-        pb::KeyAlgorithm::Aes256,
-        pb::KeyPurpose::EncryptDecrypt,
-        "softhsm",
-    );
-    create.tags = [("team".to_string(), "vault".to_string())].into();
-    admin.create_key(create).await.unwrap();
 }

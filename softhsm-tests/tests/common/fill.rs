@@ -123,6 +123,38 @@ impl TokenFiller {
 }
 
 impl TokenFiller {
+    /// `(sensitive, extractable, never extractable)` of every private key whose CKA_ID
+    /// is `id`, read in this process.
+    pub fn private_key_flags(&self, id: &[u8]) -> Vec<(bool, bool, bool)> {
+        use cryptoki::object::AttributeType as T;
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+        ];
+        let flag = |attrs: &[Attribute], wanted: T| {
+            attrs.iter().any(|a| match (a, wanted) {
+                (Attribute::Sensitive(v), T::Sensitive)
+                | (Attribute::Extractable(v), T::Extractable)
+                | (Attribute::NeverExtractable(v), T::NeverExtractable) => *v,
+                _ => false,
+            })
+        };
+        let kinds = [T::Sensitive, T::Extractable, T::NeverExtractable];
+        self.session
+            .find_objects(&template)
+            .unwrap()
+            .into_iter()
+            .map(|handle| {
+                let attrs = self.session.get_attributes(handle, &kinds).unwrap();
+                (
+                    flag(&attrs, T::Sensitive),
+                    flag(&attrs, T::Extractable),
+                    flag(&attrs, T::NeverExtractable),
+                )
+            })
+            .collect()
+    }
+
     /// Destroys every object labelled `label`.
     pub fn destroy_labelled(&self, label: &str) {
         let labelled = [Attribute::Label(label.as_bytes().to_vec())];

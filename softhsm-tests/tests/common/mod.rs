@@ -127,6 +127,13 @@ pub fn keybroker_binary(release: bool) -> &'static Path {
     })
 }
 
+/// The `keybroker-agent` binary beside `keybroker` (the same build makes both).
+pub fn agent_binary() -> PathBuf {
+    let bin = keybroker_binary(false).with_file_name("keybroker-agent");
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
 /// What the broker prints once its attestation token keys are found (right after
 /// "listening on" when attestation is off).
 pub const READY_LINE: &str = "keybroker: ready";
@@ -663,6 +670,38 @@ impl Drop for BrokerProcess {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `message` presenting the attestation token `token`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-keybroker-attestation", token.parse().unwrap());
+    request
+}
+
+/// An encryption with the key `name`.
+pub fn encrypt(name: &str) -> pb::EncryptRequest {
+    pb::EncryptRequest {
+        name: name.into(),
+        plaintext: b"attested secret".to_vec(),
+        aad: Vec::new(),
+    }
+}
+
+/// Creates the AES key `vault` (tag team=vault), which the test policy lets the workload
+/// use only with an attestation token whose claims carry the trusted measurement.
+pub async fn vault_key(broker: &BrokerProcess) {
+    let mut admin = broker.keys("admin").await;
+    let mut create = create(
+        "vault",
+        pb::KeyAlgorithm::Aes256,
+        pb::KeyPurpose::EncryptDecrypt,
+        "softhsm",
+    );
+    create.tags = [("team".to_string(), "vault".to_string())].into();
+    admin.create_key(create).await.unwrap();
 }
 
 pub fn create(

@@ -30,7 +30,8 @@ pub fn appraisal_policy_enrolling(label: &str, ak_spki_der: &[u8]) -> String {
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
 /// keys and their public keys, for keys tagged team=payments; attest; and encrypt and
 /// decrypt with keys tagged team=vault only while presenting a token whose claims carry
-/// the trusted measurement; and, attested, get a certificate and workload JWTs.
+/// the trusted measurement; and get a certificate and workload JWTs once attested with
+/// the trusted measurement or a quote from the enrolled `workload-host` AK.
 pub const POLICY: &str = r#"
 @id("admin")
 permit (principal == Keybroker::Workload::"spiffe://test.keybroker/admin", action, resource);
@@ -57,7 +58,13 @@ permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
   action in [Keybroker::Action::"IssueCertificate", Keybroker::Action::"GetToken"],
   resource == Keybroker::Broker::"broker"
-) when { context.attested };
+) when {
+  context.attested && context has claims && (
+    (context.claims has measurement &&
+      context.claims.measurement == "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a") ||
+    (context.claims has attestation_key && context.claims.attestation_key == "workload-host")
+  )
+};
 
 @id("workload-trust-bundle")
 permit (
