@@ -251,6 +251,7 @@ async fn server_reflection_lists_every_service() {
             "grpc.reflection.v1.ServerReflection",
             "keybroker.v1.AdminService",
             "keybroker.v1.AttestationService",
+            "keybroker.v1.IdentityService",
             "keybroker.v1.KeyService",
         ]
     );
