@@ -101,6 +101,7 @@ fn main() {
     let broker = BrokerProcess::start_with(BrokerOptions {
         release: true,
         hsm_sessions: SESSIONS,
+        ..BrokerOptions::default()
     });
     let broker_pid = broker.pid().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()

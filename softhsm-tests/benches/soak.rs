@@ -80,6 +80,7 @@ fn main() {
     let mut broker = BrokerProcess::start_with(BrokerOptions {
         release: true,
         hsm_sessions: 2,
+        ..BrokerOptions::default()
     });
     let hsm = open_token();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -47,6 +47,7 @@ fn main() {
     let mut broker = BrokerProcess::start_with(BrokerOptions {
         release: true,
         hsm_sessions: 2,
+        ..BrokerOptions::default()
     });
     let profiled = std::env::var("SOAK_HEAPTRACK").ok();
     let (pid, mut profiler) = match &profiled {

@@ -57,6 +57,7 @@ fn main() {
     let mut broker = BrokerProcess::start_with(BrokerOptions {
         release: true,
         hsm_sessions: 2,
+        ..BrokerOptions::default()
     });
     broker.stop();
     let runtime = tokio::runtime::Runtime::new().unwrap();

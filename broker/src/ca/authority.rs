@@ -19,37 +19,21 @@
 //! above it. Until then `IssueCertificate` answers `FAILED_PRECONDITION`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hsm_backend::{EcCurve, HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage};
 use tokio::sync::watch;
 
 use super::certificate::{CaProfile, HsmSigner, self_signed};
+pub(crate) use super::versions::{CaVersion, generate_key, pem_chain};
+use super::versions::{certificate_facts, load_versions};
 use crate::backends::HsmKeys;
 use crate::config::{CaConfig, CaMode};
 use crate::error::{BrokerError, Result};
 use crate::store::{CaRecord, KeyStore};
 
-/// CKA_ID prefix of the CA keys (`…<version>`).
-const ID_PREFIX: &str = "kbsys:ca:";
 /// The longest wait between two attempts to load the CA.
-const RETRY: Duration = Duration::from_secs(30);
-
-/// One CA version, loaded: its key is in the HSM and matches its certificate.
-#[derive(Debug, Clone)]
-pub(crate) struct CaVersion {
-    pub(crate) version: u32,
-    pub(crate) key_id: KeyId,
-    /// The key's uncompressed P-256 point.
-    pub(crate) point: Vec<u8>,
-    /// The CA certificate, DER.
-    pub(crate) certificate: Vec<u8>,
-    /// The certificates above it, DER, root last; empty when self-signed.
-    pub(crate) chain: Vec<Vec<u8>>,
-    pub(crate) not_after: u64,
-    pub(crate) activates_at: u64,
-}
+const RETRY: Duration = Duration::from_secs(10);
 
 /// What the CA serves at one time.
 #[derive(Debug, Clone)]
@@ -74,6 +58,8 @@ pub struct Authority {
     store: Arc<dyn KeyStore>,
     config: CaConfig,
     state: RwLock<Option<Arc<CaState>>>,
+    /// The store's records last checked against the token, and what the check found.
+    loaded: Mutex<Option<(Vec<CaRecord>, Vec<CaVersion>)>>,
     /// The trust anchors for the broker's mTLS; sent each time they change.
     anchors: watch::Sender<Vec<Vec<u8>>>,
     found: watch::Sender<bool>,
@@ -85,54 +71,6 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn key_id(version: u32) -> Result<KeyId> {
-    KeyId::new(format!("{ID_PREFIX}{version}").into_bytes())
-        .map_err(|e| BrokerError::Internal(format!("CA key id: {e}")))
-}
-
-fn hsm_error(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("the CA key: {e}"))
-}
-
-/// Generates the key of `version`, after destroying any object a crash left under its id.
-pub(crate) fn generate_key(token: &HsmBackend, version: u32, created: u64) -> Result<KeyId> {
-    let id = key_id(version)?;
-    if token.describe_key(&id).is_ok() {
-        tracing::warn!(
-            version,
-            "a CA key with no store row (left by a crash) is destroyed"
-        );
-        token.destroy_key(&id).map_err(hsm_error)?;
-    }
-    let label = KeyLabel::new(format!("{ID_PREFIX}v{version}:{created}"))
-        .map_err(|e| BrokerError::Internal(format!("CA key label: {e}")))?;
-    let spec = KeySpec::new(KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify)
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    token.generate_key(&id, &label, spec).map_err(hsm_error)?;
-    Ok(id)
-}
-
-/// `(not_before, not_after)` of a DER certificate, Unix seconds, and its public key bytes.
-fn certificate_facts(der: &[u8]) -> Result<(u64, Vec<u8>)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| BrokerError::FailedPrecondition(format!("a stored CA certificate: {e}")))?;
-    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
-    Ok((
-        not_after,
-        cert.public_key().subject_public_key.data.to_vec(),
-    ))
-}
-
-/// The DER certificates of a PEM chain.
-pub(crate) fn pem_chain(pem: &str) -> Result<Vec<Vec<u8>>> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject as _;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| BrokerError::FailedPrecondition(format!("a CA chain: {e}")))
 }
 
 impl Authority {
@@ -150,6 +88,7 @@ impl Authority {
             store,
             config,
             state: RwLock::new(None),
+            loaded: Mutex::new(None),
             anchors: watch::Sender::new(Vec::new()),
             found: watch::Sender::new(false),
             failed: AtomicBool::new(false),
@@ -229,8 +168,8 @@ impl Authority {
                         this
                     }
                 };
-                // Also reloads within RETRY, so that `keybroker ca install` on another
-                // process is picked up.
+                // Also looks within RETRY, so that `keybroker ca install` in another
+                // process is picked up; an unchanged store costs one read.
                 tokio::time::sleep(next.min(RETRY)).await;
             }
         });
@@ -244,14 +183,9 @@ impl Authority {
         if self.config.mode == CaMode::SelfSigned
             && let Some(record) = self.due_version(&records, now)?
         {
-            self.make_version(record.clone()).await?;
-            records.push(record);
+            records.push(self.make_version(record).await?);
         }
-        let backend = self.backend.clone();
-        let loaded = self
-            .hsm
-            .run(move |token| load_versions(token, &backend, records))
-            .await?;
+        let loaded = self.load(records).await?;
         let state = Arc::new(self.choose(loaded, now)?);
         let next = state.next_change;
         let changed = self
@@ -274,6 +208,29 @@ impl Authority {
         self.failed.store(false, Ordering::Relaxed);
         self.found.send_replace(true);
         Ok(next)
+    }
+
+    /// The versions of `records`, checked against the token; the last check is reused
+    /// while the store has not changed (each check searches the token, which costs
+    /// seconds on a token of 10,000 keys).
+    async fn load(&self, records: Vec<CaRecord>) -> Result<Vec<CaVersion>> {
+        if let Some((seen, versions)) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *seen == records
+        {
+            return Ok(versions.clone());
+        }
+        let backend = self.backend.clone();
+        let checking = records.clone();
+        let versions = self
+            .hsm
+            .run(move |token| load_versions(token, &backend, checking))
+            .await?;
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some((records, versions.clone()));
+        Ok(versions)
     }
 
     /// The record of the version to make now, if one is due: the first, or the next
@@ -312,7 +269,7 @@ impl Authority {
     }
 
     /// Makes the key and self-signed certificate of `record`'s version, then stores it.
-    async fn make_version(&self, mut record: CaRecord) -> Result<()> {
+    async fn make_version(&self, mut record: CaRecord) -> Result<CaRecord> {
         let profile = CaProfile {
             common_name: format!("{} {}", self.config.common_name, record.version),
             not_before: SystemTime::now()
@@ -342,7 +299,7 @@ impl Authority {
             activates_at = record.activates_at,
             "workload CA version made"
         );
-        Ok(())
+        Ok(record)
     }
 
     /// The state from the loaded versions at `now`.
@@ -385,44 +342,4 @@ impl Authority {
             next_change,
         })
     }
-}
-
-/// Checks each stored version against its key in the token (blocking): the key must be
-/// there, and be the one its certificate names. Versions of another backend, and
-/// versions still waiting for their certificate, are skipped.
-fn load_versions(
-    token: &HsmBackend,
-    backend: &str,
-    records: Vec<CaRecord>,
-) -> Result<Vec<CaVersion>> {
-    let mut versions = Vec::new();
-    for record in records {
-        if record.backend != backend || record.certificate.is_empty() {
-            continue;
-        }
-        let id = KeyId::new(record.key_id.clone()).map_err(hsm_error)?;
-        let signer = HsmSigner::new(token, id.clone()).map_err(|e| {
-            BrokerError::FailedPrecondition(format!(
-                "CA version {}: its key is not usable on the token: {e}",
-                record.version
-            ))
-        })?;
-        let (not_after, public_key) = certificate_facts(&record.certificate)?;
-        if public_key != signer.point() {
-            return Err(BrokerError::FailedPrecondition(format!(
-                "CA version {}: the certificate in the store is not for the key on the token",
-                record.version
-            )));
-        }
-        versions.push(CaVersion {
-            version: record.version,
-            point: signer.point().to_vec(),
-            key_id: id,
-            certificate: record.certificate,
-            chain: pem_chain(&record.chain_pem)?,
-            not_after,
-            activates_at: u64::try_from(record.activates_at).unwrap_or(0),
-        });
-    }
-    Ok(versions)
 }

@@ -4,6 +4,8 @@
 
 pub mod authority;
 pub mod certificate;
+pub mod intermediate;
+mod versions;
 
 pub use authority::Authority;
 mod service;

@@ -2,6 +2,7 @@
 //! read from files or environment variables, never from arguments.
 
 mod admin;
+mod ca;
 mod client;
 mod crypto;
 mod keys;
@@ -53,6 +54,9 @@ pub enum Command {
         #[command(subcommand)]
         command: admin::PolicyCommand,
     },
+    /// Make the broker an intermediate CA: a CSR from its HSM, then the signed chain.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// List and register a broker's HSM tokens and TPMs.
     Backends {
         #[command(flatten)]
@@ -185,6 +189,7 @@ impl From<HsmError> for CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Token(cmd) => token::run(cmd, cli.json),
+        Command::Ca(cmd) => ca::run(cmd),
         Command::Serve(args) => serve(args),
         Command::Keys { client, command } => {
             let config = ClientConfig::load(&client.client_config)?;

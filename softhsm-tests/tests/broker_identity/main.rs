@@ -12,6 +12,7 @@ mod agent;
 #[path = "../common/mod.rs"]
 mod common;
 mod flow;
+mod intermediate;
 mod outside;
 mod refusals;
 

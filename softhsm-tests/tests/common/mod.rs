@@ -64,6 +64,8 @@ pub struct BrokerOptions {
     pub release: bool,
     /// `hsm[].sessions`: PKCS#11 sessions the broker opens on its token.
     pub hsm_sessions: usize,
+    /// TOML lines appended to `[ca]` (after `backend = "softhsm"`).
+    pub ca_lines: &'static str,
 }
 
 impl Default for BrokerOptions {
@@ -71,6 +73,7 @@ impl Default for BrokerOptions {
         BrokerOptions {
             release: false,
             hsm_sessions: 2,
+            ca_lines: "",
         }
     }
 }
@@ -386,6 +389,7 @@ tcti = "{}"
 
 [ca]
 backend = "softhsm"
+{}
 
 [oidc]
 listen = "127.0.0.1:0"
@@ -400,6 +404,7 @@ issuer = "{ISSUER}"
                 hsm.module_path().display(),
                 options.hsm_sessions,
                 tpm.tcti(),
+                options.ca_lines,
                 attestation_settings,
             ),
         )
