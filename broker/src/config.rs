@@ -284,6 +284,14 @@ impl Config {
                 return bad("attestation.signing_backend", "no [[hsm]] has this name");
             }
         }
+        if let Some(ca) = &self.ca.backend {
+            if !self.hsm.iter().any(|h| &h.name == ca) {
+                return bad(
+                    "ca.backend",
+                    "no [[hsm]] has this name (the CA key lives in an HSM)",
+                );
+            }
+        }
         if !self.policy.files.is_empty() && self.policy.bootstrap.is_some() {
             return bad(
                 "policy.bootstrap",

@@ -35,11 +35,13 @@ pub struct CaConfig {
     #[serde(default = "defaults::max_ttl_seconds")]
     pub max_ttl_seconds: u64,
     /// A self-signed CA certificate's lifetime.
-    #[serde(default = "defaults::validity_days")]
-    pub validity_days: u64,
-    /// A self-signed CA is replaced when this little of its lifetime is left.
-    #[serde(default = "defaults::rotate_before_days")]
-    pub rotate_before_days: u64,
+    #[serde(default = "defaults::validity_seconds")]
+    pub validity_seconds: u64,
+    /// A self-signed CA is replaced when this little of its lifetime is left. At least
+    /// `publish_ahead_seconds + max_ttl_seconds`, so that every certificate the old CA
+    /// signed expires before the old CA does.
+    #[serde(default = "defaults::rotate_before_seconds")]
+    pub rotate_before_seconds: u64,
     /// How long a new CA is in the trust bundle before it signs, so that relying parties
     /// fetch it first.
     #[serde(default = "defaults::publish_ahead_seconds")]
@@ -58,8 +60,8 @@ impl Default for CaConfig {
             common_name: defaults::common_name(),
             default_ttl_seconds: defaults::default_ttl_seconds(),
             max_ttl_seconds: defaults::max_ttl_seconds(),
-            validity_days: defaults::validity_days(),
-            rotate_before_days: defaults::rotate_before_days(),
+            validity_seconds: defaults::validity_seconds(),
+            rotate_before_seconds: defaults::rotate_before_seconds(),
             publish_ahead_seconds: defaults::publish_ahead_seconds(),
             claims_extension_oid: defaults::claims_extension_oid(),
         }
@@ -89,17 +91,24 @@ impl CaConfig {
         if !(60..=self.max_ttl_seconds).contains(&self.default_ttl_seconds) {
             return bad("default_ttl_seconds", "must be 60 to ca.max_ttl_seconds");
         }
-        if !(1..=20 * 365).contains(&self.validity_days) {
-            return bad("validity_days", "must be 1 to 7300");
+        if !(60..=20 * 365 * 86_400).contains(&self.validity_seconds) {
+            return bad("validity_seconds", "must be 60 s to 20 years");
         }
-        if self.rotate_before_days >= self.validity_days {
-            return bad("rotate_before_days", "must be less than ca.validity_days");
-        }
-        if self.publish_ahead_seconds > self.rotate_before_days.saturating_mul(86_400) {
+        if self.rotate_before_seconds >= self.validity_seconds {
             return bad(
-                "publish_ahead_seconds",
-                "must not exceed ca.rotate_before_days (the new CA must sign before the old \
-                 one expires)",
+                "rotate_before_seconds",
+                "must be less than ca.validity_seconds",
+            );
+        }
+        if self.rotate_before_seconds
+            < self
+                .publish_ahead_seconds
+                .saturating_add(self.max_ttl_seconds)
+        {
+            return bad(
+                "rotate_before_seconds",
+                "must be at least ca.publish_ahead_seconds + ca.max_ttl_seconds (every \
+                 certificate the old CA signs must expire before it does)",
             );
         }
         if self.common_name.is_empty() || self.common_name.len() > 64 {
@@ -173,11 +182,13 @@ mod defaults {
     pub fn max_ttl_seconds() -> u64 {
         3600
     }
-    pub fn validity_days() -> u64 {
-        365
+    /// One year.
+    pub fn validity_seconds() -> u64 {
+        365 * 86_400
     }
-    pub fn rotate_before_days() -> u64 {
-        30
+    /// 30 days.
+    pub fn rotate_before_seconds() -> u64 {
+        30 * 86_400
     }
     /// One day.
     pub fn publish_ahead_seconds() -> u64 {

@@ -157,6 +157,37 @@ fn errors_name_the_field() {
             format!("{MINIMAL}\n[attestation]\ncertificate_cach = \"vceks\"\n"),
             "attestation.certificate_cach",
         ),
+        (
+            format!("{MINIMAL}\n[ca]\nbackend = \"hsm\"\nmax_tll_seconds = 60\n"),
+            "ca.max_tll_seconds",
+        ),
+        (format!("{MINIMAL}\n[ca]\nmode = \"root\"\n"), "ca.mode"),
+        (
+            format!(
+                "{MINIMAL}\n[ca]\nclaims_extension_oid = \"2.25.329800735698586629295641978511506172918\"\n"
+            ),
+            "ca.claims_extension_oid",
+        ),
+        (
+            format!("{MINIMAL}\n[ca]\nmax_ttl_seconds = 86401\n"),
+            "ca.max_ttl_seconds",
+        ),
+        (
+            format!("{MINIMAL}\n[ca]\nrotate_before_seconds = 3600\n"),
+            "ca.rotate_before_seconds",
+        ),
+        (
+            format!("{MINIMAL}\n[oidc]\nlisten = \"127.0.0.1:8444\"\n"),
+            "oidc.issuer",
+        ),
+        (
+            format!("{MINIMAL}\n[oidc]\nissuer = \"http://broker\"\n"),
+            "oidc.issuer",
+        ),
+        (
+            format!("{MINIMAL}\n[oidc]\nissuer = \"https://b\"\njwt_max_ttl_seconds = 301\n"),
+            "oidc.jwt_max_ttl_seconds",
+        ),
     ];
     for (text, field) in cases {
         let (got, reason) = parse(&text).unwrap_err();

@@ -8,7 +8,7 @@
 //! destroyed before its id is used again.
 //!
 //! **Self-signed mode.** The first start makes version 1 and its self-signed certificate.
-//! When the current certificate has `ca.rotate_before_days` left, the next version is made
+//! When the current certificate has `ca.rotate_before_seconds` left, the next version is made
 //! and published in the trust bundle at once, but signs only `ca.publish_ahead_seconds`
 //! later: relying parties that refresh the bundle in that time trust both before any
 //! certificate from the new CA reaches them. A CA certificate stays in the bundle, and a
@@ -234,7 +234,7 @@ impl Authority {
     }
 
     /// The record of the version to make now, if one is due: the first, or the next
-    /// when the newest has `rotate_before_days` left.
+    /// when the newest has `rotate_before_seconds` left.
     fn due_version(&self, records: &[CaRecord], now: u64) -> Result<Option<CaRecord>> {
         let newest = records.iter().rev().find(|r| !r.certificate.is_empty());
         let next = records
@@ -247,8 +247,7 @@ impl Authority {
             None => (next, now),
             Some(record) => {
                 let (not_after, _) = certificate_facts(&record.certificate)?;
-                let rotate_at =
-                    not_after.saturating_sub(self.config.rotate_before_days.saturating_mul(86_400));
+                let rotate_at = not_after.saturating_sub(self.config.rotate_before_seconds);
                 if now < rotate_at {
                     return Ok(None);
                 }
@@ -275,8 +274,7 @@ impl Authority {
             not_before: SystemTime::now()
                 .checked_sub(Duration::from_secs(60))
                 .unwrap_or(UNIX_EPOCH),
-            not_after: SystemTime::now()
-                + Duration::from_secs(self.config.validity_days.saturating_mul(86_400)),
+            not_after: SystemTime::now() + Duration::from_secs(self.config.validity_seconds),
         };
         let version = record.version;
         let created = u64::try_from(record.created_at).unwrap_or(0);
@@ -327,7 +325,7 @@ impl Authority {
         let anchors = live.iter().rev().map(|v| v.certificate.clone()).collect();
         let rotation = current
             .not_after
-            .saturating_sub(self.config.rotate_before_days.saturating_mul(86_400));
+            .saturating_sub(self.config.rotate_before_seconds);
         let next_change = live
             .iter()
             .flat_map(|v| [v.not_after, v.activates_at])

@@ -116,3 +116,62 @@ async fn the_ca_survives_a_restart_and_certificates_it_issued_stay_trusted() {
         "(sensitive, extractable, never extractable)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_rotation_publishes_the_new_ca_before_it_signs_and_keeps_the_old_one_trusted() {
+    use std::time::{Duration, Instant};
+    // A CA that lives 75 s and is replaced 70 s before it expires: its successor is made
+    // about 5 s after start, published at once, and signs 4 s later.
+    let broker = BrokerProcess::start_with(common::BrokerOptions {
+        ca_lines: "validity_seconds = 75\nrotate_before_seconds = 70\n\
+                   publish_ahead_seconds = 4\nmax_ttl_seconds = 60\ndefault_ttl_seconds = 60",
+        ..common::BrokerOptions::default()
+    });
+    let (_old_key, _token, old) = attested(&broker, "old", 60).await;
+    assert_eq!(old.trust_bundle_der.len(), 1);
+    let bundle = || async {
+        identity(&broker, "workload")
+            .await
+            .get_trust_bundle(pb::GetTrustBundleRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .certificates_der
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let published = loop {
+        let now = bundle().await;
+        if now.len() == 2 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no new CA was published");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Newest first; the old CA is still there.
+    assert_eq!(published[1], old.trust_bundle_der[0]);
+    let issuer_of = |issued: &pb::IssueCertificateResponse| {
+        let (_, leaf) = x509_parser::parse_x509_certificate(&issued.chain_der[0]).unwrap();
+        leaf.issuer().to_string()
+    };
+    let (_, old_ca) = x509_parser::parse_x509_certificate(&old.trust_bundle_der[0]).unwrap();
+    let old_issuer = old_ca.subject().to_string();
+    assert_eq!(issuer_of(&old), old_issuer);
+    // Once the new CA signs, new certificates come from it; certificates of both CAs
+    // are accepted by the broker's mTLS.
+    let new = loop {
+        let (_key, _token, issued) = attested(&broker, "new", 60).await;
+        if issuer_of(&issued) != old_issuer {
+            break issued;
+        }
+        assert!(Instant::now() < deadline, "the new CA never signed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(new.trust_bundle_der, published);
+    for who in ["old", "new"] {
+        identity(&broker, who)
+            .await
+            .get_trust_bundle(pb::GetTrustBundleRequest {})
+            .await
+            .unwrap();
+    }
+}
