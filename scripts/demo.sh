@@ -62,6 +62,7 @@ free_port() {
 
 step "Build keybroker"
 run cargo build --locked -q --manifest-path "$repo/Cargo.toml" -p broker --bin keybroker
+run cargo build --locked -q --manifest-path "$repo/Cargo.toml" -p enclave --bin keybroker-agent
 export PATH="$target/debug:$PATH"
 cd "$work"
 port=${DEMO_PORT:-$(free_port)}
@@ -127,6 +128,19 @@ expect_exit 5 "${workload[@]}" create workload-key --algorithm ec-p256 --purpose
 step "Workload: another team's key is refused too"
 run "${admin[@]}" create payments-signing --algorithm ec-p256 --purpose sign --tag team=payments
 expect_exit 5 "${workload[@]}" sign payments-signing --in release.txt --out payments.sig
+
+step "Workload: attest (development evidence) and get a certificate for a key made here"
+agent=(keybroker-agent --endpoint "https://localhost:$port" --server-ca broker/pki/ca.pem
+  --cert broker/pki/workload.pem --key broker/pki/workload-key.pem
+  --evidence dev --dev-measurement "$(printf 'ab%.0s' $(seq 48))")
+run "${agent[@]}" get-cert --out identity
+run ls identity
+run openssl verify -CAfile identity/bundle.pem identity/svid.pem
+run openssl x509 -in identity/svid.pem -noout -ext subjectAltName,extendedKeyUsage -enddate
+
+step "Workload: a JWT for one audience (attested again; sub is its SPIFFE ID)"
+run "${agent[@]}" get-token --audience https://db.example --out db.jwt
+cut -d. -f2 db.jwt | tr '_-' '/+' | base64 -d 2>/dev/null | head -c 400; echo
 
 step "Stop the broker"
 printf '$ %s\n' "kill -TERM $broker_pid"
