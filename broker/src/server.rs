@@ -280,6 +280,10 @@ pub async fn serve(
     health
         .set_serving::<AdminServiceServer<AdminServiceImpl>>()
         .await;
+    // Serving while the CA loads: its calls wait a little, then answer UNAVAILABLE.
+    health
+        .set_serving::<IdentityServiceServer<IdentityServiceImpl>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keybroker_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
