@@ -53,6 +53,7 @@ hsm-tour: deps
 bench: deps
 	cargo bench --locked -p hsm-backend --bench throughput
 	cargo bench --locked -p softhsm-tests --bench broker
+	cargo bench --locked -p softhsm-tests --bench identity
 	cargo bench --locked -p softhsm-tests --bench startup
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
