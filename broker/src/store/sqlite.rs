@@ -11,6 +11,7 @@
 //! wait, too, is on the writer thread. The schema (`migrations/`) is written for a later
 //! PostgreSQL store to follow.
 
+mod ca_rows;
 mod keystore;
 mod listing;
 mod rows;

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, Text, handle_parts, key_state, load_key, select_keys, version_state};
-use super::{Sql, SqliteStore, is_unique_violation, listing};
+use super::{Sql, SqliteStore, ca_rows, is_unique_violation, listing};
 use crate::store::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
     NewKey, PendingVersion, Result, StoreCall, StoreError, VersionState,
@@ -364,60 +364,17 @@ impl KeyStore for SqliteStore {
     }
 
     fn ca_versions(&self) -> StoreCall<Vec<CaRecord>> {
-        self.read("ca_versions", |tx| {
-            let mut statement = tx
-                .prepare(
-                    "SELECT version, backend, key_id, certificate, chain_pem, created_at, \
-                     activates_at FROM ca_versions ORDER BY version",
-                )
-                .sql()?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok(CaRecord {
-                        version: row.get(0)?,
-                        backend: row.get(1)?,
-                        key_id: row.get(2)?,
-                        certificate: row.get(3)?,
-                        chain_pem: row.get(4)?,
-                        created_at: row.get(5)?,
-                        activates_at: row.get(6)?,
-                    })
-                })
-                .sql()?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().sql()
-        })
+        self.read("ca_versions", ca_rows::select)
     }
 
     fn put_ca_version(&self, record: &CaRecord) -> StoreCall<()> {
-        let r = record.clone();
-        self.write("put_ca_version", move |tx| {
-            tx.execute(
-                "INSERT INTO ca_versions (version, backend, key_id, certificate, chain_pem, \
-                 created_at, activates_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (version) DO UPDATE SET backend = excluded.backend, \
-                 key_id = excluded.key_id, certificate = excluded.certificate, \
-                 chain_pem = excluded.chain_pem, created_at = excluded.created_at, \
-                 activates_at = excluded.activates_at",
-                rusqlite::params![
-                    r.version,
-                    r.backend,
-                    r.key_id,
-                    r.certificate,
-                    r.chain_pem,
-                    r.created_at,
-                    r.activates_at
-                ],
-            )
-            .sql()
-            .map(drop)
-        })
+        let record = record.clone();
+        self.write("put_ca_version", move |tx| ca_rows::upsert(tx, &record))
     }
 
     fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()> {
         self.write("drop_ca_versions_before", move |tx| {
-            tx.execute("DELETE FROM ca_versions WHERE version < ?1", [version])
-                .sql()
-                .map(drop)
+            ca_rows::delete_before(tx, version)
         })
     }
 

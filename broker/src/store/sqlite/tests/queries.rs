@@ -178,3 +178,29 @@ fn pending_versions_lists_every_creating_version() {
         ]
     );
 }
+
+#[test]
+fn ca_versions_are_kept_in_order_replaced_by_number_and_dropped_by_age() {
+    use crate::store::CaRecord;
+    let store = SqliteStore::open_in_memory().unwrap();
+    let record = |version: u32, certificate: &[u8]| CaRecord {
+        version,
+        backend: "hsm".into(),
+        key_id: format!("kbsys:ca:{version}").into_bytes(),
+        certificate: certificate.to_vec(),
+        chain_pem: String::new(),
+        created_at: 10,
+        activates_at: 20,
+    };
+    assert!(store.ca_versions().wait().unwrap().is_empty());
+    store.put_ca_version(&record(2, b"")).wait().unwrap();
+    store.put_ca_version(&record(1, b"one")).wait().unwrap();
+    // An intermediate CA's certificate, installed later, replaces the waiting row.
+    store.put_ca_version(&record(2, b"two")).wait().unwrap();
+    assert_eq!(
+        store.ca_versions().wait().unwrap(),
+        [record(1, b"one"), record(2, b"two")]
+    );
+    store.drop_ca_versions_before(2).wait().unwrap();
+    assert_eq!(store.ca_versions().wait().unwrap(), [record(2, b"two")]);
+}
