@@ -103,7 +103,7 @@ async fn issued_certificates_verify_with_openssl_and_carry_the_claims_digest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn issued_certificates_expire() {
     let broker = BrokerProcess::start();
-    let (_key, _token, issued) = attested(&broker, "brief", 3).await;
+    let (_key, _token, issued) = attested(&broker, "brief", 5).await;
     let bundle_call = || async {
         identity(&broker, "brief")
             .await
@@ -111,7 +111,7 @@ async fn issued_certificates_expire() {
             .await
     };
     bundle_call().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     let refused = match broker.channel("brief").await {
         Err(_) => true,
         Ok(channel) => IdentityServiceClient::new(channel)
