@@ -57,6 +57,8 @@ pub struct Authority {
     backend: String,
     store: Arc<dyn KeyStore>,
     config: CaConfig,
+    /// `config.claims_extension_oid`, parsed once (the configuration validated it).
+    claims_oid: Vec<u64>,
     state: RwLock<Option<Arc<CaState>>>,
     /// The store's records last checked against the token, and what the check found.
     loaded: Mutex<Option<(Vec<CaRecord>, Vec<CaVersion>)>>,
@@ -86,6 +88,7 @@ impl Authority {
             hsm,
             backend: backend.to_string(),
             store,
+            claims_oid: crate::config::parse_oid(&config.claims_extension_oid).unwrap_or_default(),
             config,
             state: RwLock::new(None),
             loaded: Mutex::new(None),
@@ -98,6 +101,11 @@ impl Authority {
     /// The configuration.
     pub fn config(&self) -> &CaConfig {
         &self.config
+    }
+
+    /// The arcs of the attestation-claims extension's OID.
+    pub(crate) fn claims_oid(&self) -> &[u64] {
+        &self.claims_oid
     }
 
     /// The HSM that holds the CA key.

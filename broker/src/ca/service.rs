@@ -13,7 +13,7 @@ use super::authority::unix_now;
 use super::certificate::{ClaimsExtension, HsmSigner, VerifiedCsr, WorkloadProfile, issue};
 use crate::attestation::{Attestation, TOKEN_KEYS_WAIT};
 use crate::authz::{Action, Resource};
-use crate::config::{OidcConfig, parse_oid};
+use crate::config::OidcConfig;
 use crate::error::BrokerError;
 use crate::request::{Authorized, Gate, Holder};
 
@@ -84,7 +84,7 @@ impl Authority {
             .map(attest::token::claims_digest)
             .transpose()
             .map_err(|e| BrokerError::Internal(format!("claims digest: {e}")))?;
-        let oid = parse_oid(&config.claims_extension_oid).unwrap_or_default();
+        let oid = self.claims_oid().to_vec();
         let state = self.wait_loaded(CA_WAIT).await?;
         let current = state.current.clone();
         let caller = auth.caller().clone();
