@@ -1,10 +1,13 @@
 //! Challenges: a random 32-byte nonce, valid once, for a short time.
 //!
 //! The store is bounded (a flood of challenge requests cannot grow it without limit) and
-//! safe to share between threads. A nonce is removed when it is used, so a second use is
-//! refused as a replay even within its lifetime (LESSONS: trustee #151, veraison #427).
+//! safe to share between threads. A nonce leaves the outstanding set when it is used, so a
+//! second use is refused as a replay even within its lifetime (LESSONS: trustee #151,
+//! veraison #427). Only outstanding challenges count against the bounds: used ones are
+//! remembered apart, the most recent `capacity` of them, only to name a replay as such;
+//! a replay of one already forgotten is still refused, as unknown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -66,51 +69,73 @@ pub struct ChallengeStore {
 
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<Nonce, Entry>,
-    /// Unused, possibly expired, challenges per owner (expired ones leave at the next purge).
-    unused: HashMap<Arc<str>, usize>,
+    /// Issued and not yet used (possibly expired: those leave at the next purge).
+    outstanding: HashMap<Nonce, Entry>,
+    /// Outstanding challenges per owner.
+    per_owner: HashMap<Arc<str>, usize>,
+    /// Recently used challenges and their owners, to name replays.
+    used: Used,
 }
 
-/// A challenge's owner and expiry, and whether it was used (kept until expiry to name
-/// replays).
+/// A challenge's owner and expiry.
 #[derive(Debug, Clone)]
 struct Entry {
     owner: Arc<str>,
     expires_at: SystemTime,
-    used: bool,
+}
+
+/// The most recently used challenges, oldest first, at most the store's capacity.
+#[derive(Debug, Default)]
+struct Used {
+    owners: HashMap<Nonce, Arc<str>>,
+    order: VecDeque<Nonce>,
+}
+
+impl Used {
+    fn remember(&mut self, nonce: Nonce, owner: Arc<str>, capacity: usize) {
+        while self.order.len() >= capacity {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.owners.remove(&oldest);
+        }
+        self.order.push_back(nonce);
+        self.owners.insert(nonce, owner);
+    }
 }
 
 impl State {
-    /// Forgets expired challenges.
+    /// Forgets expired outstanding challenges.
     fn purge(&mut self, now: SystemTime) {
-        let unused = &mut self.unused;
-        self.entries.retain(|_, entry| {
+        let per_owner = &mut self.per_owner;
+        self.outstanding.retain(|_, entry| {
             let keep = entry.expires_at > now;
-            if !keep && !entry.used {
-                release(unused, &entry.owner);
+            if !keep {
+                release(per_owner, &entry.owner);
             }
             keep
         });
     }
 
-    fn unused_of(&self, owner: &str) -> usize {
-        self.unused.get(owner).copied().unwrap_or(0)
+    fn outstanding_of(&self, owner: &str) -> usize {
+        self.per_owner.get(owner).copied().unwrap_or(0)
     }
 }
 
-fn release(unused: &mut HashMap<Arc<str>, usize>, owner: &str) {
-    if let Some(count) = unused.get_mut(owner) {
+fn release(per_owner: &mut HashMap<Arc<str>, usize>, owner: &str) {
+    if let Some(count) = per_owner.get_mut(owner) {
         *count = count.saturating_sub(1);
         if *count == 0 {
-            unused.remove(owner);
+            per_owner.remove(owner);
         }
     }
 }
 
 impl ChallengeStore {
-    /// A store whose challenges live `ttl`, of which at most `capacity` are remembered at
-    /// once (outstanding, or used and not yet expired) and at most `per_owner` are
-    /// outstanding for one owner, so that one caller cannot fill the store for everyone.
+    /// A store whose challenges live `ttl`, of which at most `capacity` are outstanding at
+    /// once and at most `per_owner` for one owner, so that one caller cannot fill the
+    /// store for everyone. Used challenges do not count; the last `capacity` of them are
+    /// remembered to name replays.
     pub fn new(
         ttl: Duration,
         capacity: usize,
@@ -131,17 +156,18 @@ impl ChallengeStore {
     /// # Errors
     /// [`AttestError::ChallengeQuotaExceeded`] when `owner` already has `per_owner`
     /// unexpired challenges outstanding; [`AttestError::ChallengeStoreFull`] when
-    /// `capacity` unexpired challenges are remembered.
+    /// `capacity` unexpired challenges are outstanding.
     pub fn issue(&self, owner: &str) -> Result<Challenge> {
         let now = self.clock.now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.unused_of(owner) >= self.per_owner || state.entries.len() >= self.capacity {
+        if state.outstanding_of(owner) >= self.per_owner || state.outstanding.len() >= self.capacity
+        {
             state.purge(now);
         }
-        if state.unused_of(owner) >= self.per_owner {
+        if state.outstanding_of(owner) >= self.per_owner {
             return Err(AttestError::ChallengeQuotaExceeded(self.per_owner));
         }
-        if state.entries.len() >= self.capacity {
+        if state.outstanding.len() >= self.capacity {
             return Err(AttestError::ChallengeStoreFull);
         }
         let mut bytes = [0u8; 32];
@@ -150,17 +176,16 @@ impl ChallengeStore {
             nonce: Nonce(bytes),
             expires_at: now + self.ttl,
         };
-        let owner: Arc<str> = match state.unused.get_key_value(owner) {
+        let owner: Arc<str> = match state.per_owner.get_key_value(owner) {
             Some((shared, _)) => shared.clone(),
             None => Arc::from(owner),
         };
-        *state.unused.entry(owner.clone()).or_insert(0) += 1;
+        *state.per_owner.entry(owner.clone()).or_insert(0) += 1;
         let entry = Entry {
             owner,
             expires_at: challenge.expires_at,
-            used: false,
         };
-        state.entries.insert(challenge.nonce, entry);
+        state.outstanding.insert(challenge.nonce, entry);
         Ok(challenge)
     }
 
@@ -169,43 +194,44 @@ impl ChallengeStore {
     /// forgotten.
     ///
     /// # Errors
-    /// [`AttestError::UnknownChallenge`] if never issued (or forgotten after expiry),
-    /// [`AttestError::ForeignChallenge`] if issued to another identity,
-    /// [`AttestError::ReplayedChallenge`] if already used, [`AttestError::ExpiredChallenge`].
+    /// [`AttestError::UnknownChallenge`] if never issued (or forgotten after expiry or
+    /// use), [`AttestError::ForeignChallenge`] if issued to another identity,
+    /// [`AttestError::ReplayedChallenge`] if recently used, [`AttestError::ExpiredChallenge`].
     pub fn redeem(&self, nonce: &Nonce, owner: &str) -> Result<()> {
         let now = self.clock.now();
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
-        let entry = state
-            .entries
-            .get_mut(nonce)
-            .ok_or(AttestError::UnknownChallenge)?;
+        let Some(entry) = state.outstanding.get(nonce) else {
+            return Err(match state.used.owners.get(nonce) {
+                Some(used_by) if **used_by != *owner => AttestError::ForeignChallenge,
+                Some(_) => AttestError::ReplayedChallenge,
+                None => AttestError::UnknownChallenge,
+            });
+        };
         if *entry.owner != *owner {
             return Err(AttestError::ForeignChallenge);
         }
-        if entry.used {
-            return Err(AttestError::ReplayedChallenge);
-        }
-        if entry.expires_at <= now {
-            release(&mut state.unused, owner);
-            state.entries.remove(nonce);
+        let expired = entry.expires_at <= now;
+        let owner = entry.owner.clone();
+        state.outstanding.remove(nonce);
+        release(&mut state.per_owner, &owner);
+        if expired {
             return Err(AttestError::ExpiredChallenge);
         }
-        entry.used = true;
-        release(&mut state.unused, owner);
+        state.used.remember(*nonce, owner, self.capacity);
         Ok(())
     }
 
-    /// Challenges remembered now (outstanding, or used and not yet expired).
+    /// Challenges outstanding now (issued, not used, possibly expired).
     pub fn len(&self) -> usize {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entries
+            .outstanding
             .len()
     }
 
-    /// Whether no challenge is remembered.
+    /// Whether no challenge is outstanding.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -330,5 +356,38 @@ mod tests {
             s.issue(A).unwrap();
         }
         assert!(s.len() <= 2);
+    }
+
+    #[test]
+    fn used_challenges_take_no_room_and_replays_stay_refused() {
+        let s = store(60, 2, 1_000);
+        let used: Vec<_> = (0..10)
+            .map(|_| {
+                let c = s.issue(A).unwrap();
+                s.redeem(&c.nonce, A).unwrap();
+                c
+            })
+            .collect();
+        assert!(s.is_empty());
+        let outstanding = s.issue(A).unwrap();
+        assert!(
+            s.issue(B).is_ok(),
+            "used challenges leave the room to others"
+        );
+        // The most recent uses are named as replays, by their owner and by others.
+        assert_eq!(
+            s.redeem(&used[9].nonce, A),
+            Err(AttestError::ReplayedChallenge)
+        );
+        assert_eq!(
+            s.redeem(&used[9].nonce, B),
+            Err(AttestError::ForeignChallenge)
+        );
+        // An older one is forgotten, and still refused.
+        assert_eq!(
+            s.redeem(&used[0].nonce, A),
+            Err(AttestError::UnknownChallenge)
+        );
+        assert_eq!(s.redeem(&outstanding.nonce, A), Ok(()));
     }
 }

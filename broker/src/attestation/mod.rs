@@ -28,8 +28,8 @@ use crate::error::{BrokerError, Result};
 use crate::identity::SpiffeId;
 use crate::request::{Authorized, ClaimsError, ClaimsSource};
 
-/// Most challenges outstanding at once (used ones are remembered until they expire, to
-/// name replays).
+/// Most challenges outstanding at once; as many used ones are remembered apart, to name
+/// replays (`attest/src/challenge.rs`).
 const MAX_OUTSTANDING_CHALLENGES: usize = 10_000;
 /// How long `Attest` and `GetJwks` wait for the token keys while the broker starts,
 /// before they answer `UNAVAILABLE`.
