@@ -234,6 +234,7 @@ pub async fn serve(
         .max_encoding_message_size(max);
     let attestation = AttestationServiceServer::new(AttestationServiceImpl::new(
         broker.attestation.clone(),
+        broker.authority.clone(),
         gate.clone(),
     ))
     .max_decoding_message_size(max)

@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use attest::Evidence;
 use attest::challenge::Nonce;
+use attest::claims::Appraisal;
 use attest::dev::InsecureDevEvidence;
 use attest::snp::SnpEvidence;
 use attest::token::{Confirmation, TokenAlgorithm};
@@ -15,8 +16,11 @@ use pb::attestation_service_server::AttestationService;
 use tonic::{Request, Response, Status};
 
 use super::{Attestation, not_configured, status};
-use crate::authz::Resource;
-use crate::request::Gate;
+use crate::authz::{Action, Resource};
+use crate::ca::Authority;
+use crate::ca::certificate::VerifiedCsr;
+use crate::identity::SpiffeId;
+use crate::request::{Authorized, Gate};
 
 /// Longest ephemeral public key accepted (an RSA-4096 SPKI is 550 bytes).
 const MAX_SPKI_LEN: usize = 1024;
@@ -27,6 +31,8 @@ const MAX_PCRS: usize = 24;
 #[derive(Debug, Clone)]
 pub struct AttestationServiceImpl {
     attestation: Option<Arc<Attestation>>,
+    /// The CA, for a certificate asked for with `Attest`; `None` without `[ca]`.
+    authority: Option<Arc<Authority>>,
     gate: Gate,
 }
 
@@ -34,8 +40,17 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl AttestationServiceImpl {
     /// `attestation` is `None` on a broker without an HSM: every call is refused.
-    pub fn new(attestation: Option<Arc<Attestation>>, gate: Gate) -> Self {
-        AttestationServiceImpl { attestation, gate }
+    /// `authority` is `None` without `[ca]`: `Attest` with a CSR is refused.
+    pub fn new(
+        attestation: Option<Arc<Attestation>>,
+        authority: Option<Arc<Authority>>,
+        gate: Gate,
+    ) -> Self {
+        AttestationServiceImpl {
+            attestation,
+            authority,
+            gate,
+        }
     }
 
     fn attestation(&self) -> Result<&Arc<Attestation>, Status> {
@@ -108,6 +123,96 @@ fn evidence(wire: Option<pb::attest_request::Evidence>) -> Result<Evidence, Stat
     }
 }
 
+impl AttestationServiceImpl {
+    /// The CSR sent with `Attest`, verified for `caller` and for the ephemeral key, and the
+    /// CA that is to sign it, ready.
+    async fn certificate_request(
+        &self,
+        caller: &SpiffeId,
+        csr_der: &[u8],
+        ephemeral_spki: &[u8],
+    ) -> Result<(Arc<Authority>, VerifiedCsr), Status> {
+        let authority = self.authority.clone().ok_or_else(|| {
+            Status::failed_precondition("csr_der: this broker issues no certificates (no [ca])")
+        })?;
+        let csr = Authority::verify_csr(csr_der, caller)?;
+        // The CSR's signature proves the workload holds its key; that key must be the one
+        // the evidence binds, which the token's `cnf` names.
+        if csr.spki_der() != ephemeral_spki {
+            return Err(invalid(
+                "csr_der: signed by another key than ephemeral_public_key",
+            ));
+        }
+        authority.ready().await?;
+        Ok((authority, csr))
+    }
+}
+
+/// Appraises `evidence` for the caller of `auth`, which it hands back.
+async fn appraise(
+    attestation: &Arc<Attestation>,
+    auth: Authorized,
+    evidence: Evidence,
+    nonce: Nonce,
+    spki: Vec<u8>,
+) -> Result<(Appraisal, Authorized), Status> {
+    let inline = matches!(evidence, Evidence::InsecureDev(_));
+    let run = move |attestation: &Attestation, auth: Authorized| {
+        let appraisal = attestation
+            .appraiser_for(&auth)?
+            .appraise(auth.caller().as_str(), &evidence, &nonce, &spki)
+            .map_err(status)?;
+        Ok((appraisal, auth))
+    };
+    // Development evidence has no signature to check: a thread hand-off would cost more
+    // than the appraisal. Verifying SEV-SNP or TPM evidence is CPU work: off the workers.
+    if inline {
+        return run(attestation, auth);
+    }
+    let attestation = Arc::clone(attestation);
+    tokio::task::spawn_blocking(move || run(&attestation, auth))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "attestation task failed");
+            Status::internal("internal error")
+        })?
+}
+
+/// The attestation token for `appraisal`, signed in the HSM.
+async fn mint(
+    attestation: &Attestation,
+    appraisal: &Appraisal,
+    caller: &SpiffeId,
+    confirmation: Confirmation,
+) -> Result<String, Status> {
+    let keys = attestation.token_keys();
+    let signing_key = keys.signing_key()?;
+    let unsigned = attest::token::prepare(
+        appraisal,
+        attestation.issuer(),
+        caller.as_str(),
+        confirmation,
+        TokenAlgorithm::Es256,
+        signing_key.key_id(),
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "preparing an attestation token failed");
+        Status::internal("internal error")
+    })?;
+    let token = keys.sign(&signing_key, unsigned).await.map_err(|e| {
+        tracing::error!(error = %e, "signing an attestation token failed");
+        Status::unavailable("the attestation token could not be signed")
+    })?;
+    tracing::info!(
+        caller = %caller,
+        tee = ?appraisal.claims.tee,
+        kid = signing_key.key_id(),
+        expires_at = appraisal.expires_at,
+        "attestation token issued"
+    );
+    Ok(token)
+}
+
 #[tonic::async_trait]
 impl AttestationService for AttestationServiceImpl {
     async fn get_challenge(
@@ -127,7 +232,7 @@ impl AttestationService for AttestationServiceImpl {
         let caller = auth.caller().clone();
         let attestation = self.attestation()?.clone();
         attestation.appraiser_for(&auth)?;
-        let request = request.into_inner();
+        let (_, extensions, request) = request.into_parts();
         let nonce =
             Nonce::from_slice(&request.nonce).map_err(|_| invalid("nonce: expected 32 bytes"))?;
         if request.ephemeral_public_key.is_empty()
@@ -145,59 +250,62 @@ impl AttestationService for AttestationServiceImpl {
             invalid("ephemeral_public_key: an EC P-256 or P-384 SubjectPublicKeyInfo")
         })?;
         let evidence = evidence(request.evidence)?;
-        // Before the appraisal redeems the challenge: a workload that attests while the
-        // broker starts waits for the key that signs its token, and if it is refused it
-        // may retry with the same challenge.
+        // Everything that can refuse the certificate on its own is checked before the
+        // appraisal redeems the challenge, so that such a refusal burns nothing.
+        let csr = match request.csr_der.is_empty() {
+            true => None,
+            false => Some(
+                self.certificate_request(&caller, &request.csr_der, &request.ephemeral_public_key)
+                    .await?,
+            ),
+        };
+        // Also before: a workload that attests while the broker starts waits for the key
+        // that signs its token, and if it is refused it may retry with the same challenge.
         attestation
             .token_keys()
             .wait_found(super::TOKEN_KEYS_WAIT)
             .await?;
-        let spki = request.ephemeral_public_key;
-        let owner = caller.clone();
-        let appraising = attestation.clone();
-        // Verification is CPU work: keep it off the async workers.
-        let appraisal = tokio::task::spawn_blocking(move || {
-            let appraiser = appraising.appraiser_for(&auth)?;
-            appraiser
-                .appraise(owner.as_str(), &evidence, &nonce, &spki)
-                .map_err(status)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "attestation task failed");
-            Status::internal("internal error")
-        })??;
-        let keys = attestation.token_keys();
-        let signing_key = keys.signing_key()?;
-        let unsigned = attest::token::prepare(
-            &appraisal,
-            attestation.issuer(),
-            caller.as_str(),
-            confirmation,
-            TokenAlgorithm::Es256,
-            signing_key.key_id(),
+        let (appraisal, auth) = appraise(
+            &attestation,
+            auth,
+            evidence,
+            nonce,
+            request.ephemeral_public_key,
         )
-        .map_err(|e| {
-            tracing::error!(error = %e, "preparing an attestation token failed");
-            Status::internal("internal error")
-        })?;
-        let token = keys.sign(&signing_key, unsigned).await.map_err(|e| {
-            tracing::error!(error = %e, "signing an attestation token failed");
-            Status::unavailable("the attestation token could not be signed")
-        })?;
+        .await?;
+        let certificate = match csr {
+            None => None,
+            Some((authority, csr)) => {
+                let issuing = self.gate.authorize_follow_on(
+                    &extensions,
+                    &auth,
+                    Action::IssueCertificate,
+                    appraisal.claims.clone(),
+                )?;
+                Some((authority, csr, issuing))
+            }
+        };
+        let minting = mint(&attestation, &appraisal, &caller, confirmation);
+        let (token, certificate) = match certificate {
+            None => (minting.await?, None),
+            Some((authority, csr, issuing)) => {
+                let ttl = request.certificate_ttl_seconds;
+                let (token, issued) =
+                    tokio::join!(minting, authority.issue_verified(&issuing, csr, ttl));
+                (token?, Some(issued?))
+            }
+        };
         let claims_json = serde_json::to_string(&appraisal.claims)
             .map_err(|_| Status::internal("internal error"))?;
-        tracing::info!(
-            caller = %caller,
-            tee = ?appraisal.claims.tee,
-            kid = signing_key.key_id(),
-            expires_at = appraisal.expires_at,
-            "attestation token issued"
-        );
         Ok(Response::new(pb::AttestResponse {
             token,
             expires_at: i64::try_from(appraisal.expires_at).unwrap_or(i64::MAX),
             claims_json,
+            certificate: certificate.map(|issued| pb::IssueCertificateResponse {
+                chain_der: issued.chain,
+                expires_at: i64::try_from(issued.expires_at).unwrap_or(i64::MAX),
+                trust_bundle_der: issued.bundle,
+            }),
         }))
     }
 

@@ -15,6 +15,7 @@ use crate::attestation::{Attestation, TOKEN_KEYS_WAIT};
 use crate::authz::{Action, Resource};
 use crate::config::OidcConfig;
 use crate::error::BrokerError;
+use crate::identity::SpiffeId;
 use crate::request::{Authorized, Gate, Holder};
 
 /// How long a call waits for the CA while the broker starts.
@@ -72,13 +73,46 @@ impl Authority {
         ttl_seconds: u32,
     ) -> Result<Issued, BrokerError> {
         auth.require_broker(Action::IssueCertificate)?;
+        let csr = Self::verify_csr(csr_der, auth.caller())?;
+        self.issue_verified(auth, csr, ttl_seconds).await
+    }
+
+    /// Parses `csr_der` and checks that its own key signed it and that it asks for no name
+    /// but `caller`'s.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a CSR that is malformed, not signed by its key or asking for
+    /// another name.
+    pub fn verify_csr(csr_der: &[u8], caller: &SpiffeId) -> Result<VerifiedCsr, BrokerError> {
+        VerifiedCsr::parse(csr_der, caller).map_err(|e| BrokerError::InvalidArgument(e.to_string()))
+    }
+
+    /// Waits (a few seconds at most, while the broker starts) until the CA can sign.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` while the CA loads; `FAILED_PRECONDITION` for an intermediate CA with
+    /// no installed certificate.
+    pub async fn ready(&self) -> Result<(), BrokerError> {
+        self.wait_loaded(CA_WAIT).await.map(drop)
+    }
+
+    /// [`Authority::issue`] for a CSR already verified by [`Authority::verify_csr`] for
+    /// the caller of `auth`.
+    ///
+    /// # Errors
+    /// As [`Authority::issue`], without the CSR's.
+    pub async fn issue_verified(
+        &self,
+        auth: &Authorized,
+        csr: VerifiedCsr,
+        ttl_seconds: u32,
+    ) -> Result<Issued, BrokerError> {
+        auth.require_broker(Action::IssueCertificate)?;
         let config = self.config();
         let ttl = match u64::from(ttl_seconds) {
             0 => config.default_ttl_seconds,
             asked => asked.min(config.max_ttl_seconds),
         };
-        let csr = VerifiedCsr::parse(csr_der, auth.caller())
-            .map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
         let claims_sha256 = auth
             .claims()
             .map(attest::token::claims_digest)

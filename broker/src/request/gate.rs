@@ -39,6 +39,11 @@ pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
     ) -> Result<attest::claims::Claims, ClaimsError>;
 }
 
+/// The actions a call may go on to within itself, with claims it appraised, through
+/// [`Gate::authorize_follow_on`]: `Attest` with a CSR issues the certificate in the same
+/// call (docs/identity.md).
+pub const FOLLOW_ONS: &[(Action, Action)] = &[(Action::Attest, Action::IssueCertificate)];
+
 /// Which key the caller proved it holds, for a presented attestation token (whose `cnf`
 /// must name that key).
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +263,53 @@ impl Gate {
         })
     }
 
+    /// A second authorization inside a call the gate already allowed (`first`): `action`
+    /// on the broker, for the same caller, decided with `claims` that the broker has just
+    /// appraised in this call, not taken from a presented token. Only the pairs of
+    /// [`FOLLOW_ONS`] are allowed. The decision is added to the call's record; the call's
+    /// in-flight permit stays with `first`.
+    ///
+    /// # Errors
+    /// `PERMISSION_DENIED` (no detail) when the policy does not permit it, or for a pair
+    /// that is not in [`FOLLOW_ONS`].
+    pub fn authorize_follow_on(
+        &self,
+        extensions: &tonic::Extensions,
+        first: &Authorized,
+        action: Action,
+        claims: attest::claims::Claims,
+    ) -> Result<Authorized, Status> {
+        if !FOLLOW_ONS.contains(&(first.action, action))
+            || first.resource != AuthorizedResource::Broker
+        {
+            tracing::error!(first = %first.action, then = %action, "a follow-on authorization that no call makes");
+            return Err(Status::permission_denied("permission denied"));
+        }
+        let decision = self.authorizer.authorize(&AuthzRequest {
+            principal: &first.caller,
+            action,
+            resource: Resource::Broker,
+            claims: Some(&claims),
+        });
+        if let Some(slot) = extensions.get::<CallSlot>() {
+            slot.update(|r| {
+                r.allowed = Some(r.allowed.unwrap_or(true) && decision.allowed);
+                r.policies.extend(decision.policies.iter().cloned());
+                r.attested = true;
+            });
+        }
+        if !decision.allowed {
+            return Err(Status::permission_denied("permission denied"));
+        }
+        Ok(Authorized {
+            caller: first.caller.clone(),
+            action,
+            resource: AuthorizedResource::Broker,
+            claims: Some(claims),
+            _in_flight: None,
+        })
+    }
+
     /// The claims of the attestation token the caller presents, if it presents one. A
     /// token that is present but not valid, or bound to another key than the one the
     /// caller proved it holds, is refused rather than ignored, so that a workload learns
@@ -291,3 +343,7 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

@@ -32,7 +32,8 @@ pub use admission::{
     ActionTableLayer, CallerLayer, IdentityLimitLayer, RoutedAction, is_exempt_path,
 };
 pub use gate::{
-    ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, Gate, Holder,
+    ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, FOLLOW_ONS,
+    Gate, Holder,
 };
 pub use record::{CallRecord, CallRecordLayer, CallSlot};
 

@@ -1,7 +1,7 @@
 //! The flow that turns evidence into an identity (docs/attestation.md, "Tokens bound to
 //! their holder"): on a connection with the current identity, `GetChallenge`; a new
-//! ephemeral key; evidence over (nonce, key); `Attest`; then `IssueCertificate` for a CSR
-//! signed by that key, presenting the attestation token, which is bound to the key.
+//! ephemeral key; evidence over (nonce, key); `Attest` with a CSR signed by that key,
+//! which returns the attestation token, bound to the key, and the certificate for it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -128,8 +128,8 @@ impl Agent {
 
     /// Attests and gets a certificate: connects with the current identity (the last issued
     /// certificate while it has more than 30 s left, else the bootstrap one), asks for a
-    /// challenge, makes a new ephemeral key, collects evidence over both, attests, and has
-    /// the key certified presenting the attestation token.
+    /// challenge, makes a new ephemeral key, collects evidence over both, and attests with
+    /// a CSR signed by the key: one `Attest` returns the token and the certificate.
     ///
     /// # Errors
     /// [`ClientError`] naming the step that failed.
@@ -155,35 +155,30 @@ impl Agent {
             source,
         })?;
         let evidence = self.collect(nonce, key.spki_der().to_vec()).await?;
-        let attested = attestation
-            .attest(pb::AttestRequest {
-                nonce: nonce.as_bytes().to_vec(),
-                ephemeral_public_key: key.spki_der().to_vec(),
-                evidence: Some(evidence),
-            })
-            .await
-            .map_err(ClientError::refused(Step::Attest))?
-            .into_inner();
-        let token = SecretString::from(attested.token);
-        let token_expires_at = unix_time(attested.expires_at)
-            .ok_or_else(|| ClientError::answer(Step::Attest, "expires_at is before 1970"))?;
         let csr_der = key
             .csr_der(&identity.spiffe_id)
             .map_err(|source| ClientError::Key {
                 step: Step::Issue,
                 source,
             })?;
-        let request = pb::IssueCertificateRequest {
-            csr_der,
-            ttl_seconds: self.config.ttl_seconds,
-        };
-        let issued = IdentityServiceClient::new(channel)
-            .issue_certificate(with_attestation(request, &token, Step::Issue)?)
+        let attested = attestation
+            .attest(pb::AttestRequest {
+                nonce: nonce.as_bytes().to_vec(),
+                ephemeral_public_key: key.spki_der().to_vec(),
+                evidence: Some(evidence),
+                csr_der,
+                certificate_ttl_seconds: self.config.ttl_seconds,
+            })
             .await
-            .map_err(ClientError::refused(Step::Issue))?
+            .map_err(ClientError::refused(Step::Attest))?
             .into_inner();
+        let issued = attested.certificate.ok_or_else(|| {
+            ClientError::answer(Step::Issue, "no certificate came with the token")
+        })?;
+        let token_expires_at = unix_time(attested.expires_at)
+            .ok_or_else(|| ClientError::answer(Step::Attest, "expires_at is before 1970"))?;
         let attested = Attested {
-            token,
+            token: SecretString::from(attested.token),
             expires_at: token_expires_at,
             claims_json: attested.claims_json,
         };
@@ -323,7 +318,7 @@ struct Attested {
     claims_json: String,
 }
 
-/// The credentials from an `IssueCertificate` answer, checked: the leaf certifies `key`
+/// The credentials from the certificate `Attest` returned, checked: the leaf certifies `key`
 /// and names one SPIFFE ID.
 fn issued_credentials(
     key: EphemeralKey,

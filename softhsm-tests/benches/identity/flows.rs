@@ -1,7 +1,8 @@
 //! What the identity benchmark's callers repeat: the workload's whole flow (challenge,
-//! ephemeral key, development evidence, `Attest`, CSR, `IssueCertificate`), timed step by
-//! step; `IssueCertificate` alone with one token and CSR; and `Attest` with a real SEV-SNP
-//! report, which the broker refuses on its binding after checking its chain and signature.
+//! ephemeral key, CSR, development evidence, `Attest` with the CSR; or `Attest` then
+//! `IssueCertificate`), timed step by step; `IssueCertificate` alone with one token and
+//! CSR; and `Attest` with a real SEV-SNP report, which the broker refuses on its binding
+//! after checking its chain and signature.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,25 @@ use crate::measure::callers::Call;
 const TTL_SECONDS: u32 = 300;
 
 /// The steps of one issuance, in order, as [`Steps`] reports them.
-pub const STEPS: [&str; 5] = ["GetChallenge", "key", "Attest", "CSR", "IssueCertificate"];
+pub const STEPS: [&str; 5] = ["GetChallenge", "key", "CSR", "Attest", "IssueCertificate"];
+
+/// How a workload gets its certificate.
+#[derive(Debug, Clone, Copy)]
+pub enum Flow {
+    /// `Attest` with the CSR: the token and the certificate in one call (the agent's way).
+    OneCall,
+    /// `Attest`, then `IssueCertificate` presenting the token.
+    TwoCalls,
+}
+
+impl Flow {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flow::OneCall => "issuance, Attest+CSR",
+            Flow::TwoCalls => "issuance, Attest, Issue",
+        }
+    }
+}
 
 /// Wall time per step, summed over every issuance of a row (its warm-up included).
 #[derive(Default)]
@@ -70,20 +89,24 @@ impl Workload {
         Nonce::from_slice(&challenge.nonce).unwrap()
     }
 
-    /// `Attest` with development evidence binding `nonce` and `key`: the token.
-    async fn attest(&mut self, nonce: &Nonce, key: &EphemeralKey) -> String {
+    /// `Attest` with development evidence binding `nonce` and `key`, and `csr_der` if not
+    /// empty: the token, and the certificate chain if one was asked for.
+    async fn attest(
+        &mut self,
+        nonce: &Nonce,
+        key: &EphemeralKey,
+        csr_der: Vec<u8>,
+    ) -> (String, Option<pb::IssueCertificateResponse>) {
         let evidence = self.evidence.collect(nonce, key.spki_der()).unwrap();
         let request = pb::AttestRequest {
             nonce: nonce.as_bytes().to_vec(),
             ephemeral_public_key: key.spki_der().to_vec(),
             evidence: Some(evidence),
+            csr_der,
+            certificate_ttl_seconds: TTL_SECONDS,
         };
-        self.attestation
-            .attest(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .token
+        let answer = self.attestation.attest(request).await.unwrap().into_inner();
+        (answer.token, answer.certificate)
     }
 
     async fn issue(&mut self, csr_der: Vec<u8>, token: &str) {
@@ -104,7 +127,7 @@ impl Workload {
     pub async fn attested_csr(&mut self) -> (String, Vec<u8>) {
         let nonce = self.challenge().await;
         let key = EphemeralKey::generate().unwrap();
-        let token = self.attest(&nonce, &key).await;
+        let (token, _) = self.attest(&nonce, &key, Vec::new()).await;
         (token, key.csr_der(&self.spiffe_id).unwrap())
     }
 }
@@ -112,13 +135,15 @@ impl Workload {
 /// One attested issuance per call, the client's work included, timed into `steps`.
 pub struct IssuanceCall {
     workload: Workload,
+    flow: Flow,
     steps: Arc<Steps>,
 }
 
 impl IssuanceCall {
-    pub fn new(channel: Channel, steps: Arc<Steps>) -> IssuanceCall {
+    pub fn new(channel: Channel, flow: Flow, steps: Arc<Steps>) -> IssuanceCall {
         IssuanceCall {
             workload: Workload::new(channel),
+            flow,
             steps,
         }
     }
@@ -131,11 +156,20 @@ impl Call for IssuanceCall {
         marks[1] = Instant::now();
         let key = EphemeralKey::generate().unwrap();
         marks[2] = Instant::now();
-        let token = self.workload.attest(&nonce, &key).await;
-        marks[3] = Instant::now();
         let csr = key.csr_der(&self.workload.spiffe_id).unwrap();
-        marks[4] = Instant::now();
-        self.workload.issue(csr, &token).await;
+        marks[3] = Instant::now();
+        match self.flow {
+            Flow::OneCall => {
+                let (_, issued) = self.workload.attest(&nonce, &key, csr).await;
+                assert!(!issued.unwrap().chain_der.is_empty());
+                marks[4] = Instant::now();
+            }
+            Flow::TwoCalls => {
+                let (token, _) = self.workload.attest(&nonce, &key, Vec::new()).await;
+                marks[4] = Instant::now();
+                self.workload.issue(csr, &token).await;
+            }
+        }
         marks[5] = Instant::now();
         for (step, pair) in self.steps.nanos.iter().zip(marks.windows(2)) {
             let nanos = u64::try_from((pair[1] - pair[0]).as_nanos()).unwrap_or(u64::MAX);
@@ -208,6 +242,7 @@ impl Call for SnpCall {
                 report: self.report.clone(),
                 vek_der: self.vek_der.clone(),
             })),
+            ..Default::default()
         };
         let refused = self.attestation.attest(request).await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");

@@ -239,6 +239,7 @@ impl Client {
                 report_data: snp_report_data(&nonce, &self.spki).to_vec(),
                 measurement: TRUSTED_MEASUREMENT.into(),
             })),
+            ..Default::default()
         })
         .await?;
         att.get_jwks(pb::GetJwksRequest {}).await.map(drop)

@@ -161,6 +161,7 @@ async fn bad_evidence_replays_and_foreign_or_tampered_tokens_are_refused() {
             pcr_values: vec![vec![0; 32], vec![0; 32]],
             ak_spki_der: spki.clone(),
         })),
+        ..Default::default()
     };
     assert_eq!(
         att.attest(tpm).await.unwrap_err().code(),
@@ -245,6 +246,7 @@ async fn a_real_genoa_report_reaches_the_snp_verifier_and_is_refused_for_its_bin
             report,
             vek_der,
         })),
+        ..Default::default()
     };
 
     let nonce = challenge(&mut att).await;

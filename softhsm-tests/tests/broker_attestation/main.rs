@@ -88,6 +88,7 @@ fn dev_request(
             report_data: snp_report_data(nonce, bound_to).to_vec(),
             measurement: measurement.into(),
         })),
+        ..Default::default()
     }
 }
 

@@ -49,6 +49,7 @@ pub(super) fn tpm_request(
         nonce: nonce.as_bytes().to_vec(),
         ephemeral_public_key: spki.to_vec(),
         evidence: Some(pb::attest_request::Evidence::Tpm(evidence)),
+        ..Default::default()
     }
 }
 

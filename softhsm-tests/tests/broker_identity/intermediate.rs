@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use super::one_call::{challenged, request};
 use super::*;
 use common::{BrokerOptions, keybroker_binary};
 
@@ -95,6 +96,20 @@ async fn an_intermediate_ca_issues_only_once_a_chain_that_verifies_is_installed(
     .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("keybroker ca csr"), "{err:?}");
+    // So is `Attest` with a CSR, before it spends its challenge.
+    let (mut att, nonce) = challenged(&broker).await;
+    let csr = key.csr_der(WORKLOAD).unwrap();
+    let err = att
+        .attest(request(&nonce, &key, TRUSTED_MEASUREMENT, csr))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let attested = att
+        .attest(request(&nonce, &key, TRUSTED_MEASUREMENT, Vec::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(attested.certificate.is_none());
 
     let dir = tempfile::tempdir().unwrap();
     let csr = dir.path().join("ca.csr");

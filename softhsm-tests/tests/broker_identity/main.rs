@@ -13,6 +13,7 @@ mod agent;
 mod common;
 mod flow;
 mod intermediate;
+mod one_call;
 mod outside;
 mod refusals;
 
@@ -59,6 +60,7 @@ async fn attest_spki(
             report_data: snp_report_data(&nonce, spki).to_vec(),
             measurement: measurement.into(),
         })),
+        ..Default::default()
     };
     Ok(att.attest(request).await?.into_inner().token)
 }

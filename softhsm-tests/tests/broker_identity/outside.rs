@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::*;
 
 /// The claims extension's OID under its default (`ca.claims_extension_oid`).
-const CLAIMS_OID: &str = "1.3.6.1.4.1.99999.1.1";
+pub(super) const CLAIMS_OID: &str = "1.3.6.1.4.1.99999.1.1";
 
 fn text(out: &Output) -> String {
     format!(
@@ -27,7 +27,7 @@ fn write_pems(dir: &Path, name: &str, label: &str, ders: &[Vec<u8>]) -> std::pat
 }
 
 /// The `attestation` member of a token's payload, unverified (the test only reads it).
-fn token_claims(token: &str) -> attest::claims::Claims {
+pub(super) fn token_claims(token: &str) -> attest::claims::Claims {
     use base64ct::{Base64UrlUnpadded, Encoding};
     let payload = token.split('.').nth(1).unwrap();
     let json: serde_json::Value =
