@@ -3,7 +3,6 @@
 
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
-use sha2::Digest;
 
 use super::certs::VekInfo;
 use super::{REPORT_LEN, Signer};
@@ -37,13 +36,21 @@ const SIGNED_LEN: usize = 0x2A0;
 const SCALAR_FIELD: usize = 72;
 const SCALAR_LEN: usize = 48;
 
+/// Checks the report's ECDSA P-384 signature with the VEK (an uncompressed SEC1 point),
+/// with aws-lc-rs: about 8 times faster here than the pure-Rust `p384`
+/// (docs/performance.md).
 pub(super) fn verify_signature(raw: &[u8], vek_sec1: &[u8]) -> Result<()> {
-    use p384::ecdsa::signature::hazmat::PrehashVerifier;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
     let invalid = |why: &str| AttestError::Signature(why.to_string());
     let (signed, unsigned) = raw
         .split_at_checked(SIGNED_LEN)
         .ok_or_else(|| invalid("truncated"))?;
-    let scalar = |at: usize| -> Result<p384::FieldBytes> {
+    // r then s, each big-endian: the fixed-length form aws-lc-rs verifies.
+    let mut fixed = [0u8; 2 * SCALAR_LEN];
+    for (at, out) in [0, SCALAR_FIELD]
+        .into_iter()
+        .zip(fixed.chunks_mut(SCALAR_LEN))
+    {
         let field = unsigned
             .get(at..at + SCALAR_FIELD)
             .ok_or_else(|| invalid("truncated"))?;
@@ -51,13 +58,10 @@ pub(super) fn verify_signature(raw: &[u8], vek_sec1: &[u8]) -> Result<()> {
         if padding.iter().any(|b| *b != 0) {
             return Err(invalid("bits set in the signature's padding"));
         }
-        let mut be = [0u8; SCALAR_LEN];
-        be.iter_mut()
+        out.iter_mut()
             .zip(le.iter().rev())
             .for_each(|(d, s)| *d = *s);
-        Ok(p384::FieldBytes::from(be))
-    };
-    let (r, s) = (scalar(0)?, scalar(SCALAR_FIELD)?);
+    }
     if unsigned
         .get(2 * SCALAR_FIELD..)
         .is_some_and(|rest| rest.iter().any(|b| *b != 0))
@@ -66,12 +70,11 @@ pub(super) fn verify_signature(raw: &[u8], vek_sec1: &[u8]) -> Result<()> {
             "bits set in the reserved area after the signature".into(),
         ));
     }
-    let signature = p384::ecdsa::Signature::from_scalars(r, s)
-        .map_err(|_| invalid("not a valid ECDSA P-384 signature"))?;
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(vek_sec1)
-        .map_err(|_| invalid("the VEK is not a P-384 key"))?;
-    let digest = <sha2::Sha384 as Digest>::digest(signed);
-    key.verify_prehash(&digest, &signature)
+    if p384::PublicKey::from_sec1_bytes(vek_sec1).is_err() {
+        return Err(invalid("the VEK is not a P-384 key"));
+    }
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, vek_sec1)
+        .verify(signed, &fixed)
         .map_err(|_| invalid("the report is not signed by this VEK"))
 }
 
