@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use attest::claims::{Claims, TeeKind};
+use attest::claims::Claims;
+use attest::dev::InsecureDevEvidence;
 
 use super::*;
 use crate::authz::DEV_POLICY;
@@ -15,18 +16,13 @@ fn gate() -> Gate {
     Gate::new(Arc::new(authorizer), None, 8)
 }
 
+/// The claims of development evidence, as the appraiser makes them.
 fn claims() -> Claims {
-    Claims {
-        tee: TeeKind::InsecureDev,
-        insecure: true,
-        measurement: Some("00".repeat(48)),
-        tcb: None,
-        debug: None,
-        vmpl: None,
-        platform: None,
-        attestation_key: None,
-        pcrs: Default::default(),
-    }
+    let evidence = InsecureDevEvidence {
+        report_data: [0; 64],
+        measurement: [0; 48],
+    };
+    attest::dev::appraise(&evidence, &[0; 64], true).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
