@@ -14,6 +14,7 @@ pub mod clock;
 pub mod dev;
 mod error;
 pub mod policy;
+pub mod release;
 pub mod snp;
 pub mod token;
 pub mod tpm;

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{Appraisal, Claims};
 use crate::error::{AttestError, Result};
+use crate::release::{KemJwk, KemPublicKey};
 
 mod verifier;
 mod workload;
@@ -128,6 +129,10 @@ pub struct TokenClaims {
     pub cnf: Confirmation,
     /// The appraisal's claims.
     pub attestation: serde_json::Value,
+    /// The KEM key the evidence also bound, to which secrets are released
+    /// (`crate::release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kem: Option<KemJwk>,
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -176,8 +181,21 @@ impl UnsignedToken {
     }
 }
 
-/// Signs an appraisal for `subject`, bound to the client certificate `cnf` names, as a
-/// compact JWS.
+/// The keys the evidence bound, as a token carries them: the signing key's thumbprint in
+/// `cnf`, and the KEM key, if any, in `kem`.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub cnf: Confirmation,
+    pub kem: Option<KemPublicKey>,
+}
+
+impl From<Confirmation> for Bound {
+    fn from(cnf: Confirmation) -> Bound {
+        Bound { cnf, kem: None }
+    }
+}
+
+/// Signs an appraisal for `subject`, bound to the keys of `bound`, as a compact JWS.
 ///
 /// # Errors
 /// The signer failed or returned a malformed signature.
@@ -185,14 +203,14 @@ pub fn issue(
     appraisal: &Appraisal,
     issuer: &str,
     subject: &str,
-    cnf: Confirmation,
+    bound: impl Into<Bound>,
     signer: &dyn TokenSigner,
 ) -> Result<String> {
     let unsigned = prepare(
         appraisal,
         issuer,
         subject,
-        cnf,
+        bound.into(),
         signer.algorithm(),
         signer.key_id(),
     )?;
@@ -202,8 +220,8 @@ pub fn issue(
     unsigned.finish(&der)
 }
 
-/// The header and claims of a token for `subject`, bound to the client certificate `cnf`
-/// names, to be signed by the key `key_id` with `algorithm`.
+/// The header and claims of a token for `subject`, bound to the keys of `bound`, to be
+/// signed by the key `key_id` with `algorithm`.
 ///
 /// # Errors
 /// The claims cannot be serialised.
@@ -211,7 +229,7 @@ pub fn prepare(
     appraisal: &Appraisal,
     issuer: &str,
     subject: &str,
-    cnf: Confirmation,
+    bound: Bound,
     algorithm: TokenAlgorithm,
     key_id: &str,
 ) -> Result<UnsignedToken> {
@@ -224,9 +242,10 @@ pub fn prepare(
         nbf: appraisal.issued_at.saturating_sub(CLOCK_SKEW_SECONDS),
         exp: appraisal.expires_at,
         jti: hex::encode(jti),
-        cnf,
+        cnf: bound.cnf,
         attestation: serde_json::to_value::<&Claims>(&appraisal.claims)
             .map_err(|e| AttestError::Malformed(format!("claims: {e}")))?,
+        kem: bound.kem.map(|k| k.to_jwk()),
     };
     prepare_jwt(&claims, algorithm, key_id)
 }

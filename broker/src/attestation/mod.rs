@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use attest::Appraiser;
 use attest::challenge::{Challenge, ChallengeStore};
-use attest::claims::Claims;
 use attest::clock::SystemClock;
 use attest::policy::AppraisalPolicy;
+use attest::release::KemPublicKey;
 use attest::snp::SnpVerifier;
 use tonic::Status;
 
@@ -26,7 +26,7 @@ use crate::backends::{Backends, HsmKeys, ListedObject};
 use crate::config::AttestationConfig;
 use crate::error::{BrokerError, Result};
 use crate::identity::SpiffeId;
-use crate::request::{Authorized, ClaimsError, ClaimsSource};
+use crate::request::{Authorized, ClaimsError, ClaimsSource, Presented};
 
 /// Most challenges outstanding at once; as many used ones are remembered apart, to name
 /// replays (`attest/src/challenge.rs`).
@@ -197,7 +197,7 @@ impl ClaimsSource for Attestation {
         token: &str,
         caller: &SpiffeId,
         holder_spki_der: &[u8],
-    ) -> std::result::Result<Claims, ClaimsError> {
+    ) -> std::result::Result<Presented, ClaimsError> {
         let verified = self.keys.verify(token)?;
         if verified.sub != caller.as_str() {
             return Err(format!(
@@ -212,8 +212,15 @@ impl ClaimsSource for Attestation {
                 "the token is bound to another key than the one the caller proved it holds".into(),
             ));
         }
-        serde_json::from_value(verified.attestation)
-            .map_err(|e| ClaimsError::Invalid(format!("the token's attestation claims: {e}")))
+        let kem = verified
+            .kem
+            .as_ref()
+            .map(KemPublicKey::from_jwk)
+            .transpose()
+            .map_err(|e| ClaimsError::Invalid(format!("the token's kem claim: {e}")))?;
+        let claims = serde_json::from_value(verified.attestation)
+            .map_err(|e| ClaimsError::Invalid(format!("the token's attestation claims: {e}")))?;
+        Ok(Presented { claims, kem })
     }
 }
 

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use attest::Evidence;
+use attest::binding;
 use attest::challenge::Nonce;
 use attest::claims::Appraisal;
 use attest::dev::InsecureDevEvidence;
+use attest::release::KemPublicKey;
 use attest::snp::SnpEvidence;
-use attest::token::{Confirmation, TokenAlgorithm};
+use attest::token::{Bound, Confirmation, TokenAlgorithm};
 use attest::tpm::TpmEvidence;
 use keybroker_api::v1 as pb;
 use pb::attestation_service_server::AttestationService;
@@ -148,19 +150,20 @@ impl AttestationServiceImpl {
     }
 }
 
-/// Appraises `evidence` for the caller of `auth`, which it hands back.
+/// Appraises `evidence`, bound to `nonce` and the key material `bound_keys`, for the
+/// caller of `auth`, which it hands back.
 async fn appraise(
     attestation: &Arc<Attestation>,
     auth: Authorized,
     evidence: Evidence,
     nonce: Nonce,
-    spki: Vec<u8>,
+    bound_keys: Vec<u8>,
 ) -> Result<(Appraisal, Authorized), Status> {
     let inline = matches!(evidence, Evidence::InsecureDev(_));
     let run = move |attestation: &Attestation, auth: Authorized| {
         let appraisal = attestation
             .appraiser_for(&auth)?
-            .appraise(auth.caller().as_str(), &evidence, &nonce, &spki)
+            .appraise(auth.caller().as_str(), &evidence, &nonce, &bound_keys)
             .map_err(status)?;
         Ok((appraisal, auth))
     };
@@ -183,7 +186,7 @@ async fn mint(
     attestation: &Attestation,
     appraisal: &Appraisal,
     caller: &SpiffeId,
-    confirmation: Confirmation,
+    bound: Bound,
 ) -> Result<String, Status> {
     let keys = attestation.token_keys();
     let signing_key = keys.signing_key()?;
@@ -191,7 +194,7 @@ async fn mint(
         appraisal,
         attestation.issuer(),
         caller.as_str(),
-        confirmation,
+        bound,
         TokenAlgorithm::Es256,
         signing_key.key_id(),
     )
@@ -249,6 +252,13 @@ impl AttestationService for AttestationServiceImpl {
         let confirmation = Confirmation::for_key(&request.ephemeral_public_key).map_err(|_| {
             invalid("ephemeral_public_key: an EC P-256 or P-384 SubjectPublicKeyInfo")
         })?;
+        let kem = match request.kem_public_key.is_empty() {
+            true => None,
+            false => Some(
+                KemPublicKey::from_slice(&request.kem_public_key)
+                    .map_err(|e| invalid(format!("kem_public_key: {e}")))?,
+            ),
+        };
         let evidence = evidence(request.evidence)?;
         // Everything that can refuse the certificate on its own is checked before the
         // appraisal redeems the challenge, so that such a refusal burns nothing.
@@ -265,14 +275,8 @@ impl AttestationService for AttestationServiceImpl {
             .token_keys()
             .wait_found(super::TOKEN_KEYS_WAIT)
             .await?;
-        let (appraisal, auth) = appraise(
-            &attestation,
-            auth,
-            evidence,
-            nonce,
-            request.ephemeral_public_key,
-        )
-        .await?;
+        let bound_keys = binding::bound_keys(&request.ephemeral_public_key, kem.as_ref());
+        let (appraisal, auth) = appraise(&attestation, auth, evidence, nonce, bound_keys).await?;
         let certificate = match csr {
             None => None,
             Some((authority, csr)) => {
@@ -285,7 +289,11 @@ impl AttestationService for AttestationServiceImpl {
                 Some((authority, csr, issuing))
             }
         };
-        let minting = mint(&attestation, &appraisal, &caller, confirmation);
+        let bound = Bound {
+            cnf: confirmation,
+            kem,
+        };
+        let minting = mint(&attestation, &appraisal, &caller, bound);
         let (token, certificate) = match certificate {
             None => (minting.await?, None),
             Some((authority, csr, issuing)) => {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use attest::release::KemPublicKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -36,7 +37,15 @@ pub trait ClaimsSource: Send + Sync + std::fmt::Debug {
         token: &str,
         caller: &SpiffeId,
         holder_spki_der: &[u8],
-    ) -> Result<attest::claims::Claims, ClaimsError>;
+    ) -> Result<Presented, ClaimsError>;
+}
+
+/// What a verified attestation token gives a call: the appraised claims, and the KEM key
+/// the evidence also bound, to which secrets are released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub claims: attest::claims::Claims,
+    pub kem: Option<KemPublicKey>,
 }
 
 /// The actions a call may go on to within itself, with claims it appraised, through
@@ -90,6 +99,8 @@ pub struct Authorized {
     action: Action,
     resource: AuthorizedResource,
     claims: Option<attest::claims::Claims>,
+    /// The KEM key of the presented token, if it carries one.
+    kem: Option<KemPublicKey>,
     _in_flight: Option<OwnedSemaphorePermit>,
 }
 
@@ -112,6 +123,12 @@ impl Authorized {
     /// The attestation claims the decision used, if the caller presented a token.
     pub fn claims(&self) -> Option<&attest::claims::Claims> {
         self.claims.as_ref()
+    }
+
+    /// The KEM key of the presented attestation token: the only key a secret is released
+    /// to (docs/secrets.md). `None` without a token, or for a token without one.
+    pub fn release_key(&self) -> Option<&KemPublicKey> {
+        self.kem.as_ref()
     }
 
     /// Checks that this authorization is for one of `actions` on the key `name`.
@@ -157,6 +174,7 @@ impl Authorized {
             action,
             resource,
             claims: None,
+            kem: None,
             _in_flight: None,
         }
     }
@@ -225,7 +243,10 @@ impl Gate {
             Holder::Connection => peer.and_then(|p| p.public_key_der.as_deref()),
             Holder::Proven(spki) => Some(spki),
         };
-        let claims = self.presented_claims(request, &caller, holder)?;
+        let (claims, kem) = match self.presented_claims(request, &caller, holder)? {
+            Some(presented) => (Some(presented.claims), presented.kem),
+            None => (None, None),
+        };
         let authorized_resource = match &resource {
             Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
             Resource::Broker => AuthorizedResource::Broker,
@@ -259,6 +280,7 @@ impl Gate {
             action,
             resource: authorized_resource,
             claims,
+            kem,
             _in_flight: Some(permit),
         })
     }
@@ -306,6 +328,7 @@ impl Gate {
             action,
             resource: AuthorizedResource::Broker,
             claims: Some(claims),
+            kem: None,
             _in_flight: None,
         })
     }
@@ -319,7 +342,7 @@ impl Gate {
         request: &tonic::Request<T>,
         caller: &SpiffeId,
         holder_spki_der: Option<&[u8]>,
-    ) -> Result<Option<attest::claims::Claims>, Status> {
+    ) -> Result<Option<Presented>, Status> {
         let Some(value) = request.metadata().get(ATTESTATION_HEADER) else {
             return Ok(None);
         };
@@ -337,7 +360,7 @@ impl Gate {
         let holder = holder_spki_der
             .ok_or_else(|| refused("the connection has no client certificate".into()))?;
         match source.claims(token, caller, holder) {
-            Ok(claims) => Ok(Some(claims)),
+            Ok(presented) => Ok(Some(presented)),
             Err(ClaimsError::Invalid(why)) => Err(refused(why)),
             Err(ClaimsError::Unavailable(why)) => Err(Status::unavailable(why)),
         }

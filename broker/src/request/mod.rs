@@ -33,7 +33,7 @@ pub use admission::{
 };
 pub use gate::{
     ATTESTATION_HEADER, Authorized, AuthorizedResource, ClaimsError, ClaimsSource, FOLLOW_ONS,
-    Gate, Holder,
+    Gate, Holder, Presented,
 };
 pub use record::{CallRecord, CallRecordLayer, CallSlot};
 

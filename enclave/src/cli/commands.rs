@@ -112,6 +112,7 @@ mod tests {
     fn the_summary_shows_identity_expiry_and_claims_but_no_secret() {
         let creds = Credentials {
             key: crate::key::EphemeralKey::generate().unwrap(),
+            kem: attest::release::KemKeyPair::generate(),
             chain_der: Vec::new(),
             bundle_der: Vec::new(),
             cert_expires_at: UNIX_EPOCH + std::time::Duration::from_secs(2000),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use attest::challenge::Nonce;
+use attest::release::KemKeyPair;
 use keybroker_api::v1 as pb;
 use keybroker_api::v1::attestation_service_client::AttestationServiceClient;
 use keybroker_api::v1::identity_service_client::IdentityServiceClient;
@@ -154,7 +155,11 @@ impl Agent {
             step: Step::Attest,
             source,
         })?;
-        let evidence = self.collect(nonce, key.spki_der().to_vec()).await?;
+        // A second key, for key agreement only: secrets are released to it with HPKE. The
+        // evidence binds both (docs/attestation.md, "Two keys, two uses").
+        let kem = KemKeyPair::generate();
+        let bound = attest::binding::bound_keys(key.spki_der(), Some(&kem.public()));
+        let evidence = self.collect(nonce, bound).await?;
         let csr_der = key
             .csr_der(&identity.spiffe_id)
             .map_err(|source| ClientError::Key {
@@ -168,6 +173,7 @@ impl Agent {
                 evidence: Some(evidence),
                 csr_der,
                 certificate_ttl_seconds: self.config.ttl_seconds,
+                kem_public_key: kem.public().as_bytes().to_vec(),
             })
             .await
             .map_err(ClientError::refused(Step::Attest))?
@@ -182,7 +188,7 @@ impl Agent {
             expires_at: token_expires_at,
             claims_json: attested.claims_json,
         };
-        let credentials = issued_credentials(key, issued, attested)?;
+        let credentials = issued_credentials(key, kem, issued, attested)?;
         self.remember(&credentials)?;
         Ok(credentials)
     }
@@ -322,6 +328,7 @@ struct Attested {
 /// and names one SPIFFE ID.
 fn issued_credentials(
     key: EphemeralKey,
+    kem: KemKeyPair,
     issued: pb::IssueCertificateResponse,
     attested: Attested,
 ) -> Result<Credentials, ClientError> {
@@ -340,6 +347,7 @@ fn issued_credentials(
     }
     Ok(Credentials {
         key,
+        kem,
         chain_der: issued.chain_der,
         bundle_der: issued.trust_bundle_der,
         cert_expires_at: summary.not_after,

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use attest::release::KemKeyPair;
 use der::pem::LineEnding;
 use secrecy::SecretString;
 use tonic::transport::Channel;
@@ -20,6 +21,9 @@ use crate::key::EphemeralKey;
 pub struct Credentials {
     /// The ephemeral key the certificate and the token are bound to.
     pub key: EphemeralKey,
+    /// The KEM key the same evidence bound, to which the broker releases secrets
+    /// (`attest::release`); the token carries its public half.
+    pub kem: KemKeyPair,
     /// The issued certificate first, then the CA certificates up to (not including) the
     /// root; DER.
     pub chain_der: Vec<Vec<u8>>,

@@ -101,6 +101,7 @@ fn credentials_and_tokens_land_with_their_modes() {
     let key = crate::key::EphemeralKey::generate().unwrap();
     let creds = Credentials {
         key,
+        kem: attest::release::KemKeyPair::generate(),
         chain_der: vec![b"leaf".to_vec(), b"intermediate".to_vec()],
         bundle_der: vec![b"root".to_vec()],
         cert_expires_at: std::time::SystemTime::UNIX_EPOCH,

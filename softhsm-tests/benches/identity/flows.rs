@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use attest::binding::bound_keys;
 use attest::challenge::Nonce;
+use attest::release::KemKeyPair;
 use enclave::evidence::{DevEvidence, EvidenceSource};
 use enclave::key::EphemeralKey;
 use keybroker_api::v1 as pb;
@@ -89,21 +91,25 @@ impl Workload {
         Nonce::from_slice(&challenge.nonce).unwrap()
     }
 
-    /// `Attest` with development evidence binding `nonce` and `key`, and `csr_der` if not
-    /// empty: the token, and the certificate chain if one was asked for.
+    /// `Attest` with development evidence binding `nonce`, `key` and a fresh KEM key (as
+    /// the agent does), and `csr_der` if not empty: the token, and the certificate chain if
+    /// one was asked for.
     async fn attest(
         &mut self,
         nonce: &Nonce,
         key: &EphemeralKey,
         csr_der: Vec<u8>,
     ) -> (String, Option<pb::IssueCertificateResponse>) {
-        let evidence = self.evidence.collect(nonce, key.spki_der()).unwrap();
+        let kem = KemKeyPair::generate().public();
+        let bound = bound_keys(key.spki_der(), Some(&kem));
+        let evidence = self.evidence.collect(nonce, &bound).unwrap();
         let request = pb::AttestRequest {
             nonce: nonce.as_bytes().to_vec(),
             ephemeral_public_key: key.spki_der().to_vec(),
             evidence: Some(evidence),
             csr_der,
             certificate_ttl_seconds: TTL_SECONDS,
+            kem_public_key: kem.as_bytes().to_vec(),
         };
         let answer = self.attestation.attest(request).await.unwrap().into_inner();
         (answer.token, answer.certificate)

@@ -203,3 +203,57 @@ async fn after_rotation_the_jwks_holds_two_keys_and_the_retired_key_is_refused_a
         "the retired key is destroyed: {labels}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kem_key_is_accepted_only_when_the_evidence_binds_it_and_the_token_carries_it() {
+    use attest::binding::bound_keys;
+    use attest::release::{KemKeyPair, KemPublicKey};
+    let broker = BrokerProcess::start();
+    let mut att = attestation(&broker, "workload").await;
+    let spki = client_spki(&broker, "workload");
+    let kem = KemKeyPair::generate().public();
+    let with_kem = |nonce: &Nonce, bound_to: &[u8]| pb::AttestRequest {
+        kem_public_key: kem.as_bytes().to_vec(),
+        ..dev_request(nonce, &spki, bound_to, TRUSTED_MEASUREMENT)
+    };
+
+    // Evidence over the signing key alone does not vouch for a KEM key sent beside it.
+    let nonce = challenge(&mut att).await;
+    let err = att.attest(with_kem(&nonce, &spki)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("bound"), "{err:?}");
+    // Nor does evidence over another KEM key.
+    let other = KemKeyPair::generate().public();
+    let nonce = challenge(&mut att).await;
+    let err = att
+        .attest(with_kem(&nonce, &bound_keys(&spki, Some(&other))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // A KEM key of the wrong size is malformed.
+    let nonce = challenge(&mut att).await;
+    let short = pb::AttestRequest {
+        kem_public_key: vec![7; 31],
+        ..dev_request(&nonce, &spki, &spki, TRUSTED_MEASUREMENT)
+    };
+    let err = att.attest(short).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Bound by the evidence: the token carries it in its `kem` claim.
+    let nonce = challenge(&mut att).await;
+    let token = att
+        .attest(with_kem(&nonce, &bound_keys(&spki, Some(&kem))))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let jwks = att
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let claims = attest::token::verify(&token, &jwks, common::ISSUER).unwrap();
+    let carried = KemPublicKey::from_jwk(&claims.kem.unwrap()).unwrap();
+    assert_eq!(carried, kem);
+}

@@ -38,6 +38,7 @@ pub(super) fn request(
         })),
         csr_der,
         certificate_ttl_seconds: 120,
+        kem_public_key: Vec::new(),
     }
 }
 
