@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/keybroker/v1/attestation.proto",
     "proto/keybroker/v1/admin.proto",
     "proto/keybroker/v1/identity.proto",
+    "proto/keybroker/v1/secrets.proto",
 ];
 
 /// Messages with secret fields (see `docs/design.md`, "Secrets in memory").
@@ -16,6 +17,8 @@ const WIPED_ON_DROP: &[&str] = &[
     "keybroker.v1.DecryptResponse",
     "keybroker.v1.GenerateDataKeyResponse",
     "keybroker.v1.EncryptRequest",
+    "keybroker.v1.PutSecretRequest",
+    "keybroker.v1.RotateSecretRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
