@@ -26,6 +26,9 @@ pub enum BrokerError {
     AlreadyExists(String),
     #[error("backend {0:?} is not registered")]
     UnknownBackend(String),
+    /// Something other than a key that the call names does not exist (a secret).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Unsupported(String),
     /// A signature did not verify or a ciphertext was altered.
@@ -52,7 +55,9 @@ impl From<BrokerError> for Status {
     fn from(err: BrokerError) -> Status {
         let code = match &err {
             BrokerError::InvalidArgument(_) => Code::InvalidArgument,
-            BrokerError::KeyNotFound(_) | BrokerError::UnknownBackend(_) => Code::NotFound,
+            BrokerError::KeyNotFound(_)
+            | BrokerError::UnknownBackend(_)
+            | BrokerError::NotFound(_) => Code::NotFound,
             BrokerError::KeyExists(_) | BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) | BrokerError::ObjectMissing(_) => {
                 Code::FailedPrecondition
@@ -83,6 +88,11 @@ impl From<StoreError> for BrokerError {
                 BrokerError::InvalidArgument(format!("backend {name:?} is already registered"))
             }
             StoreError::InvalidQuery(m) => BrokerError::InvalidArgument(m),
+            StoreError::SecretExists(_) => BrokerError::AlreadyExists(err.to_string()),
+            StoreError::SecretNotFound(_) => BrokerError::NotFound(err.to_string()),
+            StoreError::SecretVersionNotFound { .. } | StoreError::SecretVersionRace { .. } => {
+                BrokerError::FailedPrecondition(err.to_string())
+            }
             StoreError::Busy(_) | StoreError::Full => {
                 BrokerError::ResourceExhausted(err.to_string())
             }

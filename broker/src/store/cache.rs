@@ -17,7 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
-    NewKey, PendingVersion, StoreCall,
+    NewKey, PendingVersion, SecretSummary, SecretVersionRecord, StoreCall,
 };
 
 /// Most records kept; past it, reads go to the store until the next write.
@@ -182,6 +182,45 @@ impl KeyStore for CachedKeyStore {
 
     fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()> {
         self.inner.drop_ca_versions_before(version)
+    }
+
+    fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()> {
+        self.inner.create_secret(description, first)
+    }
+
+    fn latest_secret_version(&self, name: &str) -> StoreCall<u32> {
+        self.inner.latest_secret_version(name)
+    }
+
+    fn add_secret_version(&self, record: &SecretVersionRecord) -> StoreCall<()> {
+        self.inner.add_secret_version(record)
+    }
+
+    fn secret_version(&self, name: &str, version: Option<u32>) -> StoreCall<SecretVersionRecord> {
+        self.inner.secret_version(name, version)
+    }
+
+    fn set_secret_version_enabled(
+        &self,
+        name: &str,
+        version: u32,
+        enabled: bool,
+    ) -> StoreCall<SecretVersionRecord> {
+        self.inner
+            .set_secret_version_enabled(name, version, enabled)
+    }
+
+    fn delete_secret(&self, name: &str) -> StoreCall<()> {
+        self.inner.delete_secret(name)
+    }
+
+    fn list_secrets(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreCall<Vec<SecretSummary>> {
+        self.inner.list_secrets(prefix, after, limit)
     }
 
     fn generation(&self) -> u64 {

@@ -16,6 +16,7 @@ mod keystore;
 mod listing;
 mod rows;
 mod schema;
+mod secret_rows;
 #[cfg(test)]
 mod tests;
 mod worker;

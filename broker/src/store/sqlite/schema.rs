@@ -13,6 +13,7 @@ use crate::store::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_ca.sql"),
+    include_str!("../migrations/0003_secrets.sql"),
 ];
 
 /// How long a call waits for another process (e.g. the CLI) holding the write lock.

@@ -5,6 +5,7 @@ mod keys;
 mod listing;
 mod queries;
 mod schema;
+mod secrets;
 
 use std::collections::BTreeMap;
 
