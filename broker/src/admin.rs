@@ -214,6 +214,10 @@ impl AdminService for AdminServiceImpl {
         let no_tags = BTreeMap::new();
         let key = match action.resource_kind() {
             ResourceKind::Broker => None,
+            ResourceKind::Secret if r.secret.is_empty() => {
+                return Err(invalid("secret: required for this action"));
+            }
+            ResourceKind::Secret => None,
             ResourceKind::Key if r.key.is_empty() => {
                 return Err(invalid("key: required for this action"));
             }
@@ -225,6 +229,7 @@ impl AdminService for AdminServiceImpl {
         };
         let resource = match (action.resource_kind(), &key) {
             (ResourceKind::Broker, _) => Resource::Broker,
+            (ResourceKind::Secret, _) => Resource::Secret(&r.secret),
             (_, Some(key)) => key_resource(key),
             (_, None) => absent_resource(&r.key, &no_tags),
         };

@@ -26,6 +26,7 @@ fn explain(principal: &str, action: &str, key: &str) -> pb::ExplainDecisionReque
         principal: format!("spiffe://test.keybroker/{principal}"),
         action: action.into(),
         key: key.into(),
+        secret: String::new(),
     }
 }
 
@@ -99,6 +100,7 @@ async fn a_policy_from_files_is_explained_and_reloaded_without_a_restart() {
             principal: "not a spiffe id".into(),
             action: "Sign".into(),
             key: "pay".into(),
+            secret: String::new(),
         },
     ] {
         assert_eq!(

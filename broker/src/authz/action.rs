@@ -7,6 +7,8 @@ use std::fmt;
 pub enum ResourceKind {
     /// A `Keybroker::Key`, named by the key name.
     Key,
+    /// A `Keybroker::Secret`, named by the secret name.
+    Secret,
     /// The single `Keybroker::Broker::"broker"`.
     Broker,
 }
@@ -22,6 +24,10 @@ pub enum ActionGroup {
     Attestation,
     /// IssueCertificate, GetTrustBundle, GetToken.
     Identity,
+    /// GetSecret.
+    SecretUse,
+    /// Putting, rotating, listing, deleting, disabling and enabling secrets.
+    SecretAdmin,
     /// Backends and the authorization policy itself.
     Admin,
 }
@@ -34,6 +40,8 @@ impl ActionGroup {
             ActionGroup::KeyAdmin => "KeyAdmin",
             ActionGroup::Attestation => "Attestation",
             ActionGroup::Identity => "Identity",
+            ActionGroup::SecretUse => "SecretUse",
+            ActionGroup::SecretAdmin => "SecretAdmin",
             ActionGroup::Admin => "Admin",
         }
     }
@@ -44,6 +52,7 @@ impl ActionGroup {
             ActionGroup::KeyUse | ActionGroup::KeyAdmin => "keybroker.v1.KeyService",
             ActionGroup::Attestation => "keybroker.v1.AttestationService",
             ActionGroup::Identity => "keybroker.v1.IdentityService",
+            ActionGroup::SecretUse | ActionGroup::SecretAdmin => "keybroker.v1.SecretService",
             ActionGroup::Admin => "keybroker.v1.AdminService",
         }
     }
@@ -124,6 +133,13 @@ actions! {
     IssueCertificate: Broker, Identity;
     GetTrustBundle: Broker, Identity;
     GetToken: Broker, Identity;
+    GetSecret: Secret, SecretUse;
+    PutSecret: Secret, SecretAdmin;
+    RotateSecret: Secret, SecretAdmin;
+    DeleteSecret: Secret, SecretAdmin;
+    DisableSecretVersion: Secret, SecretAdmin;
+    EnableSecretVersion: Secret, SecretAdmin;
+    ListSecrets: Broker, SecretAdmin;
     RegisterHsmBackend: Broker, Admin;
     RegisterTpmBackend: Broker, Admin;
     ListBackends: Broker, Admin;

@@ -73,6 +73,8 @@ pub struct KeyResource<'a> {
 pub enum Resource<'a> {
     /// A key: for CreateKey, the key that would be created.
     Key(KeyResource<'a>),
+    /// A secret, by name (which may not exist).
+    Secret(&'a str),
     /// The broker itself, for calls that name no key.
     Broker,
 }

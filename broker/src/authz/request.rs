@@ -19,6 +19,7 @@ pub(super) struct Engine {
     cedar: cedar_policy::Authorizer,
     workload: EntityTypeName,
     key: EntityTypeName,
+    secret: EntityTypeName,
     broker: EntityTypeName,
     action: EntityTypeName,
 }
@@ -39,6 +40,7 @@ impl Engine {
             cedar: cedar_policy::Authorizer::new(),
             workload: name("Keybroker::Workload")?,
             key: name("Keybroker::Key")?,
+            secret: name("Keybroker::Secret")?,
             broker: name("Keybroker::Broker")?,
             action: name("Keybroker::Action")?,
         })
@@ -91,6 +93,7 @@ impl Engine {
         let action = request.action;
         let kind = match request.resource {
             Resource::Key(_) => ResourceKind::Key,
+            Resource::Secret(_) => ResourceKind::Secret,
             Resource::Broker => ResourceKind::Broker,
         };
         if kind != action.resource_kind() {
@@ -129,6 +132,13 @@ impl Engine {
                     key.tags.iter().map(|(k, v)| (k.clone(), string(v))),
                 )
                 .map_err(|e| format!("key {}: {e}", key.name))?;
+                (id, entity)
+            }
+            Resource::Secret(name) => {
+                let id = uid(&self.secret, name);
+                let entity =
+                    Entity::new_with_tags(id.clone(), [("name".to_string(), string(name))], [], [])
+                        .map_err(|e| format!("secret {name}: {e}"))?;
                 (id, entity)
             }
             Resource::Broker => {

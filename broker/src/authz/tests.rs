@@ -95,6 +95,7 @@ fn empty_policy_denies_everything() {
     for &action in Action::ALL {
         let resource = match action.resource_kind() {
             ResourceKind::Key => key("k", &no_tags),
+            ResourceKind::Secret => Resource::Secret("s"),
             ResourceKind::Broker => Resource::Broker,
         };
         let decision = decide(&authz, APP, action, resource);

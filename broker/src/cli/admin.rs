@@ -41,6 +41,9 @@ pub enum PolicyCommand {
         /// The key, for key actions.
         #[arg(long, default_value = "")]
         key: String,
+        /// The secret, for secret actions.
+        #[arg(long, default_value = "")]
+        secret: String,
     },
 }
 
@@ -138,6 +141,7 @@ pub async fn run_policy(
             principal,
             action,
             key,
+            secret,
         } => {
             let decision = admin(client)
                 .await?
@@ -145,6 +149,7 @@ pub async fn run_policy(
                     principal,
                     action,
                     key,
+                    secret,
                 })
                 .await?
                 .into_inner();

@@ -86,6 +86,8 @@ impl From<String> for ClaimsError {
 pub enum AuthorizedResource {
     /// The key of this name (which may not exist).
     Key(String),
+    /// The secret of this name (which may not exist).
+    Secret(String),
     /// The broker itself.
     Broker,
 }
@@ -140,6 +142,17 @@ impl Authorized {
         match &self.resource {
             AuthorizedResource::Key(key) if key == name && actions.contains(&self.action) => Ok(()),
             _ => Err(self.mismatch(actions, name)),
+        }
+    }
+
+    /// Checks that this authorization is for `action` on the secret `name`.
+    ///
+    /// # Errors
+    /// As [`Authorized::require_key`].
+    pub fn require_secret(&self, action: Action, name: &str) -> Result<(), BrokerError> {
+        match &self.resource {
+            AuthorizedResource::Secret(secret) if secret == name && self.action == action => Ok(()),
+            _ => Err(self.mismatch(&[action], name)),
         }
     }
 
@@ -249,6 +262,7 @@ impl Gate {
         };
         let authorized_resource = match &resource {
             Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
+            Resource::Secret(name) => AuthorizedResource::Secret(name.to_string()),
             Resource::Broker => AuthorizedResource::Broker,
         };
         let decision = self.authorizer.authorize(&AuthzRequest {
@@ -260,7 +274,9 @@ impl Gate {
         if let Some(slot) = request.extensions().get::<CallSlot>() {
             slot.update(|r| {
                 r.resource = match &authorized_resource {
-                    AuthorizedResource::Key(name) => Some(name.clone()),
+                    AuthorizedResource::Key(name) | AuthorizedResource::Secret(name) => {
+                        Some(name.clone())
+                    }
                     AuthorizedResource::Broker => None,
                 };
                 r.allowed = Some(decision.allowed);

@@ -1,4 +1,4 @@
-//! The one-shot commands: `attest`, `get-cert`, `get-token`, `tpm-create-ak`.
+//! The one-shot commands: `attest`, `get-cert`, `get-token`, `get-secret`, `tpm-create-ak`.
 
 use std::io::Write;
 use std::path::Path;
@@ -46,6 +46,43 @@ pub(super) async fn get_token(agent: &Agent, audience: &str, out: &Path) -> Resu
     if is_stdout(out) {
         return print(token.expose_secret());
     }
+    write_secret_file(out, token.expose_secret().as_bytes())?;
+    eprintln!("keybroker-agent: wrote {}", out.display());
+    Ok(())
+}
+
+/// `get-secret`: version `version` (0: the newest enabled) of the secret `name`, as it is,
+/// in the file `out` (mode 0600) or, without one or with `-`, on stdout. Only the name,
+/// the version and the file go to stderr.
+pub(super) async fn get_secret(
+    agent: &Agent,
+    name: &str,
+    version: u32,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    let creds = agent.attest().await?;
+    let secret = agent.get_secret(&creds, name, version).await?;
+    match out {
+        Some(out) if !is_stdout(out) => {
+            write_secret_file(out, &secret.value)?;
+            eprintln!(
+                "keybroker-agent: wrote {} version {} to {}",
+                secret.name,
+                secret.version,
+                out.display()
+            );
+            Ok(())
+        }
+        _ => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&secret.value)?;
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+/// Replaces the file `out` with `bytes` at mode 0600, atomically ([`files::write_atomic`]).
+fn write_secret_file(out: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let name = out
         .file_name()
         .and_then(|n| n.to_str())
@@ -54,9 +91,7 @@ pub(super) async fn get_token(agent: &Agent, audience: &str, out: &Path) -> Resu
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    files::write_atomic(dir, name, token.expose_secret().as_bytes(), SECRET_MODE)?;
-    eprintln!("keybroker-agent: wrote {}", out.display());
-    Ok(())
+    Ok(files::write_atomic(dir, name, bytes, SECRET_MODE)?)
 }
 
 /// `tpm-create-ak`: the AK blob in `out`, its public key (PEM) on stdout.
@@ -129,5 +164,25 @@ mod tests {
         let text = summary.to_string();
         assert!(!text.contains("secret.token"), "{text}");
         assert!(!text.contains("PRIVATE"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_file_is_written_at_0600_whatever_it_replaces() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("db-password");
+        std::fs::write(&out, b"old").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret_file(&out, b"new value").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new value");
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_secret_file_needs_a_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = write_secret_file(&dir.path().join(".."), b"value");
+        assert!(matches!(result, Err(CliError::Usage(_))), "{result:?}");
     }
 }

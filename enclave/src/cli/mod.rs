@@ -1,5 +1,9 @@
 //! The `keybroker-agent` command line: attest this workload to a broker and hand the
-//! certificate, key and tokens it gets to the workload, once or continuously (`run`).
+//! certificate, key and tokens it gets to the workload, once or continuously (`run`), or
+//! a secret released to it (`get-secret`).
+//!
+//! The commands: `attest`, `get-cert`, `get-token`, `get-secret`, `run` (these attest
+//! first) and `tpm-create-ak`.
 //!
 //! The bootstrap key is read from a file (mode 0600, through [`secret_file`]), never from
 //! the command line. Exit status 0 on success, 1 with one line on stderr naming the step
@@ -119,6 +123,18 @@ pub enum BrokerCommand {
         #[arg(long, value_name = "FILE|-", default_value = "-")]
         out: PathBuf,
     },
+    /// Attest once and get a secret released to this workload (docs/secrets.md): its value,
+    /// as it is, in FILE (written at mode 0600) or on stdout. Nothing of it goes to stderr.
+    GetSecret {
+        /// The secret's name.
+        name: String,
+        /// The version; 0 or absent: the newest enabled one.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+        /// A file (written at mode 0600), or `-` or absent for stdout.
+        #[arg(long, value_name = "FILE|-")]
+        out: Option<PathBuf>,
+    },
     /// Keep the credentials in DIR fresh until SIGTERM or SIGINT: attest, write, get the
     /// tokens, renew halfway through their lifetimes, back off on failure.
     Run {
@@ -182,6 +198,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             BrokerCommand::GetToken { audience, out } => {
                 commands::get_token(&agent, &audience, &out).await
             }
+            BrokerCommand::GetSecret { name, version, out } => {
+                commands::get_secret(&agent, &name, version.unwrap_or(0), out.as_deref()).await
+            }
             BrokerCommand::Run { dir, audience } => run_loop::run(&agent, &dir, &audience).await,
         }
     })
@@ -203,5 +222,39 @@ pub fn main() -> ExitCode {
             eprintln!("keybroker-agent: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn get_secret_takes_a_name_a_version_and_a_file() {
+        let cli =
+            Cli::try_parse_from(["keybroker-agent", "get-secret", "db/password", "--out", "F"])
+                .unwrap();
+        let Command::Broker(BrokerCommand::GetSecret { name, version, out }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(name, "db/password");
+        assert_eq!(version, None);
+        assert_eq!(out, Some(PathBuf::from("F")));
+
+        let cli =
+            Cli::try_parse_from(["keybroker-agent", "get-secret", "s", "--version", "3"]).unwrap();
+        let Command::Broker(BrokerCommand::GetSecret { version, out, .. }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(version, Some(3));
+        assert_eq!(out, None);
+        // The name is required.
+        assert!(Cli::try_parse_from(["keybroker-agent", "get-secret"]).is_err());
     }
 }

@@ -228,7 +228,8 @@ impl Agent {
         Ok(tokens)
     }
 
-    async fn issued_channel(&self, creds: &Credentials) -> Result<Channel, ClientError> {
+    /// A channel that authenticates with the issued certificate in `creds`.
+    pub(super) async fn issued_channel(&self, creds: &Credentials) -> Result<Channel, ClientError> {
         creds
             .channel(&self.config.endpoint, &self.config.server_ca_pem)
             .await
@@ -304,7 +305,7 @@ async fn token_on(
 
 /// `message` with the attestation token in [`ATTESTATION_HEADER`], marked sensitive (never
 /// indexed by HPACK).
-fn with_attestation<T>(
+pub(super) fn with_attestation<T>(
     message: T,
     token: &SecretString,
     step: Step,

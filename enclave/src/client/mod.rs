@@ -1,18 +1,21 @@
 //! The broker client: an mTLS channel ([`channel`]), the attestation and issuance flow
-//! ([`Agent`]), what it yields ([`Credentials`]) and when to run it again
+//! ([`Agent`]), what it yields ([`Credentials`]), the secrets released to it
+//! ([`Agent::get_secret`], [`ReleasedSecret`]) and when to run it again
 //! ([`renewal_delay`], [`backoff`]).
 //!
 //! Every error names the step that failed ([`Step`]) and, for a refused call, the gRPC code
-//! and message; none carries key material or a token.
+//! and message; none carries key material, a token or a secret.
 
 mod agent;
 mod credentials;
 mod schedule;
+mod secrets;
 mod tls;
 
 pub use agent::{Agent, AgentConfig, AudienceToken};
 pub use credentials::Credentials;
 pub use schedule::{backoff, renewal_delay};
+pub use secrets::{ReleasedSecret, open_released};
 pub use tls::channel;
 
 use crate::evidence::EvidenceError;
@@ -36,6 +39,8 @@ pub enum Step {
     Issue,
     /// `IdentityService.GetToken`.
     Token,
+    /// `SecretService.GetSecret`, checking its answer and opening it.
+    Secret,
 }
 
 impl std::fmt::Display for Step {
@@ -47,11 +52,13 @@ impl std::fmt::Display for Step {
             Step::Attest => "attest",
             Step::Issue => "issue",
             Step::Token => "token",
+            Step::Secret => "secret",
         })
     }
 }
 
-/// Why the flow failed, and at which step. Messages never contain key material or tokens.
+/// Why the flow failed, and at which step. Messages never contain key material, tokens or
+/// secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// An input is unusable (a PEM file, the endpoint, a certificate); `what` names it.

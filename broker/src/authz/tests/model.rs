@@ -16,11 +16,22 @@ fn actions_match_the_schema_and_the_grpc_methods() {
     let mut expected: Vec<String> = Action::ALL
         .iter()
         .map(|a| a.as_str().to_string())
-        .chain(["KeyUse", "KeyAdmin", "Attestation", "Identity", "Admin"].map(String::from))
+        .chain(
+            [
+                "KeyUse",
+                "KeyAdmin",
+                "Attestation",
+                "Identity",
+                "SecretUse",
+                "SecretAdmin",
+                "Admin",
+            ]
+            .map(String::from),
+        )
         .collect();
     expected.sort();
     assert_eq!(declared, expected);
-    assert_eq!(Action::ALL.len(), 29);
+    assert_eq!(Action::ALL.len(), 36);
     for &action in Action::ALL {
         assert_eq!(Action::from_method(action.as_str()), Some(action));
         let path = format!("/{}/{action}", action.group().grpc_service());
@@ -34,6 +45,7 @@ fn actions_match_the_schema_and_the_grpc_methods() {
             .collect();
         let expected = match action.resource_kind() {
             ResourceKind::Key => "Keybroker::Key",
+            ResourceKind::Secret => "Keybroker::Secret",
             ResourceKind::Broker => "Keybroker::Broker",
         };
         assert_eq!(resources, [expected], "{action}");
@@ -67,6 +79,7 @@ fn dev_policy_validates_and_behaves_as_described() {
     for &action in Action::ALL {
         let resource = match action.resource_kind() {
             ResourceKind::Key => key("k", &other),
+            ResourceKind::Secret => Resource::Secret("s"),
             ResourceKind::Broker => Resource::Broker,
         };
         let decision = decide(&authz, admin, action, resource);

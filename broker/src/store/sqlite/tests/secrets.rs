@@ -38,18 +38,27 @@ fn versions_follow_each_other_and_the_newest_enabled_one_is_released() {
     assert_eq!(store.latest_secret_version("db").wait().unwrap(), 2);
     assert_eq!(store.secret_version("db", None).wait().unwrap().version, 2);
 
-    let disabled = store.set_secret_version_enabled("db", 2, false).wait().unwrap();
+    let disabled = store
+        .set_secret_version_enabled("db", 2, false)
+        .wait()
+        .unwrap();
     assert!(!disabled.enabled);
     assert_eq!(store.secret_version("db", None).wait().unwrap().version, 1);
     assert!(!store.secret_version("db", Some(2)).wait().unwrap().enabled);
-    store.set_secret_version_enabled("db", 1, false).wait().unwrap();
+    store
+        .set_secret_version_enabled("db", 1, false)
+        .wait()
+        .unwrap();
     assert!(matches!(
         store.secret_version("db", None).wait(),
         Err(StoreError::SecretVersionNotFound { version: None, .. })
     ));
     assert!(matches!(
         store.set_secret_version_enabled("db", 9, true).wait(),
-        Err(StoreError::SecretVersionNotFound { version: Some(9), .. })
+        Err(StoreError::SecretVersionNotFound {
+            version: Some(9),
+            ..
+        })
     ));
     assert!(matches!(
         store.secret_version("nope", None).wait(),
@@ -86,7 +95,10 @@ fn listing_is_by_name_after_a_cursor_with_a_byte_wise_prefix() {
     for name in ["app/a", "app/b", "App/c", "app_x", "other"] {
         store.create_secret(name, &version(name, 1)).wait().unwrap();
     }
-    store.add_secret_version(&version("app/b", 2)).wait().unwrap();
+    store
+        .add_secret_version(&version("app/b", 2))
+        .wait()
+        .unwrap();
     let names = |prefix: &str, after: &str, limit: usize| -> Vec<String> {
         store
             .list_secrets(prefix, after, limit)
