@@ -53,6 +53,17 @@ pub struct Config {
     pub ca: CaConfig,
     #[serde(default)]
     pub oidc: OidcConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`: the secret store (docs/secrets.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The `[[hsm]]` that holds the key-encryption key; none: the broker keeps no secrets.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// `[admin]`: what the admin API may do at run time.
@@ -289,6 +300,14 @@ impl Config {
                 return bad(
                     "ca.backend",
                     "no [[hsm]] has this name (the CA key lives in an HSM)",
+                );
+            }
+        }
+        if let Some(secrets) = &self.secrets.backend {
+            if !self.hsm.iter().any(|h| &h.name == secrets) {
+                return bad(
+                    "secrets.backend",
+                    "no [[hsm]] has this name (the key-encryption key lives in an HSM)",
                 );
             }
         }

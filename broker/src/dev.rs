@@ -227,6 +227,9 @@ endorsement_auth_file = "{TPM_ENDORSEMENT_AUTH}"
 [ca]
 backend = "softhsm"
 
+[secrets]
+backend = "softhsm"
+
 [attestation]
 policy = "attestation.toml"
 signing_backend = "softhsm"

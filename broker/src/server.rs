@@ -9,6 +9,7 @@ use keybroker_api::v1::admin_service_server::AdminServiceServer;
 use keybroker_api::v1::attestation_service_server::AttestationServiceServer;
 use keybroker_api::v1::identity_service_server::IdentityServiceServer;
 use keybroker_api::v1::key_service_server::KeyServiceServer;
+use keybroker_api::v1::secret_service_server::SecretServiceServer;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminServiceImpl;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::error::BrokerError;
 use crate::keys::{KeyManager, KeyServiceImpl, Listings};
 use crate::request::{ClaimsSource, Gate};
+use crate::secrets::SecretServiceImpl;
 use crate::store::KeyStore;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{ClientAuthOptions, ConnectionLimits, ServerTls, TlsIncoming};
@@ -52,6 +54,8 @@ pub struct Broker {
     pub attestation: Option<Arc<Attestation>>,
     /// The workload CA; `None` without `[ca] backend`.
     pub authority: Option<Arc<crate::ca::Authority>>,
+    /// `None` without `[secrets]`.
+    pub secrets: Option<Arc<crate::secrets::Secrets>>,
 }
 
 impl Broker {
@@ -115,6 +119,8 @@ impl Broker {
             .map(Arc::new);
         let authority =
             crate::ca::open(&config.ca, &backends, store.clone()).map_err(setup("ca"))?;
+        let secrets = crate::secrets::open(&config.secrets, &backends, store.clone())
+            .map_err(setup("secrets"))?;
         Ok(Broker {
             config,
             store,
@@ -123,6 +129,7 @@ impl Broker {
             keys,
             attestation,
             authority,
+            secrets,
         })
     }
 }
@@ -255,6 +262,10 @@ pub async fn serve(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let secrets =
+        SecretServiceServer::new(SecretServiceImpl::new(broker.secrets.clone(), gate.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
     if let Some(authority) = &broker.authority {
         crate::ca::spawn_anchor_updates(authority, tls.clone());
         authority.clone().spawn();
@@ -285,6 +296,9 @@ pub async fn serve(
     health
         .set_serving::<IdentityServiceServer<IdentityServiceImpl>>()
         .await;
+    health
+        .set_serving::<SecretServiceServer<SecretServiceImpl>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keybroker_api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -314,6 +328,7 @@ pub async fn serve(
         .add_service(keys)
         .add_service(attestation)
         .add_service(identity)
+        .add_service(secrets)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -130,7 +130,7 @@ async fn a_policy_from_files_is_explained_and_reloaded_without_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(before.policies, 6);
+    assert_eq!(before.policies, 7);
     assert_eq!(stranger_lists(&broker).await, Code::PermissionDenied);
     let file = broker.dir.path().join("policy.cedar");
     std::fs::write(&file, format!("{POLICY}{STRANGER_MAY_LIST}")).unwrap();
@@ -139,7 +139,7 @@ async fn a_policy_from_files_is_explained_and_reloaded_without_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(after.policies, 7);
+    assert_eq!(after.policies, 8);
     assert_ne!(after.digest, before.digest);
     assert_eq!(stranger_lists(&broker).await, Code::Ok);
 
@@ -215,7 +215,7 @@ async fn a_store_managed_policy_is_bootstrapped_set_through_the_api_and_kept_acr
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(set.policies, 7);
+    assert_eq!(set.policies, 8);
     assert_eq!(stranger_lists(&broker).await, Code::Ok);
     let err = ops
         .set_policy(pb::SetPolicyRequest {

@@ -16,7 +16,7 @@ mod secrets;
 pub mod sqlite;
 
 pub use call::StoreCall;
-pub use page::{KeyPage, KeyQuery, page_token_after};
+pub use page::{KeyPage, KeyQuery, decode_token, page_token_after};
 pub use secrets::{SecretSummary, SecretVersionRecord, SecretVersionSummary};
 
 use std::collections::BTreeMap;

@@ -106,7 +106,10 @@ pub fn page_token_after(name: &str) -> String {
 }
 
 /// The name a page token holds.
-fn decode_token(token: &str) -> Result<String, StoreError> {
+///
+/// # Errors
+/// [`StoreError::InvalidQuery`] for a token that no listing made.
+pub fn decode_token(token: &str) -> Result<String, StoreError> {
     let bad = || invalid("page_token: not a token from a previous listing");
     if token.len() > MAX_TEXT * 2 {
         return Err(bad());

@@ -126,11 +126,17 @@ impl TokenFiller {
     /// `(sensitive, extractable, never extractable)` of every private key whose CKA_ID
     /// is `id`, read in this process.
     pub fn private_key_flags(&self, id: &[u8]) -> Vec<(bool, bool, bool)> {
+        self.key_flags(ObjectClass::PRIVATE_KEY, id)
+    }
+
+    /// As [`TokenFiller::private_key_flags`], for secret (AES) keys.
+    pub fn secret_key_flags(&self, id: &[u8]) -> Vec<(bool, bool, bool)> {
+        self.key_flags(ObjectClass::SECRET_KEY, id)
+    }
+
+    fn key_flags(&self, class: ObjectClass, id: &[u8]) -> Vec<(bool, bool, bool)> {
         use cryptoki::object::AttributeType as T;
-        let template = [
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(id.to_vec()),
-        ];
+        let template = [Attribute::Class(class), Attribute::Id(id.to_vec())];
         let flag = |attrs: &[Attribute], wanted: T| {
             attrs.iter().any(|a| match (a, wanted) {
                 (Attribute::Sensitive(v), T::Sensitive)

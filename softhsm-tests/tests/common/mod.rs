@@ -387,6 +387,9 @@ sessions = {}
 name = "swtpm"
 tcti = "{}"
 
+[secrets]
+backend = "softhsm"
+
 [ca]
 backend = "softhsm"
 {}

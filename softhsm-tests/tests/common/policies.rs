@@ -66,6 +66,17 @@ permit (
   )
 };
 
+@id("workload-secrets-need-measurement")
+permit (
+  principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
+  action == Keybroker::Action::"GetSecret",
+  resource is Keybroker::Secret
+) when {
+  context.attested && context has claims && context.claims has measurement &&
+  context.claims.measurement == "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" &&
+  resource.name like "app/*"
+};
+
 @id("workload-trust-bundle")
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",

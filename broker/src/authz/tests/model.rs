@@ -69,7 +69,7 @@ fn actions_match_the_schema_and_the_grpc_methods() {
 #[test]
 fn dev_policy_validates_and_behaves_as_described() {
     let authz = Authorizer::from_text(DEV_POLICY).unwrap();
-    assert_eq!(authz.policy().policies, 5);
+    assert_eq!(authz.policy().policies, 6);
     let admin = "spiffe://keybroker.dev/admin";
     let workload = "spiffe://keybroker.dev/workload";
     let demo = tags(&[("team", "demo")]);
