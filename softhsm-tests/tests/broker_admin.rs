@@ -200,7 +200,7 @@ async fn a_store_managed_policy_is_bootstrapped_set_through_the_api_and_kept_acr
             .unwrap()
             .into_inner()
             .policies,
-        6
+        7
     );
     let err = ops
         .reload_policy(pb::ReloadPolicyRequest {})

@@ -253,6 +253,7 @@ async fn server_reflection_lists_every_service() {
             "keybroker.v1.AttestationService",
             "keybroker.v1.IdentityService",
             "keybroker.v1.KeyService",
+            "keybroker.v1.SecretService",
         ]
     );
 }

@@ -9,6 +9,7 @@ fn forge(caller: SpiffeId) -> Authorized {
         action: Action::Sign,
         resource: AuthorizedResource::Key("pay".into()),
         claims: None,
+        kem: None,
         _in_flight: None,
     }
 }
