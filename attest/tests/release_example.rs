@@ -24,7 +24,10 @@ fn the_worked_example_opens_with_the_code() {
     let ex = example();
     let hex = |k: &str| hex::decode(&ex[k]).unwrap();
     let recipient = KemKeyPair::from_private_bytes(&hex("recipient sk")).unwrap();
-    assert_eq!(recipient.public().as_bytes().as_slice(), hex("recipient pk"));
+    assert_eq!(
+        recipient.public().as_bytes().as_slice(),
+        hex("recipient pk")
+    );
     let version: u64 = ex["version"].parse().unwrap();
     let info = release_info(&ex["name"], version, &ex["caller"]).unwrap();
     assert_eq!(info, hex("info"));

@@ -1,11 +1,13 @@
 //! Command-line interface. Tables for people by default, `--json` for scripts. PINs are
-//! read from files or environment variables, never from arguments.
+//! read from files or environment variables, and secret values from files or stdin, never
+//! from arguments.
 
 mod admin;
 mod ca;
 mod client;
 mod crypto;
 mod keys;
+mod secrets;
 mod token;
 
 pub use client::ClientConfig;
@@ -40,6 +42,13 @@ pub enum Command {
         client: ClientArg,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Put, rotate, list and delete the secrets released to attested workloads.
+    Secrets {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
     /// Check policy files offline, and inspect, change or explain a broker's policy.
     Policy {
@@ -194,6 +203,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys { client, command } => {
             let config = ClientConfig::load(&client.client_config)?;
             runtime()?.block_on(keys::run(command, &config, cli.json))
+        }
+        Command::Secrets { client, command } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(secrets::run(command, &config, cli.json))
         }
         Command::Policy {
             client_config,

@@ -12,7 +12,7 @@
 mod envelope;
 mod service;
 
-pub use service::SecretServiceImpl;
+pub use service::{MAX_VALUE_LEN, SecretServiceImpl};
 
 use std::sync::Arc;
 

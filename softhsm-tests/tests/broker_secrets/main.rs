@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod refusals;
