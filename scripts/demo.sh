@@ -142,6 +142,17 @@ step "Workload: a JWT for one audience (attested again; sub is its SPIFFE ID)"
 run "${agent[@]}" get-token --audience https://db.example --out db.jwt
 cut -d. -f2 db.jwt | tr '_-' '/+' | base64 -d 2>/dev/null | head -c 400; echo
 
+step "Admin: put a secret (the value from a 0600 file, never an argument)"
+secrets=(keybroker secrets --client-config broker/admin.toml)
+(umask 077 && printf 'correct horse battery staple' >db-password)
+run "${secrets[@]}" put demo/db-password --value-file db-password --description "demo database"
+run "${secrets[@]}" list
+
+step "Workload: attest with a KEM key, get the secret sealed to it, open it here"
+run "${agent[@]}" get-secret demo/db-password --out db-password.released
+run cmp db-password db-password.released
+run stat -c '%a %n' db-password.released
+
 step "Stop the broker"
 printf '$ %s\n' "kill -TERM $broker_pid"
 stop_broker
