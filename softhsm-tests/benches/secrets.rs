@@ -26,21 +26,18 @@ mod measure;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use attest::binding::{bound_keys, snp_report_data};
-use attest::challenge::Nonce;
 use attest::release::{KemKeyPair, Sealed};
+use common::workload::attest_workload;
 use common::{
     APPRAISAL_POLICY, BrokerOptions, BrokerProcess, TOKEN_LABEL, TRUSTED_MEASUREMENT, USER_PIN,
     with_token,
 };
-use enclave::key::EphemeralKey;
 use hsm_backend::secrecy::{SecretBox, SecretString};
 use hsm_backend::{DataKey, HsmBackend, KeyId, Pin, Pkcs11Module, PoolConfig, TokenSelector};
 use keybroker_api::v1 as pb;
 use measure::callers::{Call, broker_row};
 use measure::cpu::{CpuClock, cpu_us_per_op};
 use measure::table::{Row, print_header, print_row};
-use pb::attestation_service_client::AttestationServiceClient;
 use pb::secret_service_client::SecretServiceClient;
 use softhsm_tests::throughput;
 use tonic::transport::Channel;
@@ -97,54 +94,13 @@ impl Call for ReleaseCall {
     }
 }
 
-/// Attests a fresh signing key and KEM key on `workload`'s bootstrap connection, gets a
-/// certificate in the same call, installs it as `pki/<name>.pem`, and connects with it.
+/// An attested workload (`common::workload`) and its connection with its certificate.
 async fn attest(broker: &BrokerProcess, name: &str) -> Holder {
-    use secrecy::ExposeSecret;
-    let key = EphemeralKey::generate().unwrap();
-    let kem = KemKeyPair::generate();
-    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
-    let challenge = att
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
-    let bound = bound_keys(key.spki_der(), Some(&kem.public()));
-    let spiffe_id = format!("spiffe://{}/workload", common::TRUST_DOMAIN);
-    let answer = att
-        .attest(pb::AttestRequest {
-            nonce: nonce.as_bytes().to_vec(),
-            ephemeral_public_key: key.spki_der().to_vec(),
-            evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
-                report_data: snp_report_data(&nonce, &bound).to_vec(),
-                measurement: TRUSTED_MEASUREMENT.into(),
-            })),
-            csr_der: key.csr_der(&spiffe_id).unwrap(),
-            certificate_ttl_seconds: 3600,
-            kem_public_key: kem.public().as_bytes().to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let pki = broker.dir.path().join("pki");
-    let chain: String = answer
-        .certificate
-        .unwrap()
-        .chain_der
-        .iter()
-        .map(|c| der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, c).unwrap())
-        .collect();
-    std::fs::write(pki.join(format!("{name}.pem")), chain).unwrap();
-    std::fs::write(
-        pki.join(format!("{name}-key.pem")),
-        key.private_key_pem().expose_secret(),
-    )
-    .unwrap();
+    let w = attest_workload(broker, name, TRUSTED_MEASUREMENT, true).await;
     Holder {
         channel: broker.channel(name).await.unwrap(),
-        token: answer.token,
-        kem: std::sync::Arc::new(kem),
+        token: w.token,
+        kem: std::sync::Arc::new(w.kem),
     }
 }
 

@@ -181,32 +181,23 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
     print_keys(&[key], json)
 }
 
-/// Most pages `keys list` follows: a broker that keeps answering with a next page (a
-/// bug, or a token that does not move) must not keep the CLI in a loop.
-const MAX_PAGES: usize = 100_000;
-
 /// Every key `request` selects, following `next_page_token` from page to page.
 async fn list_all(
     keys: &mut KeyServiceClient<tonic::transport::Channel>,
-    mut request: pb::ListKeysRequest,
+    request: pb::ListKeysRequest,
 ) -> Result<Vec<pb::Key>, CliError> {
-    let mut all = Vec::new();
-    for _ in 0..MAX_PAGES {
-        let page = keys.list_keys(request.clone()).await?.into_inner();
-        all.extend(page.keys);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        if page.next_page_token == request.page_token {
-            return Err(CliError::Check(
-                "the broker returned the same page token twice".into(),
-            ));
-        }
-        request.page_token = page.next_page_token;
-    }
-    Err(CliError::Check(format!(
-        "more than {MAX_PAGES} pages of keys"
-    )))
+    let first = request.page_token.clone();
+    super::follow_pages("keys", first, async |page_token| {
+        let page = keys
+            .list_keys(pb::ListKeysRequest {
+                page_token,
+                ..request.clone()
+            })
+            .await?
+            .into_inner();
+        Ok((page.keys, page.next_page_token))
+    })
+    .await
 }
 
 fn state(k: &pb::Key) -> String {

@@ -288,6 +288,38 @@ async fn shutdown_signal() {
 }
 
 /// Prints a value as pretty JSON.
+/// Most pages a listing follows: a broker that keeps answering with a next page (a bug,
+/// or a token that does not move) must not keep the CLI in a loop.
+const MAX_PAGES: usize = 100_000;
+
+/// Every item of a paged listing of `what`: `page(token)` fetches the page at `token`
+/// (starting with `first`) and returns its items and the next page's token, empty on the
+/// last page.
+async fn follow_pages<T>(
+    what: &str,
+    first: String,
+    mut page: impl AsyncFnMut(String) -> Result<(Vec<T>, String), CliError>,
+) -> Result<Vec<T>, CliError> {
+    let mut all = Vec::new();
+    let mut token = first;
+    for _ in 0..MAX_PAGES {
+        let (items, next) = page(token.clone()).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        if next == token {
+            return Err(CliError::Check(
+                "the broker returned the same page token twice".into(),
+            ));
+        }
+        token = next;
+    }
+    Err(CliError::Check(format!(
+        "more than {MAX_PAGES} pages of {what}"
+    )))
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Output(e.to_string()))?;
     println!("{text}");

@@ -28,10 +28,6 @@ use crate::secrets::MAX_VALUE_LEN as MAX_VALUE_BYTES;
 /// What `--value-file` takes for stdin.
 const STDIN: &str = "-";
 
-/// Most pages `secrets list` follows: a broker that keeps answering with a next page (a
-/// bug, or a token that does not move) must not keep the CLI in a loop.
-const MAX_PAGES: usize = 100_000;
-
 /// Secret commands.
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
@@ -204,25 +200,20 @@ fn read_stdin() -> std::io::Result<Zeroizing<Vec<u8>>> {
 /// Every secret `request` selects, following `next_page_token` from page to page.
 async fn list_all(
     secrets: &mut SecretServiceClient<Channel>,
-    mut request: pb::ListSecretsRequest,
+    request: pb::ListSecretsRequest,
 ) -> Result<Vec<pb::SecretSummary>, CliError> {
-    let mut all = Vec::new();
-    for _ in 0..MAX_PAGES {
-        let page = secrets.list_secrets(request.clone()).await?.into_inner();
-        all.extend(page.secrets);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        if page.next_page_token == request.page_token {
-            return Err(CliError::Check(
-                "the broker returned the same page token twice".into(),
-            ));
-        }
-        request.page_token = page.next_page_token;
-    }
-    Err(CliError::Check(format!(
-        "more than {MAX_PAGES} pages of secrets"
-    )))
+    let first = request.page_token.clone();
+    super::follow_pages("secrets", first, async |page_token| {
+        let page = secrets
+            .list_secrets(pb::ListSecretsRequest {
+                page_token,
+                ..request.clone()
+            })
+            .await?
+            .into_inner();
+        Ok((page.secrets, page.next_page_token))
+    })
+    .await
 }
 
 fn state(v: &pb::SecretVersionInfo) -> &'static str {

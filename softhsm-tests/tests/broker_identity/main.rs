@@ -19,6 +19,7 @@ mod refusals;
 
 use attest::binding::snp_report_data;
 use attest::challenge::Nonce;
+use common::workload::{install_identity, pem};
 use common::{BrokerProcess, TRUSTED_MEASUREMENT, encrypt, vault_key, with_token};
 use enclave::key::EphemeralKey;
 use keybroker_api::v1 as pb;
@@ -86,26 +87,6 @@ async fn issue(
         .issue_certificate(request)
         .await?
         .into_inner())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
-}
-
-/// Writes an issued chain and its key as `pki/<name>.pem` and `pki/<name>-key.pem`, so
-/// that [`BrokerProcess::channel`] connects with them.
-fn install_identity(broker: &BrokerProcess, name: &str, chain: &[Vec<u8>], key: &EphemeralKey) {
-    use secrecy::ExposeSecret;
-    let pki = broker.dir.path().join("pki");
-    let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    std::fs::write(pki.join(format!("{name}.pem")), chain_pem).unwrap();
-    let key_path = pki.join(format!("{name}-key.pem"));
-    std::fs::write(&key_path, key.private_key_pem().expose_secret()).unwrap();
-    std::fs::set_permissions(
-        &key_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
 }
 
 /// An attested workload: a fresh key, attested on the bootstrap connection, and a

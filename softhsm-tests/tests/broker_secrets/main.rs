@@ -18,8 +18,8 @@ mod release;
 use attest::binding::{bound_keys, snp_report_data};
 use attest::challenge::Nonce;
 use attest::release::KemKeyPair;
+use common::workload::attest_workload;
 use common::{BrokerProcess, TRUSTED_MEASUREMENT, with_token};
-use enclave::key::EphemeralKey;
 use keybroker_api::v1 as pb;
 use pb::attestation_service_client::AttestationServiceClient;
 use pb::secret_service_client::SecretServiceClient;
@@ -46,9 +46,8 @@ async fn put(broker: &BrokerProcess, name: &str, value: &[u8]) -> pb::SecretVers
         .into_inner()
 }
 
-/// An attested workload: its keys, its token (with the KEM key when `kem` is set), and
-/// a certificate for its signing key installed as `pki/<name>.pem`, so that
-/// `broker.channel(name)` proves it holds the key the token is bound to.
+/// An attested workload (`common::workload`): its KEM key and token, with a certificate
+/// installed as `pki/<name>.pem`.
 struct Attested {
     kem: KemKeyPair,
     token: String,
@@ -60,38 +59,10 @@ async fn attested(
     measurement: &str,
     with_kem: bool,
 ) -> Attested {
-    let key = EphemeralKey::generate().unwrap();
-    let kem = KemKeyPair::generate();
-    let kem_public = with_kem.then(|| kem.public());
-    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
-    let challenge = att
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
-    let bound = bound_keys(key.spki_der(), kem_public.as_ref());
-    let answer = att
-        .attest(pb::AttestRequest {
-            nonce: nonce.as_bytes().to_vec(),
-            ephemeral_public_key: key.spki_der().to_vec(),
-            evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
-                report_data: snp_report_data(&nonce, &bound).to_vec(),
-                measurement: measurement.into(),
-            })),
-            csr_der: key.csr_der(WORKLOAD).unwrap(),
-            certificate_ttl_seconds: 600,
-            kem_public_key: kem_public
-                .map(|k| k.as_bytes().to_vec())
-                .unwrap_or_default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    install_identity(broker, name, &answer.certificate.unwrap().chain_der, &key);
+    let w = attest_workload(broker, name, measurement, with_kem).await;
     Attested {
-        kem,
-        token: answer.token,
+        kem: w.kem,
+        token: w.token,
     }
 }
 
@@ -127,21 +98,6 @@ async fn attested_on_bootstrap(broker: &BrokerProcess, measurement: &str) -> Att
         .into_inner()
         .token;
     Attested { kem, token }
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
-}
-
-fn install_identity(broker: &BrokerProcess, name: &str, chain: &[Vec<u8>], key: &EphemeralKey) {
-    use secrecy::ExposeSecret;
-    use std::os::unix::fs::PermissionsExt;
-    let pki = broker.dir.path().join("pki");
-    let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    std::fs::write(pki.join(format!("{name}.pem")), chain_pem).unwrap();
-    let key_path = pki.join(format!("{name}-key.pem"));
-    std::fs::write(&key_path, key.private_key_pem().expose_secret()).unwrap();
-    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// `GetSecret` on `who`'s connection, presenting `token`.

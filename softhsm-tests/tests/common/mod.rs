@@ -26,6 +26,7 @@ pub const TOKEN_LABEL: &str = "e2e";
 
 pub mod fill;
 mod policies;
+pub mod workload;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use policies::{
     APPRAISAL_POLICY, ISSUER, POLICY, TRUSTED_MEASUREMENT, appraisal_policy_enrolling,

@@ -1,0 +1,87 @@
+//! An attested workload as the tests and benches make one: a fresh signing key and KEM
+//! key, development evidence binding both, and one `Attest` that also returns a
+//! certificate, installed as `pki/<name>.pem` so that `BrokerProcess::channel(name)`
+//! connects with it and proves the key the token is bound to.
+
+use attest::binding::{bound_keys, snp_report_data};
+use attest::challenge::Nonce;
+use attest::release::KemKeyPair;
+use enclave::key::EphemeralKey;
+use keybroker_api::v1 as pb;
+use pb::attestation_service_client::AttestationServiceClient;
+
+use super::{BrokerProcess, TRUST_DOMAIN};
+
+/// What [`attest_workload`] made.
+pub struct AttestedWorkload {
+    pub key: EphemeralKey,
+    pub kem: KemKeyPair,
+    pub token: String,
+    pub issued: pb::IssueCertificateResponse,
+}
+
+/// Attests on `workload`'s bootstrap connection with development evidence of
+/// `measurement`, a KEM key if `with_kem`, and a CSR; installs the certificate as
+/// `pki/<name>.pem`.
+pub async fn attest_workload(
+    broker: &BrokerProcess,
+    name: &str,
+    measurement: &str,
+    with_kem: bool,
+) -> AttestedWorkload {
+    let key = EphemeralKey::generate().unwrap();
+    let kem = KemKeyPair::generate();
+    let kem_public = with_kem.then(|| kem.public());
+    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
+    let challenge = att
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
+    let bound = bound_keys(key.spki_der(), kem_public.as_ref());
+    let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/workload");
+    let answer = att
+        .attest(pb::AttestRequest {
+            nonce: nonce.as_bytes().to_vec(),
+            ephemeral_public_key: key.spki_der().to_vec(),
+            evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
+                report_data: snp_report_data(&nonce, &bound).to_vec(),
+                measurement: measurement.into(),
+            })),
+            csr_der: key.csr_der(&spiffe_id).unwrap(),
+            certificate_ttl_seconds: 3600,
+            kem_public_key: kem_public
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = answer.certificate.unwrap();
+    install_identity(broker, name, &issued.chain_der, &key);
+    AttestedWorkload {
+        key,
+        kem,
+        token: answer.token,
+        issued,
+    }
+}
+
+/// A DER object as PEM.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
+}
+
+/// Writes an issued chain and its key as `pki/<name>.pem` and `pki/<name>-key.pem` (0600),
+/// so that [`BrokerProcess::channel`] connects with them.
+pub fn install_identity(broker: &BrokerProcess, name: &str, chain: &[Vec<u8>], key: &EphemeralKey) {
+    use secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+    let pki = broker.dir.path().join("pki");
+    let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    std::fs::write(pki.join(format!("{name}.pem")), chain_pem).unwrap();
+    let key_path = pki.join(format!("{name}-key.pem"));
+    std::fs::write(&key_path, key.private_key_pem().expose_secret()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
