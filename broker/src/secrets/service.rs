@@ -175,6 +175,7 @@ impl SecretService for SecretServiceImpl {
     ) -> Reply<pb::DeleteSecretResponse> {
         let name = request.get_ref().name.clone();
         let auth = self.gate.authorize(&request, Resource::Secret(&name))?;
+        check_name(&name)?;
         self.secrets()?.delete(&auth, &name).await?;
         tracing::info!(caller = %auth.caller(), secret = name, "secret deleted");
         Ok(Response::new(pb::DeleteSecretResponse {}))
@@ -197,6 +198,7 @@ impl SecretService for SecretServiceImpl {
     async fn get_secret(&self, request: Request<pb::GetSecretRequest>) -> Reply<pb::SealedSecret> {
         let name = request.get_ref().name.clone();
         let auth = self.gate.authorize(&request, Resource::Secret(&name))?;
+        check_name(&name)?;
         let recipient = *auth.release_key().ok_or_else(|| {
             Status::failed_precondition(
                 "GetSecret needs an attestation token (x-keybroker-attestation) with a KEM \
@@ -229,6 +231,7 @@ impl SecretServiceImpl {
     ) -> Reply<pb::SecretVersionInfo> {
         let name = request.get_ref().name.clone();
         let auth = self.gate.authorize(&request, Resource::Secret(&name))?;
+        check_name(&name)?;
         let version = request.get_ref().version;
         let record = self
             .secrets()?

@@ -161,6 +161,10 @@ async fn disabled_versions_and_unknown_secrets_are_not_released() {
         2
     );
 
+    let err = get(&broker, "holder", token, "app/bad name", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let err = get(&broker, "holder", token, "app/unknown", 0)
         .await
         .unwrap_err();
