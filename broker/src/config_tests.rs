@@ -163,6 +163,14 @@ fn errors_name_the_field() {
         ),
         (format!("{MINIMAL}\n[ca]\nmode = \"root\"\n"), "ca.mode"),
         (
+            format!("{MINIMAL}\n[secrets]\nbackend = \"nope\"\n"),
+            "secrets.backend",
+        ),
+        (
+            format!("{MINIMAL}\n[secrets]\nbakend = \"hsm\"\n"),
+            "secrets.bakend",
+        ),
+        (
             format!(
                 "{MINIMAL}\n[ca]\nclaims_extension_oid = \"2.25.329800735698586629295641978511506172918\"\n"
             ),
