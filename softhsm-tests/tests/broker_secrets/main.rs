@@ -9,7 +9,6 @@
     clippy::indexing_slicing
 )]
 
-mod canary;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
