@@ -12,6 +12,10 @@ use keybroker_api::v1::key_service_server::KeyServiceServer;
 use keybroker_api::v1::secret_service_server::SecretServiceServer;
 use tokio::net::TcpListener;
 
+mod background;
+
+use background::{spawn_crl_reloader, spawn_destroyer, spawn_policy_reloader};
+
 use crate::admin::AdminServiceImpl;
 use crate::attestation::{Attestation, AttestationServiceImpl};
 use crate::authz::Authorizer;
@@ -34,9 +38,6 @@ pub enum ServeError {
     #[error("transport: {0}")]
     Transport(String),
 }
-
-/// How often due key destructions are carried out.
-const DESTRUCTION_INTERVAL: Duration = Duration::from_secs(60);
 
 fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ServeError + '_ {
     move |e| ServeError::Setup(format!("{what}: {e}"))
@@ -333,77 +334,6 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ServeError::Transport(e.to_string()))
-}
-
-/// Re-reads the policy files on SIGHUP, as `ReloadPolicy` does. A policy that does not
-/// validate is logged and the one in force stays.
-fn spawn_policy_reloader(authorizer: Arc<Authorizer>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP: reload the policy through the API");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            if authorizer.files().is_empty() {
-                tracing::warn!("SIGHUP: the policy is not loaded from files; nothing to reload");
-                continue;
-            }
-            match authorizer.reload_on_hangup() {
-                Ok(info) => tracing::info!(
-                    digest = %info.digest_hex,
-                    policies = info.policies,
-                    "SIGHUP: policy reloaded"
-                ),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: policy not reloaded; the old one stays")
-                }
-            }
-        }
-    });
-}
-
-/// Re-reads the client CRL files on SIGHUP, beside the policy. Lists that do not parse are
-/// logged and the ones in force stay.
-fn spawn_crl_reloader(tls: ServerTls) {
-    use tokio::signal::unix::{SignalKind, signal};
-    if tls.crl_files().is_empty() {
-        return;
-    }
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP: client CRLs load only at start");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            match tls.reload_crls() {
-                Ok(lists) => tracing::info!(lists, "SIGHUP: client CRLs reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: client CRLs not reloaded; the old ones stay")
-                }
-            }
-        }
-    });
-}
-
-fn spawn_destroyer(keys: Arc<KeyManager>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(DESTRUCTION_INTERVAL);
-        loop {
-            tick.tick().await;
-            match keys.destroy_due().await {
-                Ok(names) if !names.is_empty() => tracing::info!(?names, "keys destroyed"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "scheduled destruction failed"),
-            }
-        }
-    });
 }
 
 impl From<BrokerError> for ServeError {

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::authz::Action;
 use crate::backends::{Backends, HsmKeys};
+use crate::ca::authority::unix_now;
 use crate::config::SecretsConfig;
 use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
@@ -107,13 +108,6 @@ fn find_or_make_kek(token: &HsmBackend) -> Result<KeyId> {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 impl Secrets {
     async fn kek(&self) -> Result<KeyId> {
         self.kek
@@ -144,7 +138,7 @@ impl Secrets {
                     wrapped_dek: wrapped.0,
                     nonce,
                     ciphertext,
-                    created_at: unix_now(),
+                    created_at: i64::try_from(unix_now()).unwrap_or(i64::MAX),
                 })
             })
             .await

@@ -17,7 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
-    NewKey, PendingVersion, SecretSummary, SecretVersionRecord, StoreCall,
+    NewKey, PendingVersion, SecretStore, SecretSummary, SecretVersionRecord, StoreCall,
 };
 
 /// Most records kept; past it, reads go to the store until the next write.
@@ -184,6 +184,13 @@ impl KeyStore for CachedKeyStore {
         self.inner.drop_ca_versions_before(version)
     }
 
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
+/// Secrets are not cached: they pass through.
+impl SecretStore for CachedKeyStore {
     fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()> {
         self.inner.create_secret(description, first)
     }
@@ -221,10 +228,6 @@ impl KeyStore for CachedKeyStore {
         limit: usize,
     ) -> StoreCall<Vec<SecretSummary>> {
         self.inner.list_secrets(prefix, after, limit)
-    }
-
-    fn generation(&self) -> u64 {
-        self.inner.generation()
     }
 }
 

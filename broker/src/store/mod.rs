@@ -17,7 +17,7 @@ pub mod sqlite;
 
 pub use call::StoreCall;
 pub use page::{KeyPage, KeyQuery, decode_token, page_token_after};
-pub use secrets::{SecretSummary, SecretVersionRecord, SecretVersionSummary};
+pub use secrets::{SecretStore, SecretSummary, SecretVersionRecord, SecretVersionSummary};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -256,7 +256,7 @@ pub struct CaRecord {
 
 /// The metadata store. Each method queues its request and returns at once; the
 /// [`StoreCall`] resolves when the store has run it (see the module doc).
-pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
+pub trait KeyStore: SecretStore + Send + Sync + std::fmt::Debug + 'static {
     /// Records the intent to create version 1 of a new key: the key in `Creating` state
     /// with one `Creating` version. Written *before* the hardware object is made.
     ///
@@ -349,57 +349,6 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets CA versions older than `version`, once no certificate they signed can
     /// still be valid.
     fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()>;
-
-    /// Adds a new secret with `first` as its version 1.
-    ///
-    /// # Errors
-    /// [`StoreError::SecretExists`] if the name is taken.
-    fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()>;
-
-    /// The newest version number of a secret (0 if it has none).
-    ///
-    /// # Errors
-    /// [`StoreError::SecretNotFound`].
-    fn latest_secret_version(&self, name: &str) -> StoreCall<u32>;
-
-    /// Adds the next version of a secret: `record.version` must be one past the newest.
-    ///
-    /// # Errors
-    /// [`StoreError::SecretNotFound`]; [`StoreError::SecretVersionRace`] if another writer
-    /// added that version first.
-    fn add_secret_version(&self, record: &SecretVersionRecord) -> StoreCall<()>;
-
-    /// One version of a secret, or with `None` its newest enabled one.
-    ///
-    /// # Errors
-    /// [`StoreError::SecretNotFound`], [`StoreError::SecretVersionNotFound`].
-    fn secret_version(&self, name: &str, version: Option<u32>) -> StoreCall<SecretVersionRecord>;
-
-    /// Enables or disables one version of a secret; the version after the change.
-    ///
-    /// # Errors
-    /// As [`KeyStore::secret_version`].
-    fn set_secret_version_enabled(
-        &self,
-        name: &str,
-        version: u32,
-        enabled: bool,
-    ) -> StoreCall<SecretVersionRecord>;
-
-    /// Deletes a secret and all its versions.
-    ///
-    /// # Errors
-    /// [`StoreError::SecretNotFound`].
-    fn delete_secret(&self, name: &str) -> StoreCall<()>;
-
-    /// At most `limit` secrets whose names start with `prefix` and sort after `after`, by
-    /// name, with their versions' metadata.
-    fn list_secrets(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> StoreCall<Vec<SecretSummary>>;
 
     /// A counter that every finished write request increases, before its [`StoreCall`]
     /// resolves (whether or not the caller still waits for it). A cache of reads is

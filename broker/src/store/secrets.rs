@@ -1,6 +1,8 @@
 //! What the store keeps of secrets (migration `0003_secrets.sql`): metadata, and for each
 //! version only a ciphertext and a wrapped data key (docs/secrets.md).
 
+use super::StoreCall;
+
 /// One version of a secret, envelope-encrypted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretVersionRecord {
@@ -55,4 +57,59 @@ pub struct SecretSummary {
     pub description: String,
     pub created_at: i64,
     pub versions: Vec<SecretVersionSummary>,
+}
+
+/// The secret tables of the store (each method queues its request, as [`super::KeyStore`]'s
+/// do). Every key store is one.
+pub trait SecretStore {
+    /// Adds a new secret with `first` as its version 1.
+    ///
+    /// # Errors
+    /// [`StoreError::SecretExists`] if the name is taken.
+    fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()>;
+
+    /// The newest version number of a secret (0 if it has none).
+    ///
+    /// # Errors
+    /// [`StoreError::SecretNotFound`].
+    fn latest_secret_version(&self, name: &str) -> StoreCall<u32>;
+
+    /// Adds the next version of a secret: `record.version` must be one past the newest.
+    ///
+    /// # Errors
+    /// [`StoreError::SecretNotFound`]; [`StoreError::SecretVersionRace`] if another writer
+    /// added that version first.
+    fn add_secret_version(&self, record: &SecretVersionRecord) -> StoreCall<()>;
+
+    /// One version of a secret, or with `None` its newest enabled one.
+    ///
+    /// # Errors
+    /// [`StoreError::SecretNotFound`], [`StoreError::SecretVersionNotFound`].
+    fn secret_version(&self, name: &str, version: Option<u32>) -> StoreCall<SecretVersionRecord>;
+
+    /// Enables or disables one version of a secret; the version after the change.
+    ///
+    /// # Errors
+    /// As [`SecretStore::secret_version`].
+    fn set_secret_version_enabled(
+        &self,
+        name: &str,
+        version: u32,
+        enabled: bool,
+    ) -> StoreCall<SecretVersionRecord>;
+
+    /// Deletes a secret and all its versions.
+    ///
+    /// # Errors
+    /// [`StoreError::SecretNotFound`].
+    fn delete_secret(&self, name: &str) -> StoreCall<()>;
+
+    /// At most `limit` secrets whose names start with `prefix` and sort after `after`, by
+    /// name, with their versions' metadata.
+    fn list_secrets(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreCall<Vec<SecretSummary>>;
 }

@@ -15,13 +15,10 @@ mod common;
 mod refusals;
 mod release;
 
-use attest::binding::{bound_keys, snp_report_data};
-use attest::challenge::Nonce;
 use attest::release::KemKeyPair;
-use common::workload::attest_workload;
+use common::workload::{attest_bootstrap_key, attest_workload};
 use common::{BrokerProcess, TRUSTED_MEASUREMENT, with_token};
 use keybroker_api::v1 as pb;
-use pb::attestation_service_client::AttestationServiceClient;
 use pb::secret_service_client::SecretServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -66,37 +63,10 @@ async fn attested(
     }
 }
 
-/// A token for a fresh KEM key and the key of `workload`'s own bootstrap certificate, so
-/// that it works on `workload`'s bootstrap connection: for evidence the policy gives no
-/// certificate (a measurement it does not trust).
+/// A token for a fresh KEM key, usable on `workload`'s bootstrap connection
+/// (`common::workload::attest_bootstrap_key`).
 async fn attested_on_bootstrap(broker: &BrokerProcess, measurement: &str) -> Attested {
-    let pem = std::fs::read(broker.dir.path().join("pki/workload.pem")).unwrap();
-    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
-    let spki = block.parse_x509().unwrap().public_key().raw.to_vec();
-    let kem = KemKeyPair::generate();
-    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
-    let challenge = att
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
-    let bound = bound_keys(&spki, Some(&kem.public()));
-    let token = att
-        .attest(pb::AttestRequest {
-            nonce: nonce.as_bytes().to_vec(),
-            ephemeral_public_key: spki,
-            evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
-                report_data: snp_report_data(&nonce, &bound).to_vec(),
-                measurement: measurement.into(),
-            })),
-            kem_public_key: kem.public().as_bytes().to_vec(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let (kem, token) = attest_bootstrap_key(broker, measurement).await;
     Attested { kem, token }
 }
 

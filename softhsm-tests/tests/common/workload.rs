@@ -5,7 +5,7 @@
 
 use attest::binding::{bound_keys, snp_report_data};
 use attest::challenge::Nonce;
-use attest::release::KemKeyPair;
+use attest::release::{KemKeyPair, KemPublicKey};
 use enclave::key::EphemeralKey;
 use keybroker_api::v1 as pb;
 use pb::attestation_service_client::AttestationServiceClient;
@@ -20,6 +20,39 @@ pub struct AttestedWorkload {
     pub issued: pb::IssueCertificateResponse,
 }
 
+/// `Attest` on `workload`'s bootstrap connection, with development evidence of
+/// `measurement` binding `spki` and `kem`, sending `csr_der` (none if empty).
+async fn dev_attest(
+    broker: &BrokerProcess,
+    spki: &[u8],
+    kem: Option<&KemPublicKey>,
+    measurement: &str,
+    csr_der: Vec<u8>,
+) -> pb::AttestResponse {
+    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
+    let challenge = att
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
+    let bound = bound_keys(spki, kem);
+    att.attest(pb::AttestRequest {
+        nonce: nonce.as_bytes().to_vec(),
+        ephemeral_public_key: spki.to_vec(),
+        evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
+            report_data: snp_report_data(&nonce, &bound).to_vec(),
+            measurement: measurement.into(),
+        })),
+        csr_der,
+        certificate_ttl_seconds: 3600,
+        kem_public_key: kem.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// Attests on `workload`'s bootstrap connection with development evidence of
 /// `measurement`, a KEM key if `with_kem`, and a CSR; installs the certificate as
 /// `pki/<name>.pem`.
@@ -32,32 +65,16 @@ pub async fn attest_workload(
     let key = EphemeralKey::generate().unwrap();
     let kem = KemKeyPair::generate();
     let kem_public = with_kem.then(|| kem.public());
-    let mut att = AttestationServiceClient::new(broker.channel("workload").await.unwrap());
-    let challenge = att
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let nonce = Nonce::from_slice(&challenge.nonce).unwrap();
-    let bound = bound_keys(key.spki_der(), kem_public.as_ref());
     let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/workload");
-    let answer = att
-        .attest(pb::AttestRequest {
-            nonce: nonce.as_bytes().to_vec(),
-            ephemeral_public_key: key.spki_der().to_vec(),
-            evidence: Some(pb::attest_request::Evidence::Dev(pb::DevEvidence {
-                report_data: snp_report_data(&nonce, &bound).to_vec(),
-                measurement: measurement.into(),
-            })),
-            csr_der: key.csr_der(&spiffe_id).unwrap(),
-            certificate_ttl_seconds: 3600,
-            kem_public_key: kem_public
-                .map(|k| k.as_bytes().to_vec())
-                .unwrap_or_default(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let csr = key.csr_der(&spiffe_id).unwrap();
+    let answer = dev_attest(
+        broker,
+        key.spki_der(),
+        kem_public.as_ref(),
+        measurement,
+        csr,
+    )
+    .await;
     let issued = answer.certificate.unwrap();
     install_identity(broker, name, &issued.chain_der, &key);
     AttestedWorkload {
@@ -66,6 +83,21 @@ pub async fn attest_workload(
         token: answer.token,
         issued,
     }
+}
+
+/// A fresh KEM key and a token for it and the key of `workload`'s own bootstrap
+/// certificate, so that the token works on `workload`'s bootstrap connection: for
+/// evidence the policy gives no certificate (a measurement it does not trust).
+pub async fn attest_bootstrap_key(
+    broker: &BrokerProcess,
+    measurement: &str,
+) -> (KemKeyPair, String) {
+    let pem = std::fs::read(broker.dir.path().join("pki/workload.pem")).unwrap();
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let spki = block.parse_x509().unwrap().public_key().raw.to_vec();
+    let kem = KemKeyPair::generate();
+    let answer = dev_attest(broker, &spki, Some(&kem.public()), measurement, Vec::new()).await;
+    (kem, answer.token)
 }
 
 /// A DER object as PEM.

@@ -9,11 +9,10 @@ use std::sync::atomic::Ordering;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{self, Text, handle_parts, key_state, load_key, select_keys, version_state};
-use super::{Sql, SqliteStore, ca_rows, is_unique_violation, listing, secret_rows};
+use super::{Sql, SqliteStore, ca_rows, is_unique_violation, listing};
 use crate::store::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
-    NewKey, PendingVersion, Result, SecretSummary, SecretVersionRecord, StoreCall, StoreError,
-    VersionState,
+    NewKey, PendingVersion, Result, StoreCall, StoreError, VersionState,
 };
 
 /// A lost compare-and-set.
@@ -376,63 +375,6 @@ impl KeyStore for SqliteStore {
     fn drop_ca_versions_before(&self, version: u32) -> StoreCall<()> {
         self.write("drop_ca_versions_before", move |tx| {
             ca_rows::delete_before(tx, version)
-        })
-    }
-
-    fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()> {
-        let (description, first) = (description.to_string(), first.clone());
-        self.write("create_secret", move |tx| {
-            secret_rows::create(tx, &description, &first)
-        })
-    }
-
-    fn latest_secret_version(&self, name: &str) -> StoreCall<u32> {
-        let name = name.to_string();
-        self.read("latest_secret_version", move |tx| {
-            secret_rows::latest_version(tx, &name)
-        })
-    }
-
-    fn add_secret_version(&self, record: &SecretVersionRecord) -> StoreCall<()> {
-        let record = record.clone();
-        self.write("add_secret_version", move |tx| {
-            secret_rows::add_version(tx, &record)
-        })
-    }
-
-    fn secret_version(&self, name: &str, version: Option<u32>) -> StoreCall<SecretVersionRecord> {
-        let name = name.to_string();
-        self.read("secret_version", move |tx| {
-            secret_rows::version(tx, &name, version)
-        })
-    }
-
-    fn set_secret_version_enabled(
-        &self,
-        name: &str,
-        version: u32,
-        enabled: bool,
-    ) -> StoreCall<SecretVersionRecord> {
-        let name = name.to_string();
-        self.write("set_secret_version_enabled", move |tx| {
-            secret_rows::set_enabled(tx, &name, version, enabled)
-        })
-    }
-
-    fn delete_secret(&self, name: &str) -> StoreCall<()> {
-        let name = name.to_string();
-        self.write("delete_secret", move |tx| secret_rows::delete(tx, &name))
-    }
-
-    fn list_secrets(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> StoreCall<Vec<SecretSummary>> {
-        let (prefix, after) = (prefix.to_string(), after.to_string());
-        self.read("list_secrets", move |tx| {
-            secret_rows::list(tx, &prefix, &after, limit)
         })
     }
 

@@ -2,8 +2,11 @@
 
 use rusqlite::{OptionalExtension, Transaction};
 
-use super::Sql;
-use crate::store::{Result, SecretSummary, SecretVersionRecord, SecretVersionSummary, StoreError};
+use super::{Sql, SqliteStore};
+use crate::store::{
+    Result, SecretStore, SecretSummary, SecretVersionRecord, SecretVersionSummary, StoreCall,
+    StoreError,
+};
 
 const VERSION_COLUMNS: &str =
     "name, version, enabled, kek, wrapped_dek, nonce, ciphertext, created_at";
@@ -218,4 +221,55 @@ pub(super) fn list(
             Ok(head)
         })
         .collect()
+}
+
+impl SecretStore for SqliteStore {
+    fn create_secret(&self, description: &str, first: &SecretVersionRecord) -> StoreCall<()> {
+        let (description, first) = (description.to_string(), first.clone());
+        self.write("create_secret", move |tx| create(tx, &description, &first))
+    }
+
+    fn latest_secret_version(&self, name: &str) -> StoreCall<u32> {
+        let name = name.to_string();
+        self.read("latest_secret_version", move |tx| latest_version(tx, &name))
+    }
+
+    fn add_secret_version(&self, record: &SecretVersionRecord) -> StoreCall<()> {
+        let record = record.clone();
+        self.write("add_secret_version", move |tx| add_version(tx, &record))
+    }
+
+    fn secret_version(&self, name: &str, version: Option<u32>) -> StoreCall<SecretVersionRecord> {
+        let name = name.to_string();
+        self.read("secret_version", move |tx| {
+            self::version(tx, &name, version)
+        })
+    }
+
+    fn set_secret_version_enabled(
+        &self,
+        name: &str,
+        version: u32,
+        enabled: bool,
+    ) -> StoreCall<SecretVersionRecord> {
+        let name = name.to_string();
+        self.write("set_secret_version_enabled", move |tx| {
+            set_enabled(tx, &name, version, enabled)
+        })
+    }
+
+    fn delete_secret(&self, name: &str) -> StoreCall<()> {
+        let name = name.to_string();
+        self.write("delete_secret", move |tx| delete(tx, &name))
+    }
+
+    fn list_secrets(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> StoreCall<Vec<SecretSummary>> {
+        let (prefix, after) = (prefix.to_string(), after.to_string());
+        self.read("list_secrets", move |tx| list(tx, &prefix, &after, limit))
+    }
 }

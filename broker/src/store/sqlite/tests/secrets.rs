@@ -2,7 +2,7 @@
 //! listing by prefix, byte-wise.
 
 use super::*;
-use crate::store::SecretVersionRecord;
+use crate::store::{SecretStore, SecretVersionRecord};
 
 fn version(name: &str, version: u32) -> SecretVersionRecord {
     SecretVersionRecord {
