@@ -28,6 +28,9 @@ pub const SUITE: (u16, u16, u16) = (0x0020, 0x0001, 0x0002);
 pub const KEM_KEY_LEN: usize = 32;
 /// The label that starts every `info`.
 pub const INFO_LABEL: &[u8] = b"keybroker secret release v1";
+/// The first bytes of a leased secret's `info` ([`lease_info`]): another label, so that a
+/// lease's release can never be taken for a stored secret's, nor the reverse.
+pub const LEASE_INFO_LABEL: &[u8] = b"keybroker lease release v1";
 
 /// A workload's KEM public key (X25519).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -178,11 +181,6 @@ pub struct Sealed {
 /// # Errors
 /// [`AttestError::Malformed`] for a name or caller longer than 65,535 bytes.
 pub fn release_info(name: &str, version: u64, caller: &str) -> Result<Vec<u8>> {
-    let prefixed = |text: &str| -> Result<Vec<u8>> {
-        let len = u16::try_from(text.len())
-            .map_err(|_| AttestError::Malformed("a name of over 65,535 bytes".into()))?;
-        Ok([&len.to_be_bytes()[..], text.as_bytes()].concat())
-    };
     Ok([
         INFO_LABEL,
         &prefixed(name)?,
@@ -190,6 +188,23 @@ pub fn release_info(name: &str, version: u64, caller: &str) -> Result<Vec<u8>> {
         &prefixed(caller)?,
     ]
     .concat())
+}
+
+/// The `info` of a leased (dynamic) secret's release: [`LEASE_INFO_LABEL`], then the lease
+/// id (which begins with its role's name) and the caller, each after its length (2 bytes,
+/// big-endian).
+///
+/// # Errors
+/// [`AttestError::Malformed`] for a lease id or caller longer than 65,535 bytes.
+pub fn lease_info(lease_id: &str, caller: &str) -> Result<Vec<u8>> {
+    Ok([LEASE_INFO_LABEL, &prefixed(lease_id)?, &prefixed(caller)?].concat())
+}
+
+/// `text` after its length, 2 bytes big-endian.
+fn prefixed(text: &str) -> Result<Vec<u8>> {
+    let len = u16::try_from(text.len())
+        .map_err(|_| AttestError::Malformed("a name of over 65,535 bytes".into()))?;
+    Ok([&len.to_be_bytes()[..], text.as_bytes()].concat())
 }
 
 /// Encrypts `plaintext` to `recipient` with `info` (no AAD).

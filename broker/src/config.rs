@@ -12,10 +12,13 @@ use serde::Deserialize;
 mod attestation;
 #[path = "config_ca.rs"]
 mod ca;
+#[path = "config_secrets.rs"]
+mod secrets;
 #[path = "config_server.rs"]
 mod server;
 pub use attestation::AttestationConfig;
 pub use ca::{CaConfig, CaMode, OidcConfig, parse_oid};
+pub use secrets::{LeaseTimes, PostgresRole, RandomRole, SecretsConfig, check_role_name};
 pub use server::ServerConfig;
 
 /// A configuration error, naming the file and the field.
@@ -55,15 +58,6 @@ pub struct Config {
     pub oidc: OidcConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
-}
-
-/// `[secrets]`: the secret store (docs/secrets.md).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// The `[[hsm]]` that holds the key-encryption key; none: the broker keeps no secrets.
-    #[serde(default)]
-    pub backend: Option<String>,
 }
 
 /// `[admin]`: what the admin API may do at run time.
@@ -311,6 +305,7 @@ impl Config {
                 );
             }
         }
+        self.secrets.validate()?;
         if !self.policy.files.is_empty() && self.policy.bootstrap.is_some() {
             return bad(
                 "policy.bootstrap",

@@ -234,6 +234,12 @@ backend = "softhsm"
 [secrets]
 backend = "softhsm"
 
+# A dynamic role: 32 random bytes from the HSM, leased for 10 minutes (at most an hour).
+[[secrets.random]]
+name = "demo/session-key"
+default_ttl_seconds = 600
+max_ttl_seconds = 3600
+
 [attestation]
 policy = "attestation.toml"
 signing_backend = "softhsm"

@@ -29,6 +29,9 @@ pub enum BrokerError {
     /// Something other than a key that the call names does not exist (a secret).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this to this object (another identity's lease).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Unsupported(String),
     /// A signature did not verify or a ciphertext was altered.
@@ -62,6 +65,7 @@ impl From<BrokerError> for Status {
             BrokerError::FailedPrecondition(_) | BrokerError::ObjectMissing(_) => {
                 Code::FailedPrecondition
             }
+            BrokerError::PermissionDenied(_) => Code::PermissionDenied,
             BrokerError::Unsupported(_) => Code::Unimplemented,
             BrokerError::IntegrityFailure(_) => Code::InvalidArgument,
             BrokerError::Unavailable(_) => Code::Unavailable,
@@ -89,7 +93,10 @@ impl From<StoreError> for BrokerError {
             }
             StoreError::InvalidQuery(m) => BrokerError::InvalidArgument(m),
             StoreError::SecretExists(_) => BrokerError::AlreadyExists(err.to_string()),
-            StoreError::SecretNotFound(_) => BrokerError::NotFound(err.to_string()),
+            StoreError::SecretNotFound(_) | StoreError::LeaseNotFound(_) => {
+                BrokerError::NotFound(err.to_string())
+            }
+            StoreError::LeaseNotLive { .. } => BrokerError::FailedPrecondition(err.to_string()),
             StoreError::SecretVersionNotFound { .. } | StoreError::SecretVersionRace { .. } => {
                 BrokerError::FailedPrecondition(err.to_string())
             }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 mod background;
 
-use background::{spawn_crl_reloader, spawn_destroyer, spawn_policy_reloader};
+use background::{spawn_crl_reloader, spawn_destroyer, spawn_lease_sweeper, spawn_policy_reloader};
 
 use crate::admin::AdminServiceImpl;
 use crate::attestation::{Attestation, AttestationServiceImpl};
@@ -57,6 +57,8 @@ pub struct Broker {
     pub authority: Option<Arc<crate::ca::Authority>>,
     /// `None` without `[secrets]`.
     pub secrets: Option<Arc<crate::secrets::Secrets>>,
+    /// The dynamic roles and their leases; `None` without `[secrets]`.
+    pub leases: Option<Arc<crate::secrets::Leases>>,
 }
 
 impl Broker {
@@ -122,6 +124,13 @@ impl Broker {
             crate::ca::open(&config.ca, &backends, store.clone()).map_err(setup("ca"))?;
         let secrets = crate::secrets::open(&config.secrets, &backends, store.clone())
             .map_err(setup("secrets"))?;
+        let leases = secrets.as_ref().map(|secrets| {
+            Arc::new(crate::secrets::Leases::new(
+                &config.secrets,
+                secrets.clone(),
+                store.clone(),
+            ))
+        });
         Ok(Broker {
             config,
             store,
@@ -131,6 +140,7 @@ impl Broker {
             attestation,
             authority,
             secrets,
+            leases,
         })
     }
 }
@@ -208,6 +218,12 @@ pub async fn serve(
         .await
         .map_err(setup("reconciliation"))?;
     spawn_destroyer(broker.keys.clone());
+    if let Some(leases) = &broker.leases {
+        spawn_lease_sweeper(
+            leases.clone(),
+            Duration::from_secs(broker.config.secrets.lease_sweep_seconds),
+        );
+    }
     spawn_policy_reloader(broker.authorizer.clone());
     spawn_crl_reloader(tls.clone());
 
@@ -263,10 +279,13 @@ pub async fn serve(
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
-    let secrets =
-        SecretServiceServer::new(SecretServiceImpl::new(broker.secrets.clone(), gate.clone()))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+    let secrets = SecretServiceServer::new(SecretServiceImpl::new(
+        broker.secrets.clone(),
+        broker.leases.clone(),
+        gate.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     if let Some(authority) = &broker.authority {
         crate::ca::spawn_anchor_updates(authority, tls.clone());
         authority.clone().spawn();

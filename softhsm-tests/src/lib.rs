@@ -4,6 +4,8 @@
 //! - [`Swtpm`]: a private swtpm process on loopback TCP, killed and removed on drop.
 //! - [`Tpm2Pkcs11`]: swtpm behind tpm2-abrmd on a private D-Bus, and a tpm2-pkcs11 token:
 //!   a second PKCS#11 module.
+//! - [`Postgres`]: a private PostgreSQL server on loopback TCP with password logins, an
+//!   admin role that can create and drop login roles, and a database `app`.
 //! - [`throughput`]: the measuring loop every `make bench` row uses.
 //!
 //! The fixtures depend on no other workspace crate, so every crate can take this one
@@ -15,6 +17,7 @@
 #![allow(clippy::panic, clippy::expect_used)]
 
 mod packages;
+mod postgres;
 pub mod soak;
 mod softhsm;
 mod swtpm;
@@ -22,6 +25,7 @@ pub mod throughput;
 mod tpm2pkcs11;
 
 pub use packages::{MissingPackage, require_command};
+pub use postgres::Postgres;
 pub use softhsm::SoftHsm;
 pub use swtpm::Swtpm;
 pub use tpm2pkcs11::Tpm2Pkcs11;

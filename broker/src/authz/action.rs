@@ -24,9 +24,10 @@ pub enum ActionGroup {
     Attestation,
     /// IssueCertificate, GetTrustBundle, GetToken.
     Identity,
-    /// GetSecret.
+    /// GetSecret; GenerateSecret, and renewing and revoking one's own leases.
     SecretUse,
-    /// Putting, rotating, listing, deleting, disabling and enabling secrets.
+    /// Putting, rotating, listing, deleting, disabling and enabling secrets; listing
+    /// leases and revoking a role's.
     SecretAdmin,
     /// Backends and the authorization policy itself.
     Admin,
@@ -140,6 +141,11 @@ actions! {
     DisableSecretVersion: Secret, SecretAdmin;
     EnableSecretVersion: Secret, SecretAdmin;
     ListSecrets: Broker, SecretAdmin;
+    GenerateSecret: Secret, SecretUse;
+    RenewLease: Secret, SecretUse;
+    RevokeLease: Secret, SecretUse;
+    RevokeLeases: Secret, SecretAdmin;
+    ListLeases: Broker, SecretAdmin;
     RegisterHsmBackend: Broker, Admin;
     RegisterTpmBackend: Broker, Admin;
     ListBackends: Broker, Admin;

@@ -10,8 +10,12 @@
 //! wiped buffers for the length of the call.
 
 mod envelope;
+mod lease_service;
+mod leases;
+mod postgres;
 mod service;
 
+pub use leases::{Issued, Leases, role_of};
 pub use service::{MAX_VALUE_LEN, SecretServiceImpl};
 
 use std::sync::Arc;
@@ -226,6 +230,41 @@ impl Secrets {
     ) -> Result<Vec<SecretSummary>> {
         auth.require_broker(Action::ListSecrets)?;
         Ok(self.store.list_secrets(prefix, after, limit).await?)
+    }
+
+    /// The newest enabled version of `name`, for the broker's own use (the password of a
+    /// `[[secrets.postgres]]` role, which its configuration names): no caller, no policy.
+    ///
+    /// # Errors
+    /// `NOT_FOUND`; `FAILED_PRECONDITION` when no version is enabled; `UNAVAILABLE`.
+    pub(crate) async fn value_for_broker(&self, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+        let record = self.store.secret_version(name, None).await?;
+        let kek = self.kek().await?;
+        self.hsm
+            .run(move |token| {
+                let data_key = token.unwrap_data_key(&kek, &WrappedKey(record.wrapped_dek))?;
+                envelope::open(
+                    &data_key,
+                    &record.name,
+                    record.version,
+                    &record.nonce,
+                    &record.ciphertext,
+                )
+            })
+            .await
+    }
+
+    /// `len` bytes from the HSM's generator.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when the HSM fails.
+    pub(crate) async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>> {
+        self.hsm
+            .run(move |token| {
+                let bytes = token.random(len)?;
+                Ok(Zeroizing::new(bytes.expose_secret().to_vec()))
+            })
+            .await
     }
 
     /// `name`'s version `version` (`None`: the newest enabled), sealed to `recipient` for

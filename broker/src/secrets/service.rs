@@ -6,7 +6,7 @@ use keybroker_api::v1 as pb;
 use pb::secret_service_server::SecretService;
 use tonic::{Request, Response, Status};
 
-use super::Secrets;
+use super::{Leases, Secrets};
 use crate::authz::Resource;
 use crate::request::Gate;
 use crate::store::{
@@ -22,21 +22,22 @@ const MAX_DESCRIPTION_LEN: usize = 1024;
 /// Default and largest `ListSecrets` page.
 const PAGE_SIZE: (u32, u32) = (100, 1000);
 
-type Reply<T> = Result<Response<T>, Status>;
+pub(super) type Reply<T> = Result<Response<T>, Status>;
 
 /// Serves `SecretService`.
 #[derive(Debug, Clone)]
 pub struct SecretServiceImpl {
     secrets: Option<Arc<Secrets>>,
-    gate: Gate,
+    pub(super) leases: Option<Arc<Leases>>,
+    pub(super) gate: Gate,
 }
 
-fn invalid(message: impl Into<String>) -> Status {
+pub(super) fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())
 }
 
 /// A name of 1 to 128 letters, digits, `-`, `_`, `.` and `/`.
-fn check_name(name: &str) -> Result<(), Status> {
+pub(super) fn check_name(name: &str) -> Result<(), Status> {
     let fine = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -86,8 +87,12 @@ fn summary(s: SecretSummary) -> pb::SecretSummary {
 
 impl SecretServiceImpl {
     /// `secrets` is `None` without `[secrets]`: every call is refused.
-    pub fn new(secrets: Option<Arc<Secrets>>, gate: Gate) -> Self {
-        SecretServiceImpl { secrets, gate }
+    pub fn new(secrets: Option<Arc<Secrets>>, leases: Option<Arc<Leases>>, gate: Gate) -> Self {
+        SecretServiceImpl {
+            secrets,
+            leases,
+            gate,
+        }
     }
 
     fn secrets(&self) -> Result<&Arc<Secrets>, Status> {
@@ -95,6 +100,33 @@ impl SecretServiceImpl {
             Status::failed_precondition("this broker keeps no secrets (no [secrets] backend)")
         })
     }
+}
+
+/// A listing page's size (`0`: the default; at most the largest) and the name it starts
+/// after.
+pub(super) fn page(size: u32, token: &str) -> Result<(usize, String), Status> {
+    let size = match size {
+        0 => PAGE_SIZE.0,
+        asked => asked.min(PAGE_SIZE.1),
+    };
+    let after = match token.is_empty() {
+        true => String::new(),
+        false => decode_token(token).map_err(|e| invalid(e.to_string()))?,
+    };
+    Ok((usize::try_from(size).unwrap_or(usize::MAX), after))
+}
+
+/// The KEM key of the caller's attestation token, which a release is sealed to.
+pub(super) fn release_key(
+    auth: &crate::request::Authorized,
+    call: &str,
+) -> Result<attest::release::KemPublicKey, Status> {
+    auth.release_key().copied().ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "{call} needs an attestation token (x-keybroker-attestation) with a KEM key, \
+             bound to this connection's key: attest with kem_public_key"
+        ))
+    })
 }
 
 #[tonic::async_trait]
@@ -143,15 +175,7 @@ impl SecretService for SecretServiceImpl {
     ) -> Reply<pb::ListSecretsResponse> {
         let auth = self.gate.authorize(&request, Resource::Broker)?;
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => PAGE_SIZE.0,
-            asked => asked.min(PAGE_SIZE.1),
-        };
-        let after = match r.page_token.is_empty() {
-            true => String::new(),
-            false => decode_token(&r.page_token).map_err(|e| invalid(e.to_string()))?,
-        };
-        let limit = usize::try_from(size).unwrap_or(usize::MAX);
+        let (limit, after) = page(r.page_size, &r.page_token)?;
         // One more than the page, to know whether another page follows.
         let mut found = self
             .secrets()?
@@ -199,12 +223,7 @@ impl SecretService for SecretServiceImpl {
         let name = request.get_ref().name.clone();
         let auth = self.gate.authorize(&request, Resource::Secret(&name))?;
         check_name(&name)?;
-        let recipient = *auth.release_key().ok_or_else(|| {
-            Status::failed_precondition(
-                "GetSecret needs an attestation token (x-keybroker-attestation) with a KEM \
-                 key, bound to this connection's key: attest with kem_public_key",
-            )
-        })?;
+        let recipient = release_key(&auth, "GetSecret")?;
         let version = match request.get_ref().version {
             0 => None,
             v => Some(v),
@@ -220,6 +239,38 @@ impl SecretService for SecretServiceImpl {
             ciphertext: sealed.ciphertext,
             info,
         }))
+    }
+
+    async fn generate_secret(
+        &self,
+        request: Request<pb::GenerateSecretRequest>,
+    ) -> Reply<pb::LeasedSecret> {
+        self.generate(request).await
+    }
+
+    async fn renew_lease(&self, request: Request<pb::RenewLeaseRequest>) -> Reply<pb::LeaseInfo> {
+        self.renew(request).await
+    }
+
+    async fn revoke_lease(
+        &self,
+        request: Request<pb::RevokeLeaseRequest>,
+    ) -> Reply<pb::RevokeLeaseResponse> {
+        self.revoke(request).await
+    }
+
+    async fn revoke_leases(
+        &self,
+        request: Request<pb::RevokeLeasesRequest>,
+    ) -> Reply<pb::RevokeLeasesResponse> {
+        self.revoke_role(request).await
+    }
+
+    async fn list_leases(
+        &self,
+        request: Request<pb::ListLeasesRequest>,
+    ) -> Reply<pb::ListLeasesResponse> {
+        self.list_lease_page(request).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The broker's background tasks: reloads on SIGHUP, and scheduled key destruction.
+//! The broker's background tasks: reloads on SIGHUP, scheduled key destruction, and the
+//! lease sweep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,18 @@ pub(super) fn spawn_crl_reloader(tls: ServerTls) {
                     tracing::error!(error = %e, "SIGHUP: client CRLs not reloaded; the old ones stay")
                 }
             }
+        }
+    });
+}
+
+/// Undoes revoked and expired leases every `every` (docs/leases.md).
+pub(super) fn spawn_lease_sweeper(leases: Arc<crate::secrets::Leases>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            leases.sweep().await;
         }
     });
 }

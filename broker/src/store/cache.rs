@@ -17,7 +17,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
-    NewKey, PendingVersion, SecretStore, SecretSummary, SecretVersionRecord, StoreCall,
+    LeaseRecord, LeaseStore, NewKey, PendingVersion, SecretStore, SecretSummary,
+    SecretVersionRecord, StoreCall,
 };
 
 /// Most records kept; past it, reads go to the store until the next write.
@@ -228,6 +229,41 @@ impl SecretStore for CachedKeyStore {
         limit: usize,
     ) -> StoreCall<Vec<SecretSummary>> {
         self.inner.list_secrets(prefix, after, limit)
+    }
+}
+
+/// Leases are not cached: they pass through.
+impl LeaseStore for CachedKeyStore {
+    fn create_lease(&self, lease: &LeaseRecord) -> StoreCall<()> {
+        self.inner.create_lease(lease)
+    }
+
+    fn lease(&self, id: &str) -> StoreCall<LeaseRecord> {
+        self.inner.lease(id)
+    }
+
+    fn extend_lease(&self, id: &str, expires_at: i64, now: i64) -> StoreCall<LeaseRecord> {
+        self.inner.extend_lease(id, expires_at, now)
+    }
+
+    fn revoke_lease(&self, id: &str, now: i64) -> StoreCall<LeaseRecord> {
+        self.inner.revoke_lease(id, now)
+    }
+
+    fn revoke_role_leases(&self, role: &str, now: i64) -> StoreCall<u64> {
+        self.inner.revoke_role_leases(role, now)
+    }
+
+    fn due_leases(&self, now: i64, limit: usize) -> StoreCall<Vec<LeaseRecord>> {
+        self.inner.due_leases(now, limit)
+    }
+
+    fn forget_lease(&self, id: &str) -> StoreCall<()> {
+        self.inner.forget_lease(id)
+    }
+
+    fn list_leases(&self, prefix: &str, after: &str, limit: usize) -> StoreCall<Vec<LeaseRecord>> {
+        self.inner.list_leases(prefix, after, limit)
     }
 }
 

@@ -11,11 +11,13 @@
 
 pub mod cache;
 mod call;
+mod leases;
 pub mod page;
 mod secrets;
 pub mod sqlite;
 
 pub use call::StoreCall;
+pub use leases::{LeaseRecord, LeaseStore};
 pub use page::{KeyPage, KeyQuery, decode_token, page_token_after};
 pub use secrets::{SecretStore, SecretSummary, SecretVersionRecord, SecretVersionSummary};
 
@@ -51,6 +53,11 @@ pub enum StoreError {
     /// Another writer added version `version` first.
     #[error("secret {name:?} already has a version {version}; retry")]
     SecretVersionRace { name: String, version: u32 },
+    #[error("lease {0:?} not found")]
+    LeaseNotFound(String),
+    /// The lease was revoked or has expired.
+    #[error("lease {id:?} is {why}")]
+    LeaseNotLive { id: String, why: &'static str },
     #[error("backend {0:?} already registered")]
     BackendExists(String),
     #[error("database schema version {found} is newer than this broker ({supported})")]
@@ -256,7 +263,7 @@ pub struct CaRecord {
 
 /// The metadata store. Each method queues its request and returns at once; the
 /// [`StoreCall`] resolves when the store has run it (see the module doc).
-pub trait KeyStore: SecretStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait KeyStore: SecretStore + LeaseStore + Send + Sync + std::fmt::Debug + 'static {
     /// Records the intent to create version 1 of a new key: the key in `Creating` state
     /// with one `Creating` version. Written *before* the hardware object is made.
     ///

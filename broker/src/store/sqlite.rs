@@ -13,6 +13,7 @@
 
 mod ca_rows;
 mod keystore;
+mod lease_rows;
 mod listing;
 mod rows;
 mod schema;

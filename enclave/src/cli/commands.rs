@@ -82,7 +82,7 @@ pub(super) async fn get_secret(
 }
 
 /// Replaces the file `out` with `bytes` at mode 0600, atomically ([`files::write_atomic`]).
-fn write_secret_file(out: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(super) fn write_secret_file(out: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let name = out
         .file_name()
         .and_then(|n| n.to_str())
@@ -124,12 +124,12 @@ fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn is_stdout(out: &Path) -> bool {
+pub(super) fn is_stdout(out: &Path) -> bool {
     out.as_os_str() == "-"
 }
 
 /// `text` and a newline on stdout; an error (a closed pipe, say) rather than a panic.
-fn print(text: &str) -> Result<(), CliError> {
+pub(super) fn print(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}")?;
     Ok(stdout.flush()?)

@@ -10,6 +10,7 @@
 //! that failed.
 
 mod commands;
+mod leases;
 mod run_loop;
 mod setup;
 
@@ -135,6 +136,28 @@ pub enum BrokerCommand {
         #[arg(long, value_name = "FILE|-")]
         out: Option<PathBuf>,
     },
+    /// Attest once and get a new dynamic secret on ROLE (docs/leases.md): its value in FILE
+    /// (mode 0600) and the lease as JSON on stdout, or with `-` or absent, the value on
+    /// stdout and the lease on stderr.
+    GenerateSecret {
+        /// A role of the broker's configuration, like `db/app-readonly`.
+        role: String,
+        /// The lease's lifetime in seconds; 0 or absent: the role's default.
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u32>,
+        /// A file (written at mode 0600), or `-` or absent for stdout.
+        #[arg(long, value_name = "FILE|-")]
+        out: Option<PathBuf>,
+    },
+    /// Attest once and extend one of this workload's leases; the lease as JSON on stdout.
+    RenewLease {
+        lease_id: String,
+        /// Seconds from now; 0 or absent: the role's default.
+        #[arg(long, value_name = "SECONDS")]
+        increment: Option<u32>,
+    },
+    /// Attest once and end one of this workload's leases now.
+    RevokeLease { lease_id: String },
     /// Keep the credentials in DIR fresh until SIGTERM or SIGINT: attest, write, get the
     /// tokens, renew halfway through their lifetimes, back off on failure.
     Run {
@@ -201,6 +224,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             BrokerCommand::GetSecret { name, version, out } => {
                 commands::get_secret(&agent, &name, version.unwrap_or(0), out.as_deref()).await
             }
+            BrokerCommand::GenerateSecret { role, ttl, out } => {
+                leases::generate(&agent, &role, ttl.unwrap_or(0), out.as_deref()).await
+            }
+            BrokerCommand::RenewLease {
+                lease_id,
+                increment,
+            } => leases::renew(&agent, &lease_id, increment.unwrap_or(0)).await,
+            BrokerCommand::RevokeLease { lease_id } => leases::revoke(&agent, &lease_id).await,
             BrokerCommand::Run { dir, audience } => run_loop::run(&agent, &dir, &audience).await,
         }
     })

@@ -8,12 +8,14 @@
 
 mod agent;
 mod credentials;
+mod leases;
 mod schedule;
 mod secrets;
 mod tls;
 
 pub use agent::{Agent, AgentConfig, AudienceToken};
 pub use credentials::Credentials;
+pub use leases::{LeasedSecret, open_leased};
 pub use schedule::{backoff, renewal_delay};
 pub use secrets::{ReleasedSecret, open_released};
 pub use tls::channel;
@@ -39,7 +41,8 @@ pub enum Step {
     Issue,
     /// `IdentityService.GetToken`.
     Token,
-    /// `SecretService.GetSecret`, checking its answer and opening it.
+    /// `SecretService.GetSecret` or `GenerateSecret` (checking the answer and opening
+    /// it), or a lease call.
     Secret,
 }
 

@@ -12,6 +12,8 @@
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod leases;
+mod postgres;
 mod refusals;
 mod release;
 

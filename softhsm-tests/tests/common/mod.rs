@@ -284,7 +284,19 @@ impl BrokerProcess {
         options: BrokerOptions,
         transport: TransportOptions,
     ) -> BrokerProcess {
-        BrokerProcess::start_full(options, transport, APPRAISAL_POLICY, "")
+        BrokerProcess::start_full(options, transport, APPRAISAL_POLICY, "", "")
+    }
+
+    /// As [`BrokerProcess::start`], with these TOML lines after `[secrets]`'s (dynamic
+    /// roles: `[[secrets.postgres]]`).
+    pub fn start_with_secrets(secrets_lines: &str) -> BrokerProcess {
+        BrokerProcess::start_full(
+            BrokerOptions::default(),
+            TransportOptions::default(),
+            APPRAISAL_POLICY,
+            "",
+            secrets_lines,
+        )
     }
 
     /// As [`BrokerProcess::start_with`], with this appraisal policy and extra lines for the
@@ -299,6 +311,7 @@ impl BrokerProcess {
             TransportOptions::default(),
             appraisal_policy,
             attestation_settings,
+            "",
         )
     }
 
@@ -307,6 +320,7 @@ impl BrokerProcess {
         transport: TransportOptions,
         appraisal_policy: &str,
         attestation_settings: &str,
+        secrets_lines: &str,
     ) -> BrokerProcess {
         let binary = keybroker_binary(options.release);
         let hsm = SoftHsm::new();
@@ -390,6 +404,13 @@ tcti = "{}"
 
 [secrets]
 backend = "softhsm"
+lease_sweep_seconds = 1
+
+[[secrets.random]]
+name = "app/token"
+default_ttl_seconds = 60
+max_ttl_seconds = 120
+{}
 
 [ca]
 backend = "softhsm"
@@ -408,6 +429,7 @@ issuer = "{ISSUER}"
                 hsm.module_path().display(),
                 options.hsm_sessions,
                 tpm.tcti(),
+                secrets_lines,
                 options.ca_lines,
                 attestation_settings,
             ),

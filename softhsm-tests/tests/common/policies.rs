@@ -69,7 +69,7 @@ permit (
 @id("workload-secrets-need-measurement")
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
-  action == Keybroker::Action::"GetSecret",
+  action in Keybroker::Action::"SecretUse",
   resource is Keybroker::Secret
 ) when {
   context.attested && context has claims && context.claims has measurement &&

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_ca.sql"),
     include_str!("../migrations/0003_secrets.sql"),
+    include_str!("../migrations/0004_leases.sql"),
 ];
 
 /// How long a call waits for another process (e.g. the CLI) holding the write lock.
