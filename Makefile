@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config opensc openssl libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus curl python3-jwt python3-cryptography postgresql
+PACKAGES := softhsm2 swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config opensc openssl libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus curl python3-jwt python3-cryptography postgresql gdb
 DEV_DIR := $(CURDIR)/.dev
 export CARGO_TERM_COLOR ?= never
 # Incremental caches tripled the target directory (tens of GB) and a full disk

@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod canary;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
