@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use cryptoki::mechanism::{MechanismInfo, MechanismType};
 
 use crate::error::{HsmError, Result};
-use crate::key::{EcCurve, KeyAlgorithm, KeySpec, KeyUsage};
+use crate::key::{EcCurve, KeyAlgorithm, KeyClass, KeySpec, KeyUsage};
 use crate::module::{Pkcs11Module, Token};
 use crate::quirks::Quirks;
 use crate::sign::SignatureAlgorithm;
@@ -34,6 +34,8 @@ pub struct MechanismUse {
     pub encrypt_decrypt: bool,
     /// `CKF_WRAP` and `CKF_UNWRAP`.
     pub wrap_unwrap: bool,
+    /// `CKF_DERIVE`.
+    pub derive: bool,
 }
 
 impl From<MechanismInfo> for MechanismUse {
@@ -46,6 +48,7 @@ impl From<MechanismInfo> for MechanismUse {
             sign: info.sign(),
             encrypt_decrypt: info.encrypt() && info.decrypt(),
             wrap_unwrap: info.wrap() && info.unwrap(),
+            derive: info.derive(),
         }
     }
 }
@@ -64,6 +67,7 @@ enum Need {
     Sign,
     EncryptDecrypt,
     WrapUnwrap,
+    Derive,
 }
 
 /// The mechanisms a token offers, with what each may do.
@@ -184,6 +188,23 @@ impl Capabilities {
                 self.require(MechanismType::SHA256_HMAC, Need::Sign, &what)?;
             }
         }
+        if spec.class() == KeyClass::Releasable {
+            self.check_release()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the token can release a key to a workload: a P-256 ephemeral key pair,
+    /// ECDH with the workload's public key, and AES key wrap with padding.
+    ///
+    /// # Errors
+    /// [`HsmError::MechanismNotSupported`] naming the first mechanism that is missing.
+    pub fn check_release(&self) -> Result<()> {
+        let what = "releasing keys to workloads";
+        let gen_ = self.require(MechanismType::ECC_KEY_PAIR_GEN, Need::GenerateKeyPair, what)?;
+        self.require_size(MechanismType::ECC_KEY_PAIR_GEN, gen_, &[256], what)?;
+        self.require(MechanismType::ECDH1_DERIVE, Need::Derive, what)?;
+        self.require(MechanismType::AES_KEY_WRAP_PAD, Need::WrapUnwrap, what)?;
         Ok(())
     }
 
@@ -231,6 +252,7 @@ impl Capabilities {
             Need::Sign => (found.sign, "CKF_SIGN"),
             Need::EncryptDecrypt => (found.encrypt_decrypt, "CKF_ENCRYPT and CKF_DECRYPT"),
             Need::WrapUnwrap => (found.wrap_unwrap, "CKF_WRAP and CKF_UNWRAP"),
+            Need::Derive => (found.derive, "CKF_DERIVE"),
         };
         if ok {
             Ok(*found)
@@ -275,6 +297,7 @@ mod tests {
                     sign: has("sign"),
                     encrypt_decrypt: has("enc"),
                     wrap_unwrap: has("wrap"),
+                    derive: has("derive"),
                 };
                 (*m, u)
             })
@@ -338,6 +361,32 @@ mod tests {
         );
         let hmac = refusal(caps.check_key(spec(KeyAlgorithm::HmacSha256, KeyUsage::Mac)));
         assert!(hmac.starts_with("CKM_GENERIC_SECRET_KEY_GEN"), "{hmac}");
+    }
+
+    #[test]
+    fn releasable_keys_need_ecdh_and_key_wrap_with_padding() {
+        use MechanismType as M;
+        let releasable =
+            KeySpec::releasable(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt).unwrap();
+        let mut list = vec![
+            (M::AES_KEY_GEN, 16, 32, "gen"),
+            (M::AES_GCM, 16, 32, "enc"),
+            (M::AES_KEY_WRAP_PAD, 1, 1 << 31, "wrap"),
+            (M::ECC_KEY_PAIR_GEN, 112, 521, "pair"),
+        ];
+        let caps = Capabilities::from_offered(offered(&list), Quirks::STANDARD);
+        caps.check_key(spec(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt))
+            .unwrap();
+        let m = refusal(caps.check_key(releasable));
+        assert!(m.starts_with("CKM_ECDH1_DERIVE (not offered"), "{m}");
+        list.push((M::ECDH1_DERIVE, 112, 521, ""));
+        let caps = Capabilities::from_offered(offered(&list), Quirks::STANDARD);
+        let m = refusal(caps.check_release());
+        assert!(m.contains("without CKF_DERIVE"), "{m}");
+        list.pop();
+        list.push((M::ECDH1_DERIVE, 112, 521, "derive"));
+        let caps = Capabilities::from_offered(offered(&list), Quirks::STANDARD);
+        caps.check_key(releasable).unwrap();
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub enum HsmError {
     /// The key's value cannot leave the token.
     #[error("the key is not extractable")]
     KeyUnextractable,
+    /// Releasing keys is not set up on the token: its trusted release transport key is
+    /// missing or is not what the security officer's set-up makes.
+    #[error("releasing keys is not set up on this token: {0}")]
+    ReleaseNotProvisioned(String),
     /// The caller's input is malformed (length, encoding, size).
     #[error("invalid input: {0}")]
     InvalidInput(String),

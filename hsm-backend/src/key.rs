@@ -160,15 +160,34 @@ pub enum KeyUsage {
     Mac,
 }
 
-/// A valid pairing of algorithm and usage.
+/// Whether a key may ever leave the token, fixed when the key is generated.
+///
+/// The token enforces it: `CKA_EXTRACTABLE` can only go from true to false, every key is
+/// made with `CKA_MODIFIABLE` false, and the token refuses to turn `CKA_WRAP_WITH_TRUSTED`
+/// off (`CKR_ATTRIBUTE_READ_ONLY`), so a class can never be changed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyClass {
+    /// Generated non-extractable: it can never leave the token, not even wrapped.
+    #[default]
+    Standard,
+    /// An AES-256 key generated sensitive, extractable and `CKA_WRAP_WITH_TRUSTED`: the
+    /// token wraps it only under keys the security officer marked `CKA_TRUSTED`, which is
+    /// how [`crate::HsmBackend::release_key`] hands it to a workload, wrapped to the
+    /// workload's public key, without its plaintext ever being in this process.
+    Releasable,
+}
+
+/// A valid pairing of algorithm and usage, and the key's [`KeyClass`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeySpec {
     algorithm: KeyAlgorithm,
     usage: KeyUsage,
+    class: KeyClass,
 }
 
 impl KeySpec {
-    /// Checks that the usage fits the algorithm and that RSA has a supported size.
+    /// Checks that the usage fits the algorithm and that RSA has a supported size. The key
+    /// is [`KeyClass::Standard`]: it never leaves the token.
     ///
     /// # Errors
     /// [`HsmError::InvalidInput`] for an RSA size other than 2048, 3072 or 4096, or a
@@ -195,7 +214,27 @@ impl KeySpec {
                 "{algorithm} keys cannot be used for {usage:?}"
             )));
         }
-        Ok(KeySpec { algorithm, usage })
+        Ok(KeySpec {
+            algorithm,
+            usage,
+            class: KeyClass::Standard,
+        })
+    }
+
+    /// A [`KeyClass::Releasable`] key: only AES-256 keys for encryption are.
+    ///
+    /// # Errors
+    /// [`HsmError::InvalidInput`] for any other algorithm or usage.
+    pub fn releasable(algorithm: KeyAlgorithm, usage: KeyUsage) -> Result<KeySpec> {
+        if (algorithm, usage) != (KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt) {
+            return Err(HsmError::InvalidInput(format!(
+                "only AES-256 encryption keys can be releasable, not {algorithm} keys for \
+                 {usage:?}"
+            )));
+        }
+        let mut spec = KeySpec::new(algorithm, usage)?;
+        spec.class = KeyClass::Releasable;
+        Ok(spec)
     }
 
     /// The algorithm.
@@ -206,6 +245,11 @@ impl KeySpec {
     /// The usage.
     pub fn usage(&self) -> KeyUsage {
         self.usage
+    }
+
+    /// Whether the key may leave the token.
+    pub fn class(&self) -> KeyClass {
+        self.class
     }
 }
 
@@ -226,6 +270,8 @@ pub struct KeyProtection {
     pub never_extractable: bool,
     /// `CKA_LOCAL`: generated inside the token, not imported.
     pub local: bool,
+    /// `CKA_WRAP_WITH_TRUSTED`: it can be wrapped only by keys marked `CKA_TRUSTED`.
+    pub wrap_with_trusted: bool,
 }
 
 impl KeyProtection {
@@ -237,6 +283,18 @@ impl KeyProtection {
             && !self.extractable
             && self.always_sensitive
             && self.never_extractable
+            && self.local
+    }
+
+    /// Whether the key is [`KeyClass::Releasable`] as the token made it: generated in the
+    /// token, always sensitive, and extractable only by wrapping under a trusted key.
+    pub fn is_releasable(&self) -> bool {
+        self.token
+            && self.private
+            && self.sensitive
+            && self.extractable
+            && self.wrap_with_trusted
+            && self.always_sensitive
             && self.local
     }
 }
@@ -277,6 +335,21 @@ mod tests {
         assert!(KeySpec::new(KeyAlgorithm::Rsa(1024), KeyUsage::SignVerify).is_err());
         assert!(KeySpec::new(KeyAlgorithm::Rsa(3072), KeyUsage::EncryptDecrypt).is_ok());
         assert!(KeySpec::new(KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap).is_ok());
+    }
+
+    #[test]
+    fn only_aes_encryption_keys_can_be_releasable() {
+        let spec = KeySpec::releasable(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt).unwrap();
+        assert_eq!(spec.class(), KeyClass::Releasable);
+        assert_ne!(
+            spec,
+            KeySpec::new(KeyAlgorithm::Aes256, KeyUsage::EncryptDecrypt).unwrap()
+        );
+        assert!(KeySpec::releasable(KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap).is_err());
+        assert!(KeySpec::releasable(KeyAlgorithm::HmacSha256, KeyUsage::Mac).is_err());
+        assert!(
+            KeySpec::releasable(KeyAlgorithm::Ec(EcCurve::P256), KeyUsage::SignVerify).is_err()
+        );
     }
 
     #[test]

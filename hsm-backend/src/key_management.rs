@@ -3,7 +3,9 @@
 //! Private and secret keys are made inside the token as `CKA_TOKEN`, `CKA_PRIVATE`,
 //! `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`; each key has exactly one usage. Every object,
 //! public halves included, is made with `CKA_MODIFIABLE` false, so that a PIN holder cannot
-//! turn on another usage (`CKA_DECRYPT`, `CKA_WRAP`, ...) after the fact.
+//! turn on another usage (`CKA_DECRYPT`, `CKA_WRAP`, ...) after the fact. The one exception
+//! to non-extractable is a [`KeyClass::Releasable`] key, made `CKA_EXTRACTABLE` and
+//! `CKA_WRAP_WITH_TRUSTED` at generation (`release.rs`).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -14,7 +16,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 
 use crate::backend::HsmBackend;
 use crate::error::{HsmError, Op, Result};
-use crate::key::{KeyAlgorithm, KeyId, KeyInfo, KeyLabel, KeySpec, KeyUsage};
+use crate::key::{KeyAlgorithm, KeyClass, KeyId, KeyInfo, KeyLabel, KeySpec, KeyUsage};
 use crate::lookup::{read_label, read_protection};
 use crate::pool::PooledSession;
 use crate::public_key::curve_params;
@@ -33,18 +35,25 @@ pub(crate) fn ensure_id_free(s: &mut PooledSession, id: &KeyId) -> Result<()> {
 }
 
 /// Attributes every private or secret key gets: persistent, login-only, never readable,
-/// never changed.
-fn sealed_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
-    vec![
+/// never changed; never extractable, unless releasable, and then only under trusted keys.
+fn sealed_attributes(id: &KeyId, label: &KeyLabel, class: KeyClass) -> Vec<Attribute> {
+    let mut attributes = vec![
         Attribute::Token(true),
         Attribute::Modifiable(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(false),
         Attribute::Derive(false),
         Attribute::Id(id.as_bytes().to_vec()),
         Attribute::Label(label.as_str().as_bytes().to_vec()),
-    ]
+    ];
+    match class {
+        KeyClass::Standard => attributes.push(Attribute::Extractable(false)),
+        KeyClass::Releasable => attributes.extend([
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+        ]),
+    }
+    attributes
 }
 
 fn public_attributes(id: &KeyId, label: &KeyLabel) -> Vec<Attribute> {
@@ -74,7 +83,7 @@ fn pair_templates(
     let signs = spec.usage() == KeyUsage::SignVerify;
     let mut public = public_attributes(id, label);
     public.extend(algorithm_attributes);
-    let mut private = sealed_attributes(id, label);
+    let mut private = sealed_attributes(id, label, spec.class());
     private.extend([
         Attribute::Sign(signs),
         Attribute::Decrypt(!signs),
@@ -90,7 +99,7 @@ fn secret_template(
     label: &KeyLabel,
 ) -> (Mechanism<'static>, Vec<Attribute>) {
     let usage = spec.usage();
-    let mut template = sealed_attributes(id, label);
+    let mut template = sealed_attributes(id, label, spec.class());
     template.extend([
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::ValueLen(32.into()),
@@ -154,7 +163,8 @@ impl HsmBackend {
                 Ok(())
             })
         })?;
-        tracing::info!(key = %id, algorithm = %spec.algorithm(), usage = ?spec.usage(), "key generated");
+        tracing::info!(key = %id, algorithm = %spec.algorithm(), usage = ?spec.usage(),
+            class = ?spec.class(), "key generated");
         self.describe_key(id)
     }
 

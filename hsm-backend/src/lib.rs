@@ -10,6 +10,8 @@
 //! - [`Capabilities`]: what the token's module offers, asked of it once at open; keys
 //!   and signatures it cannot make are refused before the token is touched.
 //! - [`HsmBackend`]: a pool of logged-in sessions on one token, and every key operation.
+//! - [`HsmBackend::release_key`]: hands a [`KeyClass::Releasable`] key to a workload,
+//!   wrapped to its P-256 public key inside the token.
 #![forbid(unsafe_code)]
 
 mod backend;
@@ -27,6 +29,7 @@ pub mod provision;
 mod public_key;
 mod quirks;
 mod random;
+mod release;
 mod secret;
 mod sign;
 mod token_claim;
@@ -36,13 +39,18 @@ pub use backend::{HsmBackend, HsmConfig};
 pub use capabilities::{Capabilities, MechanismUse};
 pub use encrypt::{AeadCiphertext, GCM_NONCE_LEN, GCM_TAG_LEN, OaepHash};
 pub use error::{HsmError, Result};
-pub use key::{EcCurve, KeyAlgorithm, KeyId, KeyInfo, KeyLabel, KeyProtection, KeySpec, KeyUsage};
+pub use key::{
+    EcCurve, KeyAlgorithm, KeyClass, KeyId, KeyInfo, KeyLabel, KeyProtection, KeySpec, KeyUsage,
+};
 pub use module::{Pkcs11Module, Token, TokenDescription, TokenSelector};
 pub use pin::Pin;
 pub use pool::PoolConfig;
 pub use public_key::PublicKeyDer;
 pub use quirks::Quirks;
 pub use random::MAX_RANDOM_LEN;
+pub use release::{
+    RELEASE_POINT_LEN, ReleaseKdf, ReleasedKey, TRANSPORT_KEY_ID, TRANSPORT_KEY_LABEL,
+};
 pub use secret::SecretBytes;
 pub use sign::{Digest, HashAlgorithm, MAX_DATA_LEN, SignatureAlgorithm};
 pub use wrap::{DATA_KEY_LEN, DataKey, WrappedKey};

@@ -46,6 +46,9 @@ pub(crate) fn read_spec(
             AttributeType::Decrypt,
             AttributeType::Wrap,
             AttributeType::Unwrap,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::WrapWithTrusted,
         ],
         quirks,
     )?;
@@ -64,6 +67,9 @@ pub(crate) fn read_spec(
                         | Attribute::Decrypt(true)
                         | Attribute::Wrap(true)
                         | Attribute::Unwrap(true)
+                        | Attribute::Sensitive(true)
+                        | Attribute::Extractable(true)
+                        | Attribute::WrapWithTrusted(true)
                 )
         })
     };
@@ -115,6 +121,15 @@ pub(crate) fn read_spec(
             } else {
                 KeyUsage::EncryptDecrypt
             };
+            // Releasable exactly when the token says so; anything else extractable is a key
+            // this backend did not make, and is not released.
+            let releasable = flag(AttributeType::Sensitive)
+                && flag(AttributeType::Extractable)
+                && flag(AttributeType::WrapWithTrusted);
+            if releasable {
+                return KeySpec::releasable(KeyAlgorithm::Aes256, usage)
+                    .map_err(|_| unsupported("an extractable AES key not for encryption"));
+            }
             (KeyAlgorithm::Aes256, usage)
         }
         Some(KeyType::GENERIC_SECRET) => (KeyAlgorithm::HmacSha256, KeyUsage::Mac),
@@ -193,6 +208,7 @@ pub(crate) fn read_protection(
             AttributeType::AlwaysSensitive,
             AttributeType::NeverExtractable,
             AttributeType::Local,
+            AttributeType::WrapWithTrusted,
         ],
         quirks,
     )?;
@@ -204,6 +220,7 @@ pub(crate) fn read_protection(
         always_sensitive: false,
         never_extractable: false,
         local: false,
+        wrap_with_trusted: false,
     };
     for attr in attrs {
         match attr {
@@ -214,6 +231,7 @@ pub(crate) fn read_protection(
             Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
             Attribute::NeverExtractable(v) => p.never_extractable = v,
             Attribute::Local(v) => p.local = v,
+            Attribute::WrapWithTrusted(v) => p.wrap_with_trusted = v,
             _ => {}
         }
     }

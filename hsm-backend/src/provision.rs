@@ -1,14 +1,21 @@
-//! Token set-up for security teams: initialise a token, set the user PIN, change PINs.
+//! Token set-up for security teams: initialise a token, set the user PIN, change PINs,
+//! and make the trusted key that releasing keys needs.
 //!
 //! These run over local PKCS#11 with the security officer's PIN and do not need (or
-//! use) the session pool.
+//! use) the session pool. Login state belongs to the whole process, so they run before a
+//! backend opens the token in this process, or in another process.
 
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::{Session, UserType};
 
 use crate::error::{HsmError, Op, Result};
 use crate::module::{Pkcs11Module, Token, TokenDescription, TokenSelector};
 use crate::pin::Pin;
 use crate::quirks::Quirks;
+use crate::release::{
+    TRANSPORT_KEY_ID, TRANSPORT_KEY_LABEL, check_transport_key, transport_template,
+};
 
 /// Longest token label PKCS#11 allows, in bytes.
 pub const MAX_TOKEN_LABEL_LEN: usize = 32;
@@ -118,5 +125,62 @@ pub fn change_so_pin(
     let token = module.find_token(selector)?;
     as_security_officer(module, &token, old, |session| {
         session.set_pin(old.secret(), new.secret()).map_err(map)
+    })
+}
+
+/// What [`create_release_transport_key`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseSetup {
+    /// The transport key was made now.
+    Created,
+    /// It was already there, with the attributes the set-up gives it.
+    AlreadyProvisioned,
+}
+
+/// Makes the token's release transport key, as the security officer: the one
+/// `CKA_TRUSTED` key, under which the token wraps releasable keys on their way to a
+/// workload ([`crate::HsmBackend::release_key`]). Idempotent: a key already there is
+/// checked, not made again.
+///
+/// Only the SO can mark a key trusted, and the SO can make public objects only, so the
+/// key is `CKA_PRIVATE` false: usable, for wrapping and unwrapping only, by any process
+/// that can load the token. It is sensitive and never extractable.
+///
+/// # Errors
+/// Token not found; wrong SO PIN; [`HsmError::ReleaseNotProvisioned`] if an object with
+/// the key's id is there but is not such a key (destroy it and run again), or if several
+/// are.
+pub fn create_release_transport_key(
+    module: &Pkcs11Module,
+    selector: &TokenSelector,
+    so_pin: &Pin,
+) -> Result<ReleaseSetup> {
+    let token = module.find_token(selector)?;
+    as_security_officer(module, &token, so_pin, |session| {
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(TRANSPORT_KEY_ID.to_vec()),
+            ])
+            .map_err(map)?;
+        match found.as_slice() {
+            [] => {
+                session
+                    .generate_key(&Mechanism::AesKeyGen, &transport_template())
+                    .map_err(map)?;
+                tracing::info!(label = TRANSPORT_KEY_LABEL, token = %token.description.label,
+                    "release transport key created");
+                Ok(ReleaseSetup::Created)
+            }
+            [key] => {
+                check_transport_key(session, *key, &Quirks::STANDARD)?;
+                Ok(ReleaseSetup::AlreadyProvisioned)
+            }
+            _ => Err(HsmError::ReleaseNotProvisioned(format!(
+                "{} objects carry the release transport key's id; destroy all but the \
+                 trusted one",
+                found.len()
+            ))),
+        }
     })
 }

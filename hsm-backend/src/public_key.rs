@@ -59,7 +59,7 @@ pub(crate) fn curve_from_params(params: &[u8]) -> Option<EcCurve> {
 
 /// SEC1 point bytes from `CKA_EC_POINT`, which PKCS#11 wraps in a DER OCTET STRING. Some
 /// modules return the bare point; both are accepted.
-fn sec1_point(attr: &[u8], curve: EcCurve) -> Option<Vec<u8>> {
+pub(crate) fn sec1_point(attr: &[u8], curve: EcCurve) -> Option<Vec<u8>> {
     let bare_len = 1 + 2 * curve.field_len();
     match OctetString::from_der(attr) {
         Ok(os) if os.as_bytes().len() == bare_len => Some(os.as_bytes().to_vec()),

@@ -59,9 +59,11 @@ fn transient_aes_template() -> Vec<Attribute> {
     ]
 }
 
-fn destroy_quietly(session: &Session, handle: ObjectHandle) {
+/// Destroys a session object made for one call; a failure is logged, not returned (the
+/// object goes when its session closes anyway).
+pub(crate) fn destroy_quietly(session: &Session, handle: ObjectHandle) {
     if let Err(e) = session.destroy_object(handle) {
-        tracing::warn!(error = %e, "could not destroy a transient data-key object");
+        tracing::warn!(error = %e, "could not destroy a transient session object");
     }
 }
 

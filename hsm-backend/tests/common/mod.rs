@@ -31,12 +31,29 @@ pub fn selector() -> TokenSelector {
 
 /// Initialises a token on a fresh SoftHSM2 directory and opens a backend with `pool` sessions.
 pub fn token_with_pool(pool: PoolConfig) -> TestToken {
+    token_prepared(pool, |_, _| {})
+}
+
+/// A token whose security officer made the release transport key before the backend
+/// opened (SO and user cannot both be logged in from one process).
+pub fn token_with_release_transport() -> TestToken {
+    token_prepared(PoolConfig::default(), |module, so_pin| {
+        provision::create_release_transport_key(module, &selector(), so_pin).unwrap();
+    })
+}
+
+/// Initialises a token, runs `as_so_before_open` (module, SO PIN), then opens a backend.
+pub fn token_prepared(
+    pool: PoolConfig,
+    as_so_before_open: impl FnOnce(&Pkcs11Module, &Pin),
+) -> TestToken {
     let softhsm = SoftHsm::new();
     let module = Pkcs11Module::load(softhsm.module_path()).unwrap();
     let so_pin = pin("so-secret-1234");
     let user_pin = pin("user-secret-5678");
     provision::init_token(&module, TOKEN_LABEL, &so_pin).unwrap();
     provision::init_user_pin(&module, &selector(), &so_pin, &user_pin).unwrap();
+    as_so_before_open(&module, &so_pin);
     let backend =
         HsmBackend::open_with(module.clone(), &selector(), user_pin.clone(), pool).unwrap();
     TestToken {
