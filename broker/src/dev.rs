@@ -164,6 +164,7 @@ fn softhsm(state: &Path) -> DevResult<PathBuf> {
         .arg(&so_pin)
         .arg("--user-pin-file")
         .arg(&user_pin)
+        .arg("--enable-release")
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .map_err(io("keybroker token init"))?;

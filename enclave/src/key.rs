@@ -3,13 +3,17 @@
 //!
 //! It is written nowhere except by [`crate::files`] (mode 0600). The PKCS#8 document and its
 //! PEM are wiped when the key is dropped, and `Debug` shows only the public key.
+//!
+//! Besides signing, the key agrees (ECDH) with a key the broker's HSM made, to open a key
+//! released to this workload ([`crate::client::open_released_key`]).
 
 use der::pem::LineEnding;
+use p256::pkcs8::DecodePrivateKey;
 use rcgen::{
     CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
 };
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Why a key or certification request could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,10 @@ pub enum KeyError {
     /// The SPIFFE ID cannot be a URI subject alternative name.
     #[error("SPIFFE ID {0:?}: expected spiffe://trust-domain/path in ASCII")]
     SpiffeId(String),
+    /// The key's PKCS#8 document is not a P-256 key that can agree (never expected: the
+    /// key is made here).
+    #[error("ephemeral key: not a P-256 key usable for key agreement")]
+    Agreement,
 }
 
 /// An ECDSA P-256 key pair that lives only in this process.
@@ -79,6 +87,25 @@ impl EphemeralKey {
         params.subject_alt_names = vec![SanType::URI(uri)];
         let request = params.serialize_request(&self.pair)?;
         Ok(request.der().to_vec())
+    }
+
+    /// ECDH on P-256 with `peer`: the X coordinate of the shared point, 32 bytes big-endian,
+    /// as is (no KDF). Wiped on drop, like the scalar read for it.
+    ///
+    /// # Errors
+    /// [`KeyError::Agreement`] if the key cannot be read back as a P-256 scalar.
+    pub(crate) fn diffie_hellman(
+        &self,
+        peer: &p256::PublicKey,
+    ) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+        // `SecretKey` wipes itself on drop; the scalar copy is wrapped to do the same.
+        let secret = p256::SecretKey::from_pkcs8_der(self.pair.serialized_der())
+            .map_err(|_| KeyError::Agreement)?;
+        let scalar = Zeroizing::new(secret.to_nonzero_scalar());
+        let shared = p256::ecdh::diffie_hellman(&*scalar, peer.as_affine());
+        let mut x = Zeroizing::new([0u8; 32]);
+        x.copy_from_slice(shared.raw_secret_bytes());
+        Ok(x)
     }
 }
 
@@ -171,6 +198,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn both_sides_of_an_agreement_get_the_same_x_coordinate() {
+        use p256::pkcs8::DecodePublicKey;
+        let key = EphemeralKey::generate().unwrap();
+        let peer = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let ours = key.diffie_hellman(&peer.public_key()).unwrap();
+        let public = p256::PublicKey::from_public_key_der(key.spki_der()).unwrap();
+        let theirs = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), public.as_affine());
+        assert_eq!(ours.as_slice(), &theirs.raw_secret_bytes()[..]);
+        let other = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        assert_ne!(*key.diffie_hellman(&other.public_key()).unwrap(), *ours);
     }
 
     #[test]

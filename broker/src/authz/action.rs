@@ -20,6 +20,9 @@ pub enum ActionGroup {
     KeyUse,
     /// Managing keys: CreateKey, the lifecycle calls, ListKeys.
     KeyAdmin,
+    /// ReleaseKey: a releasable key's material, to an attested workload. A group of its
+    /// own, so that no policy that allows `KeyUse` lets a key leave.
+    KeyRelease,
     /// GetChallenge, Attest, GetJwks.
     Attestation,
     /// IssueCertificate, GetTrustBundle, GetToken.
@@ -39,6 +42,7 @@ impl ActionGroup {
         match self {
             ActionGroup::KeyUse => "KeyUse",
             ActionGroup::KeyAdmin => "KeyAdmin",
+            ActionGroup::KeyRelease => "KeyRelease",
             ActionGroup::Attestation => "Attestation",
             ActionGroup::Identity => "Identity",
             ActionGroup::SecretUse => "SecretUse",
@@ -50,7 +54,9 @@ impl ActionGroup {
     /// The gRPC service (`package.Service`) whose methods are in this group.
     pub fn grpc_service(self) -> &'static str {
         match self {
-            ActionGroup::KeyUse | ActionGroup::KeyAdmin => "keybroker.v1.KeyService",
+            ActionGroup::KeyUse | ActionGroup::KeyAdmin | ActionGroup::KeyRelease => {
+                "keybroker.v1.KeyService"
+            }
             ActionGroup::Attestation => "keybroker.v1.AttestationService",
             ActionGroup::Identity => "keybroker.v1.IdentityService",
             ActionGroup::SecretUse | ActionGroup::SecretAdmin => "keybroker.v1.SecretService",
@@ -127,6 +133,7 @@ actions! {
     RetireKeyVersion: Key, KeyAdmin;
     ScheduleKeyDestruction: Key, KeyAdmin;
     CancelKeyDestruction: Key, KeyAdmin;
+    ReleaseKey: Key, KeyRelease;
     ListKeys: Broker, KeyAdmin;
     GetChallenge: Broker, Attestation;
     Attest: Broker, Attestation;

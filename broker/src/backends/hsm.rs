@@ -19,7 +19,9 @@ use secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::Semaphore;
 
 use super::hsm_batch::digests_per_task;
-use super::provide::{KeyBackend, KeyRef, ListedObject, ObjectSpec, Scheme, Sealed};
+use super::provide::{
+    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed,
+};
 use super::{Kind, NamedBackend, TypedHandle};
 use crate::error::{BrokerError, Result};
 use crate::store::{Algorithm, BackendRecord, HardwareHandle, Purpose};
@@ -147,7 +149,7 @@ pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
 }
 
 /// The PKCS#11 key spec for an algorithm and purpose.
-fn key_spec(algorithm: Algorithm, purpose: Purpose) -> Result<KeySpec> {
+fn key_spec(algorithm: Algorithm, purpose: Purpose, releasable: bool) -> Result<KeySpec> {
     let alg = match algorithm {
         Algorithm::EcP256 => KeyAlgorithm::Ec(EcCurve::P256),
         Algorithm::EcP384 => KeyAlgorithm::Ec(EcCurve::P384),
@@ -160,6 +162,13 @@ fn key_spec(algorithm: Algorithm, purpose: Purpose) -> Result<KeySpec> {
         Purpose::SignVerify => KeyUsage::SignVerify,
         Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
     };
+    if releasable {
+        return KeySpec::releasable(alg, usage).map_err(|_| {
+            BrokerError::InvalidArgument(
+                "releasable: only AES-256 encrypt/decrypt keys can be releasable".into(),
+            )
+        });
+    }
     KeySpec::new(alg, usage).map_err(|_| {
         BrokerError::InvalidArgument(format!(
             "purpose: {} keys cannot be used for {}",
@@ -246,7 +255,7 @@ impl KeyBackend for HsmKeys {
     /// Refuses what the module said at open that it cannot make (`UNIMPLEMENTED`, naming
     /// the mechanism, `hsm_backend::Capabilities`): nothing is recorded or made.
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
-        let spec = key_spec(algorithm, purpose)?;
+        let spec = key_spec(algorithm, purpose, false)?;
         Ok(self.hsm.capabilities().check_key(spec)?)
     }
 
@@ -262,7 +271,7 @@ impl KeyBackend for HsmKeys {
         let id = KeyId::decode(&intent)?;
         let label = KeyLabel::new(spec.label.as_str())
             .map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
-        let template = key_spec(spec.algorithm, spec.purpose)?;
+        let template = key_spec(spec.algorithm, spec.purpose, spec.releasable)?;
         self.run(move |hsm| Ok(hsm.generate_key(&id, &label, template)?))
             .await?;
         Ok(intent)
@@ -332,6 +341,22 @@ impl KeyBackend for HsmKeys {
         let id = KeyId::decode(handle)?;
         self.run(move |hsm| Ok(hsm.public_key(&id)?.as_der().to_vec()))
             .await
+    }
+
+    fn can_release(&self) -> bool {
+        true
+    }
+
+    async fn release(&self, key: KeyRef<'_>, peer: Vec<u8>) -> Result<ReleasedMaterial> {
+        let id = KeyId::decode(key.handle)?;
+        let released = self
+            .run(move |hsm| Ok(hsm.release_key(&id, &peer)?))
+            .await?;
+        Ok(ReleasedMaterial {
+            ephemeral_public: released.ephemeral_public,
+            wrapped: released.wrapped,
+            kdf: released.kdf.name(),
+        })
     }
 
     async fn encrypt(

@@ -16,7 +16,9 @@ pub mod tpm;
 
 pub use handle::TypedHandle;
 pub use hsm::{HsmKeys, open as open_hsm, read_pin};
-pub use provide::{KeyBackend, KeyRef, ListedObject, ObjectSpec, Scheme, Sealed, unsupported};
+pub use provide::{
+    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, unsupported,
+};
 pub use registry::{Backends, NamedBackend};
 pub use tpm::{TpmKeys, open as open_tpm, open_with as open_tpm_with, read_auth as read_tpm_auth};
 

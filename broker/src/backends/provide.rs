@@ -34,6 +34,19 @@ pub struct ObjectSpec {
     pub label: String,
     pub algorithm: Algorithm,
     pub purpose: Purpose,
+    /// The key class `releasable` (docs/releasable-keys.md): only an HSM makes one.
+    pub releasable: bool,
+}
+
+/// A key wrapped inside the hardware for one workload (docs/releasable-keys.md).
+#[derive(Debug, Clone)]
+pub struct ReleasedMaterial {
+    /// The hardware's one-time P-256 public key, SEC1 uncompressed.
+    pub ephemeral_public: Vec<u8>,
+    /// RFC 5649 output.
+    pub wrapped: Vec<u8>,
+    /// How the workload derives the unwrapping key: `"ecdh-p256-x"`.
+    pub kdf: &'static str,
 }
 
 /// One version of a key, as a backend operation needs it.
@@ -182,6 +195,21 @@ pub trait KeyBackend: AsAny + Send + Sync + fmt::Debug {
         Err(unsupported(self.kind(), "export public keys"))
     }
 
+    /// Whether this backend can hold releasable keys and release them (an HSM).
+    fn can_release(&self) -> bool {
+        false
+    }
+
+    /// Wraps the releasable key `key` inside the hardware to `peer`, a workload's P-256
+    /// point (SEC1 uncompressed), as `crate::keys` release describes.
+    ///
+    /// # Errors
+    /// The hardware refused (a key that is not releasable, no transport key).
+    async fn release(&self, key: KeyRef<'_>, peer: Vec<u8>) -> Result<ReleasedMaterial> {
+        let _ = (key, peer);
+        Err(unsupported(self.kind(), "release keys"))
+    }
+
     /// Encrypts `plaintext` (size and `aad` already checked).
     ///
     /// # Errors
@@ -256,6 +284,7 @@ mod tests {
             label: "kb:k:v1".into(),
             algorithm: Algorithm::EcP256,
             purpose: Purpose::SignVerify,
+            releasable: false,
         };
         let secret = || SecretSlice::from(vec![1u8]);
         let sealed = Sealed {

@@ -235,6 +235,11 @@ impl KeyBackend for TpmKeys {
 
     /// The intent is the default empty handle: the blob exists only once it is made.
     async fn create(&self, spec: &ObjectSpec, _intent: HardwareHandle) -> Result<HardwareHandle> {
+        if spec.releasable {
+            return Err(BrokerError::InvalidArgument(
+                "releasable: a TPM key never leaves the TPM; releasable keys live in an HSM".into(),
+            ));
+        }
         let kind = key_kind(spec.algorithm, spec.purpose)?;
         let blob = bounded(
             CREATE_DEADLINE.max(self.deadline),

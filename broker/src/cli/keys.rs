@@ -50,6 +50,11 @@ pub enum KeysCommand {
         /// A tag, NAME=VALUE (repeatable); policies see them.
         #[arg(long = "tag", value_parser = parse_tag)]
         tags: Vec<(String, String)>,
+        /// The class `releasable` (AES-256 encrypt keys in an HSM): attested workloads the
+        /// policy allows may receive it with ReleaseKey. Chosen now, never changed
+        /// (docs/releasable-keys.md).
+        #[arg(long)]
+        releasable: bool,
     },
     /// List keys, following every page.
     List {
@@ -124,6 +129,7 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
             purpose,
             backend,
             tags,
+            releasable,
         } => keys
             .create_key(pb::CreateKeyRequest {
                 name,
@@ -134,6 +140,7 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
                 } as i32,
                 backend,
                 tags: tags.into_iter().collect::<HashMap<_, _>>(),
+                releasable,
             })
             .await?
             .into_inner(),

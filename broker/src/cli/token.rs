@@ -53,7 +53,50 @@ pub enum TokenCommand {
         /// Environment variable holding the user PIN.
         #[arg(long, value_name = "VAR")]
         user_pin_env: Option<String>,
+        /// Also make the trusted transport key that releasable keys need (see
+        /// `enable-release`).
+        #[arg(long)]
+        enable_release: bool,
     },
+    /// As the security officer, make the token's trusted transport key, the only key that
+    /// may wrap releasable keys (docs/releasable-keys.md). Once per token; run again, it
+    /// checks the key. Without it, releasable keys can be created but never released.
+    EnableRelease {
+        #[command(flatten)]
+        module: ModuleArg,
+        /// The token's label.
+        #[arg(long)]
+        label: String,
+        /// File holding the security officer's PIN.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "so_pin_env",
+            required_unless_present = "so_pin_env"
+        )]
+        so_pin_file: Option<PathBuf>,
+        /// Environment variable holding the security officer's PIN.
+        #[arg(long, value_name = "VAR")]
+        so_pin_env: Option<String>,
+    },
+}
+
+/// Makes (or checks) the release transport key; says which unless `quiet`.
+fn enable_release(
+    module: &Pkcs11Module,
+    label: &str,
+    so_pin: &Pin,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let selector = TokenSelector::Label(label.to_string());
+    let said = match provision::create_release_transport_key(module, &selector, so_pin)? {
+        provision::ReleaseSetup::Created => "release transport key created",
+        provision::ReleaseSetup::AlreadyProvisioned => "release transport key present and as made",
+    };
+    if !quiet {
+        println!("token {label:?}: {said}");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -136,13 +179,22 @@ pub(super) fn run(cmd: TokenCommand, json: bool) -> Result<(), CliError> {
             so_pin_env,
             user_pin_file,
             user_pin_env,
+            enable_release: release,
         } => {
             let so_pin = Pin::from_file_or_env(so_pin_file.as_deref(), so_pin_env.as_deref())?;
             let user_pin =
                 Pin::from_file_or_env(user_pin_file.as_deref(), user_pin_env.as_deref())?;
             let module = Pkcs11Module::load(&module.module)?;
             let description = provision::init_token(&module, &label, &so_pin)?;
-            provision::init_user_pin(&module, &TokenSelector::Label(label), &so_pin, &user_pin)?;
+            provision::init_user_pin(
+                &module,
+                &TokenSelector::Label(label.clone()),
+                &so_pin,
+                &user_pin,
+            )?;
+            if release {
+                enable_release(&module, &label, &so_pin, json)?;
+            }
             let row = TokenRow::from(
                 module
                     .find_token(&TokenSelector::Serial(description.serial))?
@@ -154,6 +206,20 @@ pub(super) fn run(cmd: TokenCommand, json: bool) -> Result<(), CliError> {
                 println!("initialised token {:?} (serial {})", row.label, row.serial);
                 Ok(())
             }
+        }
+        TokenCommand::EnableRelease {
+            module,
+            label,
+            so_pin_file,
+            so_pin_env,
+        } => {
+            let so_pin = Pin::from_file_or_env(so_pin_file.as_deref(), so_pin_env.as_deref())?;
+            let module = Pkcs11Module::load(&module.module)?;
+            enable_release(&module, &label, &so_pin, json)?;
+            if json {
+                print_json(&serde_json::json!({ "label": label, "release": true }))?;
+            }
+            Ok(())
         }
     }
 }

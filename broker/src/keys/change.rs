@@ -38,6 +38,7 @@ pub(super) struct Made {
     pub(super) version: u32,
     pub(super) algorithm: Algorithm,
     pub(super) purpose: Purpose,
+    pub(super) releasable: bool,
 }
 
 /// Makes the object of a version whose intent is recorded, then completes the version. If
@@ -55,11 +56,13 @@ pub(super) async fn make_version(
         version,
         algorithm,
         purpose,
+        releasable,
     } = made;
     let spec = ObjectSpec {
         label: label(&name, version),
         algorithm,
         purpose,
+        releasable,
     };
     let handle = match backend.backend.create(&spec, intent).await {
         Ok(handle) => handle,

@@ -113,5 +113,6 @@ pub fn key_to_wire(k: &KeyRecord) -> pb::Key {
         created_at: k.created_at,
         destroy_after: k.destroy_after.unwrap_or(0),
         tags: k.tags.clone().into_iter().collect(),
+        releasable: k.releasable,
     }
 }

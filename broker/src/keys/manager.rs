@@ -26,7 +26,7 @@ use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
 use crate::store::cache::CachedKeyStore;
 use crate::store::{
-    HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
+    Algorithm, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, NewKey, Purpose,
     VersionRecord, VersionState,
 };
 
@@ -144,7 +144,16 @@ impl KeyManager {
     pub fn check_new_key(&self, key: &NewKey, backend: &NamedBackend) -> Result<()> {
         check_key_name(&key.name)?;
         check_tags(&key.tags)?;
-        backend.backend.check_spec(key.algorithm, key.purpose)
+        backend.backend.check_spec(key.algorithm, key.purpose)?;
+        let releasable_spec = key.algorithm == Algorithm::Aes256
+            && key.purpose == Purpose::EncryptDecrypt
+            && backend.backend.can_release();
+        if key.releasable && !releasable_spec {
+            return Err(BrokerError::InvalidArgument(
+                "releasable: only AES-256 encrypt/decrypt keys in an HSM can be releasable".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Creates a key (version 1). The steps run in a task of their own ([`detached`]):
@@ -167,6 +176,7 @@ impl KeyManager {
                 version: 1,
                 algorithm: key.algorithm,
                 purpose: key.purpose,
+                releasable: key.releasable,
             };
             make_version(&store, made, &backend, intent).await
         })
@@ -188,6 +198,7 @@ impl KeyManager {
                 version,
                 algorithm: key.algorithm,
                 purpose: key.purpose,
+                releasable: key.releasable,
             };
             make_version(&store, made, &backend, intent).await
         })

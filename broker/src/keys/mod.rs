@@ -6,12 +6,14 @@ pub mod manager;
 pub mod ops;
 mod reconcile;
 mod registry;
+mod release;
 mod service;
 pub mod spec;
 mod usage;
 
 pub use manager::{KeyManager, Reconciliation, StateChange};
 pub use reconcile::Listings;
+pub use release::Released;
 pub use service::KeyServiceImpl;
 pub(crate) use service::{absent_resource, resource as key_resource};
 pub use usage::{DataKey, Decrypted, Encrypted, Signed};

@@ -281,6 +281,7 @@ mod tests {
             destroy_after: None,
             tags: Default::default(),
             versions: vec![version.clone()],
+            releasable: false,
         };
         (key, version)
     }

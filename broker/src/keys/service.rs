@@ -153,6 +153,7 @@ impl KeyService for KeyServiceImpl {
             backend: backend.name.clone(),
             tags,
             created_at: now(),
+            releasable: r.releasable,
         };
         let key = self.manager.create(&auth, new, backend).await?;
         tracing::info!(key = %key.name, backend = %key.backend, "key created");
@@ -297,6 +298,23 @@ impl KeyService for KeyServiceImpl {
         Ok(Response::new(pb::EncryptResponse {
             ciphertext: encrypted.ciphertext,
             key_version: encrypted.version,
+        }))
+    }
+
+    async fn release_key(&self, request: Request<pb::ReleaseKeyRequest>) -> Reply<pb::ReleasedKey> {
+        let (auth, key) = self
+            .authorized_key(&request, &request.get_ref().name)
+            .await?;
+        let released = self
+            .manager
+            .release(&auth, &key, request.get_ref().version)
+            .await?;
+        Ok(Response::new(pb::ReleasedKey {
+            name: key.name,
+            version: released.version,
+            ephemeral_public_key: released.key.ephemeral_public,
+            wrapped_key: released.key.wrapped,
+            kdf: released.key.kdf.to_string(),
         }))
     }
 

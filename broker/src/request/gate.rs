@@ -103,6 +103,9 @@ pub struct Authorized {
     claims: Option<attest::claims::Claims>,
     /// The KEM key of the presented token, if it carries one.
     kem: Option<KemPublicKey>,
+    /// The key (SPKI DER) the presented token was checked to be bound to: the attested
+    /// key, which the caller proved it holds. `None` without a token.
+    bound_key: Option<Vec<u8>>,
     _in_flight: Option<OwnedSemaphorePermit>,
 }
 
@@ -131,6 +134,12 @@ impl Authorized {
     /// to (docs/secrets.md). `None` without a token, or for a token without one.
     pub fn release_key(&self) -> Option<&KemPublicKey> {
         self.kem.as_ref()
+    }
+
+    /// The attested key the caller proved it holds (SPKI DER): the key the presented
+    /// token is bound to. `None` without a token.
+    pub fn attested_key(&self) -> Option<&[u8]> {
+        self.bound_key.as_deref()
     }
 
     /// Checks that this authorization is for one of `actions` on the key `name`.
@@ -188,6 +197,7 @@ impl Authorized {
             resource,
             claims: None,
             kem: None,
+            bound_key: None,
             _in_flight: None,
         }
     }
@@ -256,9 +266,13 @@ impl Gate {
             Holder::Connection => peer.and_then(|p| p.public_key_der.as_deref()),
             Holder::Proven(spki) => Some(spki),
         };
-        let (claims, kem) = match self.presented_claims(request, &caller, holder)? {
-            Some(presented) => (Some(presented.claims), presented.kem),
-            None => (None, None),
+        let (claims, kem, bound_key) = match self.presented_claims(request, &caller, holder)? {
+            Some(presented) => (
+                Some(presented.claims),
+                presented.kem,
+                holder.map(<[u8]>::to_vec),
+            ),
+            None => (None, None, None),
         };
         let authorized_resource = match &resource {
             Resource::Key(k) => AuthorizedResource::Key(k.name.to_string()),
@@ -297,6 +311,7 @@ impl Gate {
             resource: authorized_resource,
             claims,
             kem,
+            bound_key,
             _in_flight: Some(permit),
         })
     }
@@ -345,6 +360,7 @@ impl Gate {
             resource: AuthorizedResource::Broker,
             claims: Some(claims),
             kem: None,
+            bound_key: None,
             _in_flight: None,
         })
     }

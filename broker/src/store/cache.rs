@@ -298,6 +298,7 @@ mod tests {
             backend: "b".into(),
             tags: BTreeMap::new(),
             created_at: 1,
+            releasable: false,
         };
         cached.begin_create(&key, &hsm("k/1")).wait().unwrap();
         cached.complete_version("k", 1, &hsm("k/1")).wait().unwrap();

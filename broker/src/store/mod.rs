@@ -187,6 +187,8 @@ pub struct KeyRecord {
     pub tags: BTreeMap<String, String>,
     /// Ascending by version.
     pub versions: Vec<VersionRecord>,
+    /// The class chosen at creation: `ReleaseKey` may wrap it to an attested workload.
+    pub releasable: bool,
 }
 
 impl KeyRecord {
@@ -205,6 +207,8 @@ pub struct NewKey {
     pub backend: String,
     pub tags: BTreeMap<String, String>,
     pub created_at: i64,
+    /// The key class `releasable`, for good.
+    pub releasable: bool,
 }
 
 /// A version whose creation started and never completed (the broker stopped in

@@ -1,4 +1,5 @@
-//! The one-shot commands: `attest`, `get-cert`, `get-token`, `get-secret`, `tpm-create-ak`.
+//! The one-shot commands: `attest`, `get-cert`, `get-token`, `get-secret`, `release-key`,
+//! `tpm-create-ak`.
 
 use std::io::Write;
 use std::path::Path;
@@ -62,20 +63,37 @@ pub(super) async fn get_secret(
 ) -> Result<(), CliError> {
     let creds = agent.attest().await?;
     let secret = agent.get_secret(&creds, name, version).await?;
+    let what = format!("{} version {}", secret.name, secret.version);
+    deliver(out, &secret.value, &what)
+}
+
+/// `release-key`: version `version` (0: the primary) of the releasable key `name`, its 32
+/// raw bytes in the file `out` (mode 0600) or, without one or with `-`, on stdout. Only the
+/// name, the version and the file go to stderr.
+pub(super) async fn release_key(
+    agent: &Agent,
+    name: &str,
+    version: u32,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    let creds = agent.attest().await?;
+    let released = agent.release_key(&creds, name, version).await?;
+    let what = format!("key {} version {}", released.name, released.version);
+    deliver(out, released.key.as_slice(), &what)
+}
+
+/// `value` in the file `out` (mode 0600), saying so on stderr with `what` (never the value),
+/// or, without one or with `-`, as it is on stdout.
+fn deliver(out: Option<&Path>, value: &[u8], what: &str) -> Result<(), CliError> {
     match out {
         Some(out) if !is_stdout(out) => {
-            write_secret_file(out, &secret.value)?;
-            eprintln!(
-                "keybroker-agent: wrote {} version {} to {}",
-                secret.name,
-                secret.version,
-                out.display()
-            );
+            write_secret_file(out, value)?;
+            eprintln!("keybroker-agent: wrote {what} to {}", out.display());
             Ok(())
         }
         _ => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&secret.value)?;
+            stdout.write_all(value)?;
             Ok(stdout.flush()?)
         }
     }

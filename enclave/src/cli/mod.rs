@@ -1,9 +1,9 @@
 //! The `keybroker-agent` command line: attest this workload to a broker and hand the
 //! certificate, key and tokens it gets to the workload, once or continuously (`run`), or
-//! a secret released to it (`get-secret`).
+//! a secret or key released to it (`get-secret`, `release-key`).
 //!
-//! The commands: `attest`, `get-cert`, `get-token`, `get-secret`, `run` (these attest
-//! first) and `tpm-create-ak`.
+//! The commands: `attest`, `get-cert`, `get-token`, `get-secret`, `release-key`, the lease
+//! commands, `run` (these attest first) and `tpm-create-ak`.
 //!
 //! The bootstrap key is read from a file (mode 0600, through [`secret_file`]), never from
 //! the command line. Exit status 0 on success, 1 with one line on stderr naming the step
@@ -136,6 +136,19 @@ pub enum BrokerCommand {
         #[arg(long, value_name = "FILE|-")]
         out: Option<PathBuf>,
     },
+    /// Attest once and get a releasable AES-256 key unwrapped with this workload's
+    /// ephemeral key (docs/releasable-keys.md): its 32 raw bytes in FILE (written at mode
+    /// 0600) or on stdout. Nothing of it goes to stderr.
+    ReleaseKey {
+        /// The key's name.
+        name: String,
+        /// The version; 0 or absent: the primary one.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+        /// A file (written at mode 0600), or `-` or absent for stdout.
+        #[arg(long, value_name = "FILE|-")]
+        out: Option<PathBuf>,
+    },
     /// Attest once and get a new dynamic secret on ROLE (docs/leases.md): its value in FILE
     /// (mode 0600) and the lease as JSON on stdout, or with `-` or absent, the value on
     /// stdout and the lease on stderr.
@@ -224,6 +237,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             BrokerCommand::GetSecret { name, version, out } => {
                 commands::get_secret(&agent, &name, version.unwrap_or(0), out.as_deref()).await
             }
+            BrokerCommand::ReleaseKey { name, version, out } => {
+                commands::release_key(&agent, &name, version.unwrap_or(0), out.as_deref()).await
+            }
             BrokerCommand::GenerateSecret { role, ttl, out } => {
                 leases::generate(&agent, &role, ttl.unwrap_or(0), out.as_deref()).await
             }
@@ -287,5 +303,35 @@ mod tests {
         assert_eq!(out, None);
         // The name is required.
         assert!(Cli::try_parse_from(["keybroker-agent", "get-secret"]).is_err());
+    }
+
+    #[test]
+    fn release_key_takes_a_name_a_version_and_a_file() {
+        let cli = Cli::try_parse_from([
+            "keybroker-agent",
+            "release-key",
+            "disk/root",
+            "--version",
+            "2",
+            "--out",
+            "K",
+        ])
+        .unwrap();
+        let Command::Broker(BrokerCommand::ReleaseKey { name, version, out }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(name, "disk/root");
+        assert_eq!(version, Some(2));
+        assert_eq!(out, Some(PathBuf::from("K")));
+
+        let cli =
+            Cli::try_parse_from(["keybroker-agent", "release-key", "k", "--out", "-"]).unwrap();
+        let Command::Broker(BrokerCommand::ReleaseKey { version, out, .. }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(version, None);
+        assert_eq!(out, Some(PathBuf::from("-")));
+        // The name is required.
+        assert!(Cli::try_parse_from(["keybroker-agent", "release-key"]).is_err());
     }
 }

@@ -1,13 +1,15 @@
 //! The broker client: an mTLS channel ([`channel`]), the attestation and issuance flow
 //! ([`Agent`]), what it yields ([`Credentials`]), the secrets released to it
-//! ([`Agent::get_secret`], [`ReleasedSecret`]) and when to run it again
-//! ([`renewal_delay`], [`backoff`]).
+//! ([`Agent::get_secret`], [`ReleasedSecret`]), the keys released to it
+//! ([`Agent::release_key`], [`ReleasedKey`]) and when to run it again ([`renewal_delay`],
+//! [`backoff`]).
 //!
 //! Every error names the step that failed ([`Step`]) and, for a refused call, the gRPC code
 //! and message; none carries key material, a token or a secret.
 
 mod agent;
 mod credentials;
+mod keys;
 mod leases;
 mod schedule;
 mod secrets;
@@ -15,6 +17,7 @@ mod tls;
 
 pub use agent::{Agent, AgentConfig, AudienceToken};
 pub use credentials::Credentials;
+pub use keys::{RELEASE_KDF, ReleasedKey, open_released_key};
 pub use leases::{LeasedSecret, open_leased};
 pub use schedule::{backoff, renewal_delay};
 pub use secrets::{ReleasedSecret, open_released};
@@ -44,6 +47,8 @@ pub enum Step {
     /// `SecretService.GetSecret` or `GenerateSecret` (checking the answer and opening
     /// it), or a lease call.
     Secret,
+    /// `KeyService.ReleaseKey` (checking the answer and unwrapping the key).
+    Key,
 }
 
 impl std::fmt::Display for Step {
@@ -56,6 +61,7 @@ impl std::fmt::Display for Step {
             Step::Issue => "issue",
             Step::Token => "token",
             Step::Secret => "secret",
+            Step::Key => "key",
         })
     }
 }

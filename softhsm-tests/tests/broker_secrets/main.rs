@@ -13,6 +13,7 @@ mod canary;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod keys;
 mod leases;
 mod postgres;
 mod refusals;

@@ -251,6 +251,7 @@ fn new_key(i: usize) -> NewKey {
         backend: BACKEND.into(),
         tags: [("team".to_string(), "payments".to_string())].into(),
         created_at: 1_700_000_000,
+        releasable: false,
     }
 }
 

@@ -339,6 +339,7 @@ impl BrokerProcess {
             .arg(d.join("so-pin"))
             .arg("--user-pin-file")
             .arg(d.join("user-pin"))
+            .arg("--enable-release")
             .env("SOFTHSM2_CONF", hsm.conf_path())
             .output()
             .unwrap();
@@ -747,5 +748,6 @@ pub fn create(
         purpose: purpose as i32,
         backend: backend.into(),
         tags: [("team".to_string(), "payments".to_string())].into(),
+        releasable: false,
     }
 }

@@ -29,7 +29,7 @@ pub fn appraisal_policy_enrolling(label: &str, ak_spki_der: &[u8]) -> String {
 
 /// The test policy: `admin` may do everything; `workload` may sign, verify and read
 /// keys and their public keys, for keys tagged team=payments; attest; and encrypt and
-/// decrypt with keys tagged team=vault only while presenting a token whose claims carry
+/// decrypt (and receive, if releasable) keys tagged team=vault only while presenting a token whose claims carry
 /// the trusted measurement; and get a certificate and workload JWTs once attested with
 /// the trusted measurement or a quote from the enrolled `workload-host` AK.
 pub const POLICY: &str = r#"
@@ -87,7 +87,9 @@ permit (
 @id("vault-needs-measurement")
 permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
-  action in [Keybroker::Action::"Encrypt", Keybroker::Action::"Decrypt"],
+  action in [
+    Keybroker::Action::"Encrypt", Keybroker::Action::"Decrypt", Keybroker::Action::"ReleaseKey"
+  ],
   resource is Keybroker::Key
 ) when {
   resource.hasTag("team") && resource.getTag("team") == "vault" &&

@@ -105,14 +105,15 @@ impl KeyStore for SqliteStore {
             }
             let inserted = tx.execute(
                 "INSERT INTO keys (name, algorithm, purpose, backend, state, primary_version, \
-                 created_at, destroy_after) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, NULL)",
+                 created_at, destroy_after, releasable) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, NULL, ?7)",
                 params![
                     key.name,
                     key.algorithm.text(),
                     key.purpose.text(),
                     key.backend,
                     KeyState::Creating.text(),
-                    key.created_at
+                    key.created_at,
+                    key.releasable
                 ],
             );
             match inserted {

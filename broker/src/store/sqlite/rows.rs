@@ -98,6 +98,7 @@ struct RawKey {
     primary_version: u32,
     created_at: i64,
     destroy_after: Option<i64>,
+    releasable: bool,
 }
 
 /// Keys matching `filter` (a fixed SQL condition on `keys`, with `params`), by name.
@@ -119,7 +120,7 @@ pub(super) fn select_keys_sql(
 ) -> Result<Vec<KeyRecord>> {
     let sql = format!(
         "SELECT name, algorithm, purpose, backend, state, primary_version, created_at, \
-         destroy_after FROM keys WHERE {filter} ORDER BY name {tail}"
+         destroy_after, releasable FROM keys WHERE {filter} ORDER BY name {tail}"
     );
     let mut stmt = conn.prepare_cached(&sql).sql()?;
     let raw = stmt
@@ -133,6 +134,7 @@ pub(super) fn select_keys_sql(
                 primary_version: row.get(5)?,
                 created_at: row.get(6)?,
                 destroy_after: row.get(7)?,
+                releasable: row.get(8)?,
             })
         })
         .sql()?
@@ -164,6 +166,7 @@ fn decode_key(conn: &Connection, raw: RawKey) -> Result<KeyRecord> {
         destroy_after: raw.destroy_after,
         tags,
         versions,
+        releasable: raw.releasable,
     })
 }
 

@@ -90,6 +90,7 @@ fn new_key(name: &str) -> NewKey {
             ("env".to_owned(), "prod".to_owned()),
         ]),
         created_at: 1_000,
+        releasable: false,
     }
 }
 
