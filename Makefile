@@ -58,6 +58,7 @@ bench: deps
 	cargo bench --locked -p softhsm-tests --bench broker
 	cargo bench --locked -p softhsm-tests --bench identity
 	cargo bench --locked -p softhsm-tests --bench secrets
+	cargo bench --locked -p softhsm-tests --bench leases
 	cargo bench --locked -p softhsm-tests --bench startup
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify

@@ -153,6 +153,21 @@ run "${agent[@]}" get-secret demo/db-password --out db-password.released
 run cmp db-password db-password.released
 run stat -c '%a %n' db-password.released
 
+step "Workload: a dynamic secret, leased (32 random bytes from the HSM), renewed, revoked"
+run "${agent[@]}" generate-secret demo/session-key --ttl 300 --out session.key >lease.json
+run stat -c '%a %s %n' session.key
+lease_id=$(sed -n 's/.*"lease_id": "\([^"]*\)".*/\1/p' lease.json)
+run "${agent[@]}" renew-lease "$lease_id" --increment 600
+run "${agent[@]}" revoke-lease "$lease_id"
+expect_exit 1 "${agent[@]}" renew-lease "$lease_id"
+
+step "Admin: a releasable AES-256 key; Workload: receive it, wrapped in the HSM to its attested key"
+run "${admin[@]}" create demo-disk --algorithm aes-256 --purpose encrypt --releasable --tag team=demo
+run "${agent[@]}" release-key demo-disk --out disk.key
+run stat -c '%a %s %n' disk.key
+step "Workload: a key that is not releasable never leaves"
+expect_exit 1 "${agent[@]}" release-key demo-encryption --out no.key
+
 step "Stop the broker"
 printf '$ %s\n' "kill -TERM $broker_pid"
 stop_broker

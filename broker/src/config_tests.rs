@@ -171,6 +171,50 @@ fn errors_name_the_field() {
             "secrets.bakend",
         ),
         (
+            format!("{MINIMAL}\n[secrets]\nlease_sweep_seconds = 0\n"),
+            "secrets.lease_sweep_seconds",
+        ),
+        (
+            format!("{MINIMAL}\n[[secrets.random]]\nname = \"r\"\n"),
+            "secrets.backend",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.random]]\nname = \"r\"\nbytes = 8\n"
+            ),
+            "secrets.random[0].bytes",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.random]]\nname = \"r\"\ndefault_ttl_seconds = 7200\nmax_ttl_seconds = 3600\n"
+            ),
+            "secrets.random[0].default_ttl_seconds",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.random]]\nname = \"bad name\"\n"
+            ),
+            "secrets.random[0].name",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.random]]\nname = \"r\"\n[[secrets.postgres]]\nname = \"r\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\npassword_secret = \"p\"\n"
+            ),
+            "secrets.postgres[0].name",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.postgres]]\nname = \"db\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\npassword_secret = \"p\"\nconnections = 0\n"
+            ),
+            "secrets.postgres[0].connections",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.postgres]]\nname = \"db\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\npassword = \"in the file\"\n"
+            ),
+            "secrets.postgres[0].password",
+        ),
+        (
             format!(
                 "{MINIMAL}\n[ca]\nclaims_extension_oid = \"2.25.329800735698586629295641978511506172918\"\n"
             ),

@@ -161,3 +161,58 @@ fn a_pin_file_and_a_pin_variable_together_are_refused_and_change_nothing() {
         "{rows}"
     );
 }
+
+#[test]
+fn enable_release_makes_the_transport_key_once_and_then_checks_it() {
+    let hsm = SoftHsm::new();
+    let so = pin_file(hsm.scratch_dir(), "so.pin", "so-pin-123456", 0o600);
+    let user = pin_file(hsm.scratch_dir(), "user.pin", "user-pin-123456", 0o600);
+    let so = so.to_str().unwrap();
+    let out = keybroker(
+        &hsm,
+        &[
+            "token",
+            "init",
+            "--label",
+            "disks",
+            "--so-pin-file",
+            so,
+            "--user-pin-file",
+            user.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let enable = [
+        "token",
+        "enable-release",
+        "--label",
+        "disks",
+        "--so-pin-file",
+        so,
+    ];
+    let out = keybroker(&hsm, &enable);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "token \"disks\": release transport key created\n"
+    );
+    let out = keybroker(&hsm, &enable);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "token \"disks\": release transport key present and as made\n"
+    );
+    // The user PIN is not the SO's: refused, nothing made.
+    let wrong = pin_file(hsm.scratch_dir(), "wrong.pin", "user-pin-123456", 0o600);
+    let other = [
+        "token",
+        "enable-release",
+        "--label",
+        "disks",
+        "--so-pin-file",
+        wrong.to_str().unwrap(),
+    ];
+    let out = keybroker(&hsm, &other);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("pin-123456"), "PINs are never printed");
+}

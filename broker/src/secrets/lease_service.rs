@@ -8,6 +8,13 @@ use super::{Leases, SecretServiceImpl, role_of};
 use crate::authz::Resource;
 use crate::store::{LeaseRecord, page_token_after};
 
+/// The policy resource of a lease call: the lease's role, or for a malformed id the id
+/// itself. The gate decides before anything of the request is checked, so that a caller
+/// the policy does not name learns nothing; `Leases` then refuses the malformed id.
+fn lease_role(lease_id: &str) -> &str {
+    role_of(lease_id).unwrap_or(lease_id)
+}
+
 /// A renewal or TTL in seconds; `0`: the role's default.
 fn seconds(asked: u32) -> Option<u64> {
     (asked != 0).then_some(u64::from(asked))
@@ -59,8 +66,9 @@ impl SecretServiceImpl {
         request: Request<pb::RenewLeaseRequest>,
     ) -> Reply<pb::LeaseInfo> {
         let id = request.get_ref().lease_id.clone();
-        let role = role_of(&id)?.to_string();
-        let auth = self.gate.authorize(&request, Resource::Secret(&role))?;
+        let auth = self
+            .gate
+            .authorize(&request, Resource::Secret(lease_role(&id)))?;
         let increment = seconds(request.get_ref().increment_seconds);
         let lease = self.leases()?.renew(&auth, &id, increment).await?;
         Ok(Response::new(lease_info(lease)))
@@ -71,8 +79,9 @@ impl SecretServiceImpl {
         request: Request<pb::RevokeLeaseRequest>,
     ) -> Reply<pb::RevokeLeaseResponse> {
         let id = request.get_ref().lease_id.clone();
-        let role = role_of(&id)?.to_string();
-        let auth = self.gate.authorize(&request, Resource::Secret(&role))?;
+        let auth = self
+            .gate
+            .authorize(&request, Resource::Secret(lease_role(&id)))?;
         self.leases()?.revoke(&auth, &id).await?;
         Ok(Response::new(pb::RevokeLeaseResponse {}))
     }

@@ -21,7 +21,7 @@ mod release;
 
 use attest::release::KemKeyPair;
 use common::workload::{attest_bootstrap_key, attest_workload};
-use common::{BrokerProcess, TRUSTED_MEASUREMENT, with_token};
+use common::{BrokerOptions, BrokerProcess, TRUSTED_MEASUREMENT, with_token};
 use keybroker_api::v1 as pb;
 use pb::secret_service_client::SecretServiceClient;
 use tonic::Code;

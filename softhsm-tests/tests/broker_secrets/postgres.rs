@@ -9,32 +9,11 @@ use softhsm_tests::Postgres;
 
 use super::*;
 
-const ROLE: &str = "app/db";
-/// Where the broker's own PostgreSQL password is kept: not under `app/`, which the test
-/// policy releases to the workload.
-const ADMIN_SECRET: &str = "broker/pg-admin";
+use common::postgres::{ADMIN_SECRET, ROLE, postgres_role};
 
 /// A broker with the `app/db` role on `pg`, and the admin's password in its store.
 async fn broker_on(pg: &Postgres) -> BrokerProcess {
-    let broker = BrokerProcess::start_with_secrets(&format!(
-        r#"
-[[secrets.postgres]]
-name = "{ROLE}"
-host = "{}"
-port = {}
-database = "{}"
-user = "{}"
-password_secret = "{ADMIN_SECRET}"
-grants = ["GRANT SELECT ON items TO {{{{name}}}}"]
-revocations = ["REVOKE ALL ON items FROM {{{{name}}}}"]
-default_ttl_seconds = 60
-max_ttl_seconds = 120
-"#,
-        pg.host(),
-        pg.port(),
-        pg.database(),
-        pg.admin_user(),
-    ));
+    let broker = BrokerProcess::start_with_secrets(BrokerOptions::default(), &postgres_role(pg));
     put(&broker, ADMIN_SECRET, pg.admin_password().as_bytes()).await;
     broker
 }

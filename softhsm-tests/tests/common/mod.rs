@@ -26,6 +26,7 @@ pub const TOKEN_LABEL: &str = "e2e";
 
 pub mod fill;
 mod policies;
+pub mod postgres;
 pub mod workload;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use policies::{
@@ -287,11 +288,11 @@ impl BrokerProcess {
         BrokerProcess::start_full(options, transport, APPRAISAL_POLICY, "", "")
     }
 
-    /// As [`BrokerProcess::start`], with these TOML lines after `[secrets]`'s (dynamic
-    /// roles: `[[secrets.postgres]]`).
-    pub fn start_with_secrets(secrets_lines: &str) -> BrokerProcess {
+    /// As [`BrokerProcess::start_with`], with these TOML lines after `[secrets]`'s
+    /// (dynamic roles: `[[secrets.postgres]]`).
+    pub fn start_with_secrets(options: BrokerOptions, secrets_lines: &str) -> BrokerProcess {
         BrokerProcess::start_full(
-            BrokerOptions::default(),
+            options,
             TransportOptions::default(),
             APPRAISAL_POLICY,
             "",

@@ -2,6 +2,7 @@
 
 mod durability;
 mod keys;
+mod leases;
 mod listing;
 mod queries;
 mod schema;
