@@ -43,7 +43,9 @@ expect_exit() {
     echo "demo: expected exit code $want, got $code" >&2
     exit 1
   fi
-  echo "-> exit code $code (PERMISSION_DENIED), as expected"
+  local meaning="refused"
+  [ "$code" -eq 5 ] && meaning="PERMISSION_DENIED"
+  echo "-> exit code $code ($meaning), as expected"
 }
 
 # A port nothing listens on, so the demo runs beside `make run`.
