@@ -174,6 +174,11 @@ impl Call for DirectRole {
         let verifier = postgres_protocol::password::scram_sha_256(format!("pw-{n}").as_bytes());
         let mut client = self.client.lock().await;
         let tx = client.transaction().await.unwrap();
+        // As the broker's engine: one role's grants change the same privileges, which
+        // PostgreSQL refuses to do in two transactions at once.
+        tx.batch_execute("SELECT pg_advisory_xact_lock(1)")
+            .await
+            .unwrap();
         tx.batch_execute(&format!(
             "CREATE ROLE \"{name}\" WITH LOGIN PASSWORD '{verifier}' VALID UNTIL '2099-01-01T00:00:00Z'"
         ))

@@ -142,6 +142,21 @@ impl Postgres {
         }
     }
 
+    /// `SELECT pg_advisory_xact_lock(k)` with `k` this role's own number: the grants and
+    /// revocations of one role's credentials change the same privileges, and PostgreSQL
+    /// refuses two transactions that do so at once ("tuple concurrently updated"). The
+    /// lock queues them instead, across every connection and every broker replica.
+    fn lock_statement(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("keybroker role {}", self.config.name));
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+        format!(
+            "SELECT pg_advisory_xact_lock({})",
+            i64::from_be_bytes(first)
+        )
+    }
+
     fn statements(&self, templates: &[String], handle: &str) -> Vec<String> {
         let name = quote(handle);
         templates
@@ -165,6 +180,9 @@ impl Postgres {
             .transaction()
             .await
             .map_err(|e| self.unavailable("begin", e))?;
+        tx.batch_execute(&self.lock_statement())
+            .await
+            .map_err(|e| self.unavailable("pg_advisory_xact_lock", e))?;
         tx.batch_execute(&create)
             .await
             .map_err(|e| self.unavailable("CREATE ROLE", e))?;
@@ -224,6 +242,9 @@ impl Postgres {
             .transaction()
             .await
             .map_err(|e| self.unavailable("begin", e))?;
+        tx.batch_execute(&self.lock_statement())
+            .await
+            .map_err(|e| self.unavailable("pg_advisory_xact_lock", e))?;
         for statement in self.statements(&self.config.revocations, handle) {
             tx.batch_execute(&statement)
                 .await
