@@ -184,7 +184,7 @@ impl Call for DirectRole {
         ))
         .await
         .unwrap();
-        tx.batch_execute(&format!("GRANT SELECT ON items TO \"{name}\""))
+        tx.batch_execute(&format!("GRANT app_readonly TO \"{name}\""))
             .await
             .unwrap();
         tx.commit().await.unwrap();

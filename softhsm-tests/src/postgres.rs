@@ -15,7 +15,9 @@
 //! The fixture creates `keybroker_admin` (LOGIN CREATEROLE, a random password, member of
 //! `pg_signal_backend`) and a database `app` whose table `items` holds one row; the admin
 //! holds CONNECT on `app` and SELECT on `items` WITH GRANT OPTION, so it can create a login
-//! role, grant it SELECT, end its sessions and drop it, as the broker does.
+//! role, grant it SELECT, end its sessions and drop it, as the broker does. The group role
+//! `app_readonly` (NOLOGIN, SELECT on `items`) is the one the admin may hand out
+//! membership of: how many credentials at once one object's grants allow is limited.
 //!
 //! The port is picked free; if another process takes it first, the server exits and the
 //! fixture tries another. Readiness is polled from `postmaster.pid`, never slept for. On
@@ -321,6 +323,12 @@ impl Postgres {
                 "CREATE TABLE items (id int)",
                 "INSERT INTO items VALUES (1)",
                 "GRANT SELECT ON items TO keybroker_admin WITH GRANT OPTION",
+                // A group role that holds the privileges, for credentials to join: one
+                // table ACL entry per credential would grow `items`' catalog row past its
+                // page (PostgreSQL's limit is a few hundred grantees per object).
+                "CREATE ROLE app_readonly NOLOGIN",
+                "GRANT SELECT ON items TO app_readonly",
+                "GRANT app_readonly TO keybroker_admin WITH ADMIN OPTION",
             ],
         );
     }

@@ -20,8 +20,8 @@ port = {}
 database = "{}"
 user = "{}"
 password_secret = "{ADMIN_SECRET}"
-grants = ["GRANT SELECT ON items TO {{{{name}}}}"]
-revocations = ["REVOKE ALL ON items FROM {{{{name}}}}"]
+grants = ["GRANT app_readonly TO {{{{name}}}}"]
+revocations = ["REVOKE app_readonly FROM {{{{name}}}}"]
 default_ttl_seconds = 60
 max_ttl_seconds = 120
 "#,
