@@ -306,6 +306,54 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_commands_take_a_role_or_a_lease_id() {
+        let cli = Cli::try_parse_from([
+            "keybroker-agent",
+            "generate-secret",
+            "db/app",
+            "--ttl",
+            "900",
+            "--out",
+            "F",
+        ])
+        .unwrap();
+        let Command::Broker(BrokerCommand::GenerateSecret { role, ttl, out }) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!((role.as_str(), ttl), ("db/app", Some(900)));
+        assert_eq!(out, Some(PathBuf::from("F")));
+        let cli = Cli::try_parse_from([
+            "keybroker-agent",
+            "renew-lease",
+            "db/app/00",
+            "--increment",
+            "60",
+        ])
+        .unwrap();
+        let Command::Broker(BrokerCommand::RenewLease {
+            lease_id,
+            increment,
+        }) = cli.command
+        else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!((lease_id.as_str(), increment), ("db/app/00", Some(60)));
+        let cli = Cli::try_parse_from(["keybroker-agent", "revoke-lease", "db/app/00"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Broker(BrokerCommand::RevokeLease { .. })
+        ));
+        // A role or a lease id is required; a TTL is a number.
+        for bad in [
+            &["keybroker-agent", "generate-secret"][..],
+            &["keybroker-agent", "revoke-lease"],
+            &["keybroker-agent", "generate-secret", "r", "--ttl", "soon"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn release_key_takes_a_name_a_version_and_a_file() {
         let cli = Cli::try_parse_from([
             "keybroker-agent",

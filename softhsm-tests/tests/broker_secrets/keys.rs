@@ -170,6 +170,13 @@ async fn a_releasable_key_reaches_the_attested_workload_and_the_broker_decrypts_
     assert!(access.contains("sensitive"), "{access}");
     assert!(!access.contains("never extractable"), "{access}");
     assert!(access.contains("extractable"), "{access}");
+    // ...and wrappable only under a trusted key, read through PKCS#11.
+    let token = common::fill::TokenFiller::open(
+        broker.hsm.module_path(),
+        common::TOKEN_LABEL,
+        common::USER_PIN,
+    );
+    assert_eq!(token.wrap_with_trusted("kb:disk-key:v1"), [true]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

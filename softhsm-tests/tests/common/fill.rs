@@ -134,6 +134,30 @@ impl TokenFiller {
         self.key_flags(ObjectClass::SECRET_KEY, id)
     }
 
+    /// `CKA_WRAP_WITH_TRUSTED` of each secret key labelled `label` (which `pkcs11-tool`
+    /// does not print).
+    pub fn wrap_with_trusted(&self, label: &str) -> Vec<bool> {
+        use cryptoki::object::AttributeType as T;
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        self.session
+            .find_objects(&template)
+            .unwrap()
+            .into_iter()
+            .map(|handle| {
+                let attrs = self
+                    .session
+                    .get_attributes(handle, &[T::WrapWithTrusted])
+                    .unwrap();
+                attrs
+                    .iter()
+                    .any(|a| matches!(a, Attribute::WrapWithTrusted(true)))
+            })
+            .collect()
+    }
+
     fn key_flags(&self, class: ObjectClass, id: &[u8]) -> Vec<(bool, bool, bool)> {
         use cryptoki::object::AttributeType as T;
         let template = [Attribute::Class(class), Attribute::Id(id.to_vec())];
