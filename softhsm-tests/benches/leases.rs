@@ -30,12 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use attest::release::{KemKeyPair, Sealed};
+use attest::release::Sealed;
 use common::postgres::{ADMIN_SECRET, ROLE as PG_ROLE, postgres_role};
-use common::workload::attest_workload;
-use common::{
-    BrokerOptions, BrokerProcess, TOKEN_LABEL, TRUSTED_MEASUREMENT, USER_PIN, with_token,
-};
+use common::workload::{Holder, attested_holder};
+use common::{BrokerOptions, BrokerProcess, TOKEN_LABEL, USER_PIN, with_token};
 use hsm_backend::secrecy::SecretString;
 use hsm_backend::{HsmBackend, Pin, Pkcs11Module, PoolConfig, TokenSelector};
 use keybroker_api::v1 as pb;
@@ -57,13 +55,6 @@ const SESSIONS: usize = 2;
 const PG_CONNECTIONS: usize = 4;
 /// The random role of the test configuration.
 const RANDOM_ROLE: &str = "app/token";
-
-#[derive(Clone)]
-struct Holder {
-    channel: Channel,
-    token: String,
-    kem: Arc<KemKeyPair>,
-}
 
 struct GenerateCall {
     client: SecretServiceClient<Channel>,
@@ -96,15 +87,6 @@ impl Call for GenerateCall {
             .unwrap();
         assert!(!opened.is_empty());
         1
-    }
-}
-
-async fn attest(broker: &BrokerProcess, name: &str) -> Holder {
-    let w = attest_workload(broker, name, TRUSTED_MEASUREMENT, true).await;
-    Holder {
-        channel: broker.channel(name).await.unwrap(),
-        token: w.token,
-        kem: Arc::new(w.kem),
     }
 }
 
@@ -284,7 +266,7 @@ fn main() {
             .unwrap();
         let mut holders = Vec::new();
         for i in 0..WORKLOADS {
-            holders.push(attest(&broker, &format!("bench-holder-{i}")).await);
+            holders.push(attested_holder(&broker, &format!("bench-holder-{i}")).await);
         }
         holders
     });

@@ -26,12 +26,9 @@ mod measure;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use attest::release::{KemKeyPair, Sealed};
-use common::workload::attest_workload;
-use common::{
-    APPRAISAL_POLICY, BrokerOptions, BrokerProcess, TOKEN_LABEL, TRUSTED_MEASUREMENT, USER_PIN,
-    with_token,
-};
+use attest::release::Sealed;
+use common::workload::{Holder, attested_holder};
+use common::{APPRAISAL_POLICY, BrokerOptions, BrokerProcess, TOKEN_LABEL, USER_PIN, with_token};
 use hsm_backend::secrecy::{SecretBox, SecretString};
 use hsm_backend::{DataKey, HsmBackend, KeyId, Pin, Pkcs11Module, PoolConfig, TokenSelector};
 use keybroker_api::v1 as pb;
@@ -52,14 +49,6 @@ const SESSIONS: usize = 2;
 const SECRET: &str = "app/bench";
 /// The goal, releases per second.
 const GOAL: f64 = 2_000.0;
-
-/// One attested workload's connection and what it opens answers with.
-#[derive(Clone)]
-struct Holder {
-    channel: Channel,
-    token: String,
-    kem: std::sync::Arc<KemKeyPair>,
-}
 
 struct ReleaseCall {
     client: SecretServiceClient<Channel>,
@@ -91,16 +80,6 @@ impl Call for ReleaseCall {
             .unwrap();
         assert_eq!(opened.len(), 32);
         1
-    }
-}
-
-/// An attested workload (`common::workload`) and its connection with its certificate.
-async fn attest(broker: &BrokerProcess, name: &str) -> Holder {
-    let w = attest_workload(broker, name, TRUSTED_MEASUREMENT, true).await;
-    Holder {
-        channel: broker.channel(name).await.unwrap(),
-        token: w.token,
-        kem: std::sync::Arc::new(w.kem),
     }
 }
 
@@ -160,7 +139,7 @@ fn main() {
             .unwrap();
         let mut holders = Vec::new();
         for i in 0..WORKLOADS {
-            holders.push(attest(&broker, &format!("bench-holder-{i}")).await);
+            holders.push(attested_holder(&broker, &format!("bench-holder-{i}")).await);
         }
         holders
     });

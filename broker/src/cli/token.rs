@@ -2,11 +2,36 @@
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use hsm_backend::{Pin, Pkcs11Module, TokenDescription, TokenSelector, provision};
 use serde::Serialize;
 
 use super::{CliError, ModuleArg, print_json};
+
+/// The security officer's PIN: from a file or an environment variable, never argv.
+#[derive(Debug, Args)]
+pub struct SoPinArg {
+    /// File holding the security officer's PIN.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "so_pin_env",
+        required_unless_present = "so_pin_env"
+    )]
+    so_pin_file: Option<PathBuf>,
+    /// Environment variable holding the security officer's PIN.
+    #[arg(long, value_name = "VAR")]
+    so_pin_env: Option<String>,
+}
+
+impl SoPinArg {
+    fn read(&self) -> Result<Pin, CliError> {
+        Ok(Pin::from_file_or_env(
+            self.so_pin_file.as_deref(),
+            self.so_pin_env.as_deref(),
+        )?)
+    }
+}
 
 /// Token commands.
 #[derive(Debug, Subcommand)]
@@ -31,17 +56,8 @@ pub enum TokenCommand {
         /// Label for the token (1 to 32 bytes).
         #[arg(long)]
         label: String,
-        /// File holding the security officer's PIN.
-        #[arg(
-            long,
-            value_name = "FILE",
-            conflicts_with = "so_pin_env",
-            required_unless_present = "so_pin_env"
-        )]
-        so_pin_file: Option<PathBuf>,
-        /// Environment variable holding the security officer's PIN.
-        #[arg(long, value_name = "VAR")]
-        so_pin_env: Option<String>,
+        #[command(flatten)]
+        so_pin: SoPinArg,
         /// File holding the user PIN.
         #[arg(
             long,
@@ -67,17 +83,8 @@ pub enum TokenCommand {
         /// The token's label.
         #[arg(long)]
         label: String,
-        /// File holding the security officer's PIN.
-        #[arg(
-            long,
-            value_name = "FILE",
-            conflicts_with = "so_pin_env",
-            required_unless_present = "so_pin_env"
-        )]
-        so_pin_file: Option<PathBuf>,
-        /// Environment variable holding the security officer's PIN.
-        #[arg(long, value_name = "VAR")]
-        so_pin_env: Option<String>,
+        #[command(flatten)]
+        so_pin: SoPinArg,
     },
 }
 
@@ -175,13 +182,12 @@ pub(super) fn run(cmd: TokenCommand, json: bool) -> Result<(), CliError> {
         TokenCommand::Init {
             module,
             label,
-            so_pin_file,
-            so_pin_env,
+            so_pin,
             user_pin_file,
             user_pin_env,
             enable_release: release,
         } => {
-            let so_pin = Pin::from_file_or_env(so_pin_file.as_deref(), so_pin_env.as_deref())?;
+            let so_pin = so_pin.read()?;
             let user_pin =
                 Pin::from_file_or_env(user_pin_file.as_deref(), user_pin_env.as_deref())?;
             let module = Pkcs11Module::load(&module.module)?;
@@ -210,10 +216,9 @@ pub(super) fn run(cmd: TokenCommand, json: bool) -> Result<(), CliError> {
         TokenCommand::EnableRelease {
             module,
             label,
-            so_pin_file,
-            so_pin_env,
+            so_pin,
         } => {
-            let so_pin = Pin::from_file_or_env(so_pin_file.as_deref(), so_pin_env.as_deref())?;
+            let so_pin = so_pin.read()?;
             let module = Pkcs11Module::load(&module.module)?;
             enable_release(&module, &label, &so_pin, json)?;
             if json {

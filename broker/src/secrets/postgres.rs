@@ -157,11 +157,17 @@ impl Postgres {
         )
     }
 
-    fn statements(&self, templates: &[String], handle: &str) -> Vec<String> {
+    /// `templates` with `{{name}}` replaced by `handle`, quoted; each named `what`.
+    fn statements(
+        &self,
+        what: &'static str,
+        templates: &[String],
+        handle: &str,
+    ) -> Vec<(&'static str, String)> {
         let name = quote(handle);
         templates
             .iter()
-            .map(|t| t.replace("{{name}}", &name))
+            .map(|t| (what, t.replace("{{name}}", &name)))
             .collect()
     }
 
@@ -175,27 +181,32 @@ impl Postgres {
             quote(handle),
             timestamp(expires_at)?
         );
+        let mut steps = vec![("CREATE ROLE", create)];
+        steps.extend(self.statements("a grants statement", &self.config.grants, handle));
         let (mut client, _slot) = self.lend().await?;
+        self.locked_transaction(&mut client, steps).await?;
+        self.give_back(client).await;
+        Ok(())
+    }
+
+    /// Runs `steps` (what each is, for errors; the SQL) in one transaction that first
+    /// takes this role's advisory lock ([`Postgres::lock_statement`]).
+    async fn locked_transaction(
+        &self,
+        client: &mut Client,
+        steps: Vec<(&'static str, String)>,
+    ) -> Result<()> {
         let tx = client
             .transaction()
             .await
             .map_err(|e| self.unavailable("begin", e))?;
-        tx.batch_execute(&self.lock_statement())
-            .await
-            .map_err(|e| self.unavailable("pg_advisory_xact_lock", e))?;
-        tx.batch_execute(&create)
-            .await
-            .map_err(|e| self.unavailable("CREATE ROLE", e))?;
-        for statement in self.statements(&self.config.grants, handle) {
-            tx.batch_execute(&statement)
+        let lock = ("pg_advisory_xact_lock", self.lock_statement());
+        for (what, sql) in std::iter::once(lock).chain(steps) {
+            tx.batch_execute(&sql)
                 .await
-                .map_err(|e| self.unavailable("a grants statement", e))?;
+                .map_err(|e| self.unavailable(what, e))?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| self.unavailable("commit", e))?;
-        self.give_back(client).await;
-        Ok(())
+        tx.commit().await.map_err(|e| self.unavailable("commit", e))
     }
 
     /// Moves the role's `VALID UNTIL` to `expires_at`.
@@ -238,24 +249,13 @@ impl Postgres {
             )
             .await
             .map_err(|e| self.unavailable("pg_terminate_backend", e))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.unavailable("begin", e))?;
-        tx.batch_execute(&self.lock_statement())
-            .await
-            .map_err(|e| self.unavailable("pg_advisory_xact_lock", e))?;
-        for statement in self.statements(&self.config.revocations, handle) {
-            tx.batch_execute(&statement)
-                .await
-                .map_err(|e| self.unavailable("a revocations statement", e))?;
-        }
-        tx.batch_execute(&format!("DROP ROLE IF EXISTS {}", quote(handle)))
-            .await
-            .map_err(|e| self.unavailable("DROP ROLE", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| self.unavailable("commit", e))?;
+        let mut steps =
+            self.statements("a revocations statement", &self.config.revocations, handle);
+        steps.push((
+            "DROP ROLE",
+            format!("DROP ROLE IF EXISTS {}", quote(handle)),
+        ));
+        self.locked_transaction(&mut client, steps).await?;
         self.give_back(client).await;
         Ok(())
     }

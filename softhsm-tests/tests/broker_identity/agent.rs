@@ -13,18 +13,7 @@ use softhsm_tests::Swtpm;
 
 /// `keybroker-agent` with the bootstrap identity `workload` of `broker`.
 fn agent(broker: &BrokerProcess) -> Command {
-    let pki = broker.dir.path().join("pki");
-    let mut command = Command::new(agent_binary());
-    command
-        .arg("--endpoint")
-        .arg(format!("https://localhost:{}", broker.port()))
-        .arg("--server-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join("workload.pem"))
-        .arg("--key")
-        .arg(pki.join("workload-key.pem"));
-    command
+    common::workload::agent_command(broker)
 }
 
 /// Waits for `keybroker-agent: wrote <dir>` on the agent's stderr.

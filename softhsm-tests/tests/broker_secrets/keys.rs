@@ -46,10 +46,7 @@ async fn release(
         name: name.into(),
         version: 0,
     };
-    let request = match token {
-        Some(token) => with_token(message, token),
-        None => tonic::Request::new(message),
-    };
+    let request = maybe_token(message, token);
     Ok(keys(broker, who)
         .await
         .release_key(request)
@@ -136,24 +133,9 @@ async fn a_releasable_key_reaches_the_attested_workload_and_the_broker_decrypts_
 
     // The agent does the same from the command line: the same key, in a 0600 file.
     use std::os::unix::fs::PermissionsExt;
-    let pki = broker.dir.path().join("pki");
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("disk.key");
-    let run = Command::new(common::agent_binary())
-        .arg("--endpoint")
-        .arg(format!("https://localhost:{}", broker.port()))
-        .arg("--server-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join("workload.pem"))
-        .arg("--key")
-        .arg(pki.join("workload-key.pem"))
-        .args([
-            "--evidence",
-            "dev",
-            "--dev-measurement",
-            TRUSTED_MEASUREMENT,
-        ])
+    let run = common::workload::dev_agent_command(&broker, TRUSTED_MEASUREMENT)
         .args(["release-key", "disk-key", "--out"])
         .arg(&file)
         .output()

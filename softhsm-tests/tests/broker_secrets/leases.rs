@@ -17,10 +17,7 @@ async fn generate(
         role: role.into(),
         ttl_seconds,
     };
-    let request = match token {
-        Some(token) => with_token(message, token),
-        None => tonic::Request::new(message),
-    };
+    let request = maybe_token(message, token);
     Ok(secrets(broker, who)
         .await
         .generate_secret(request)
@@ -57,10 +54,7 @@ async fn revoke(
     let message = pb::RevokeLeaseRequest {
         lease_id: lease_id.into(),
     };
-    let request = match token {
-        Some(token) => with_token(message, token),
-        None => tonic::Request::new(message),
-    };
+    let request = maybe_token(message, token);
     secrets(broker, who).await.revoke_lease(request).await?;
     Ok(())
 }

@@ -21,7 +21,7 @@ mod release;
 
 use attest::release::KemKeyPair;
 use common::workload::{attest_bootstrap_key, attest_workload};
-use common::{BrokerOptions, BrokerProcess, TRUSTED_MEASUREMENT, with_token};
+use common::{BrokerOptions, BrokerProcess, TRUSTED_MEASUREMENT, maybe_token, with_token};
 use keybroker_api::v1 as pb;
 use pb::secret_service_client::SecretServiceClient;
 use tonic::Code;
@@ -86,10 +86,7 @@ async fn get(
         name: name.into(),
         version,
     };
-    let request = match token {
-        Some(token) => with_token(message, token),
-        None => tonic::Request::new(message),
-    };
+    let request = maybe_token(message, token);
     Ok(secrets(broker, who)
         .await
         .get_secret(request)

@@ -2,7 +2,7 @@
 //! the agent gets a credential, `psql` logs in with it, and it stops working when the
 //! lease is revoked (its open session ended too) and when it expires.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use softhsm_tests::Postgres;
@@ -21,24 +21,9 @@ async fn broker_on(pg: &Postgres) -> BrokerProcess {
 /// `keybroker-agent generate-secret` as the workload, with development evidence of the
 /// trusted measurement: the lease (JSON) and the password it wrote.
 fn agent_generate(broker: &BrokerProcess, ttl: u32) -> (serde_json::Value, String) {
-    let pki = broker.dir.path().join("pki");
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("password");
-    let run = Command::new(common::agent_binary())
-        .arg("--endpoint")
-        .arg(format!("https://localhost:{}", broker.port()))
-        .arg("--server-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join("workload.pem"))
-        .arg("--key")
-        .arg(pki.join("workload-key.pem"))
-        .args([
-            "--evidence",
-            "dev",
-            "--dev-measurement",
-            TRUSTED_MEASUREMENT,
-        ])
+    let run = common::workload::dev_agent_command(broker, TRUSTED_MEASUREMENT)
         .args(["generate-secret", ROLE, "--ttl", &ttl.to_string(), "--out"])
         .arg(&file)
         .output()

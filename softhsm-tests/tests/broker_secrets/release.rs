@@ -109,24 +109,9 @@ async fn the_agent_attests_and_writes_the_secret_to_a_0600_file() {
     use std::os::unix::fs::PermissionsExt;
     let broker = BrokerProcess::start();
     put(&broker, "app/api-token", b"tok-123").await;
-    let pki = broker.dir.path().join("pki");
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("api-token");
-    let run = Command::new(common::agent_binary())
-        .arg("--endpoint")
-        .arg(format!("https://localhost:{}", broker.port()))
-        .arg("--server-ca")
-        .arg(pki.join("ca.pem"))
-        .arg("--cert")
-        .arg(pki.join("workload.pem"))
-        .arg("--key")
-        .arg(pki.join("workload-key.pem"))
-        .args([
-            "--evidence",
-            "dev",
-            "--dev-measurement",
-            TRUSTED_MEASUREMENT,
-        ])
+    let run = common::workload::dev_agent_command(&broker, TRUSTED_MEASUREMENT)
         .args(["get-secret", "app/api-token", "--out"])
         .arg(&file)
         .output()

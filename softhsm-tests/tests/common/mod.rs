@@ -705,6 +705,14 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `message`, with `token` presented if there is one.
+pub fn maybe_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    match token {
+        Some(token) => with_token(message, token),
+        None => tonic::Request::new(message),
+    }
+}
+
 /// `message` presenting the attestation token `token`.
 pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -117,3 +117,45 @@ pub fn install_identity(broker: &BrokerProcess, name: &str, chain: &[Vec<u8>], k
     std::fs::write(&key_path, key.private_key_pem().expose_secret()).unwrap();
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// `keybroker-agent` with the bootstrap identity `workload` of `broker`.
+pub fn agent_command(broker: &BrokerProcess) -> std::process::Command {
+    let pki = broker.dir.path().join("pki");
+    let mut command = std::process::Command::new(super::agent_binary());
+    command
+        .arg("--endpoint")
+        .arg(format!("https://localhost:{}", broker.port()))
+        .arg("--server-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("workload.pem"))
+        .arg("--key")
+        .arg(pki.join("workload-key.pem"));
+    command
+}
+
+/// [`agent_command`] with development evidence of `measurement`.
+pub fn dev_agent_command(broker: &BrokerProcess, measurement: &str) -> std::process::Command {
+    let mut command = agent_command(broker);
+    command.args(["--evidence", "dev", "--dev-measurement", measurement]);
+    command
+}
+
+/// An attested workload's connection with its issued certificate, its token and the KEM
+/// key its answers open with, as the benches call it.
+#[derive(Clone)]
+pub struct Holder {
+    pub channel: tonic::transport::Channel,
+    pub token: String,
+    pub kem: std::sync::Arc<KemKeyPair>,
+}
+
+/// [`attest_workload`] with the trusted measurement, then a connection as `name`.
+pub async fn attested_holder(broker: &BrokerProcess, name: &str) -> Holder {
+    let w = attest_workload(broker, name, super::TRUSTED_MEASUREMENT, true).await;
+    Holder {
+        channel: broker.channel(name).await.unwrap(),
+        token: w.token,
+        kem: std::sync::Arc::new(w.kem),
+    }
+}
