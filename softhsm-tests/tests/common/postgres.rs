@@ -9,7 +9,8 @@ pub const ROLE: &str = "app/db";
 /// policy releases to the workload.
 pub const ADMIN_SECRET: &str = "broker/pg-admin";
 
-/// The `[[secrets.postgres]]` role `app/db` on `pg`.
+/// The `[[secrets.postgres]]` role `app/db` on `pg`: credentials join the group role
+/// `app_readonly` (docs/leases.md says why not table grants).
 pub fn postgres_role(pg: &Postgres) -> String {
     format!(
         r#"
