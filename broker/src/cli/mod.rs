@@ -262,6 +262,12 @@ fn init_logging() {
             filter = filter.add_directive(quiet);
         }
     }
+    // tokio-postgres logs every statement it sends at debug level, and the PostgreSQL
+    // engine's CREATE ROLE carries a password's SCRAM verifier (docs/leases.md): never
+    // below info, whatever is asked.
+    if let Ok(statements) = "tokio_postgres=info".parse() {
+        filter = filter.add_directive(statements);
+    }
     // Colour only on a terminal: logs collected from files or journald stay plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

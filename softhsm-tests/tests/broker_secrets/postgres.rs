@@ -11,9 +11,14 @@ use super::*;
 
 use common::postgres::{ADMIN_SECRET, ROLE, postgres_role};
 
-/// A broker with the `app/db` role on `pg`, and the admin's password in its store.
+/// A broker with the `app/db` role on `pg`, and the admin's password in its store; it
+/// logs at debug level, so that the tests see what the most verbose log would hold.
 async fn broker_on(pg: &Postgres) -> BrokerProcess {
-    let broker = BrokerProcess::start_with_secrets(BrokerOptions::default(), &postgres_role(pg));
+    let options = BrokerOptions {
+        log: "debug",
+        ..BrokerOptions::default()
+    };
+    let broker = BrokerProcess::start_with_secrets(options, &postgres_role(pg));
     put(&broker, ADMIN_SECRET, pg.admin_password().as_bytes()).await;
     broker
 }
@@ -121,6 +126,14 @@ async fn a_database_credential_logs_in_and_is_refused_once_its_lease_is_revoked(
     );
     let ended = session.wait().unwrap();
     assert!(!ended.success(), "the open session was ended");
+    // Even at debug level, the log holds neither the password nor its SCRAM verifier.
+    let log = broker.log();
+    assert!(log.contains("DEBUG"), "the broker logged at debug level");
+    assert!(!log.contains(&password), "the log holds the password");
+    assert!(
+        !log.contains("SCRAM-SHA-256$"),
+        "the log holds a SCRAM verifier"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

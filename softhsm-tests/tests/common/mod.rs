@@ -68,6 +68,8 @@ pub struct BrokerOptions {
     pub hsm_sessions: usize,
     /// TOML lines appended to `[ca]` (after `backend = "softhsm"`).
     pub ca_lines: &'static str,
+    /// `KEYBROKER_LOG`: the broker's log filter.
+    pub log: &'static str,
 }
 
 impl Default for BrokerOptions {
@@ -76,6 +78,7 @@ impl Default for BrokerOptions {
             release: false,
             hsm_sessions: 2,
             ca_lines: "",
+            log: "info",
         }
     }
 }
@@ -266,6 +269,8 @@ pub struct BrokerProcess {
     binary: &'static Path,
     /// A command the broker runs under (`unshare ... sh -c ...`), or nothing.
     pub wrapper: Vec<String>,
+    /// `KEYBROKER_LOG`.
+    log: &'static str,
 }
 
 impl BrokerProcess {
@@ -447,6 +452,7 @@ issuer = "{ISSUER}"
             oidc_addr: String::new(),
             binary,
             wrapper: Vec::new(),
+            log: options.log,
         };
         broker.spawn();
         broker
@@ -553,7 +559,7 @@ issuer = "{ISSUER}"
             .arg(self.config_path())
             .args(extra)
             .env("SOFTHSM2_CONF", self.hsm.conf_path())
-            .env("KEYBROKER_LOG", "info")
+            .env("KEYBROKER_LOG", self.log)
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::OpenOptions::new()
