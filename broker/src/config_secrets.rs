@@ -40,6 +40,8 @@ pub struct LeaseTimes {
     pub default_ttl: u64,
     /// The longest a lease may live, renewals included, from its creation.
     pub max_ttl: u64,
+    /// Live leases one caller may hold on the role.
+    pub max_per_caller: u64,
 }
 
 impl RandomRole {
@@ -47,6 +49,7 @@ impl RandomRole {
         LeaseTimes {
             default_ttl: self.default_ttl_seconds,
             max_ttl: self.max_ttl_seconds,
+            max_per_caller: self.max_leases_per_caller,
         }
     }
 }
@@ -56,6 +59,7 @@ impl PostgresRole {
         LeaseTimes {
             default_ttl: self.default_ttl_seconds,
             max_ttl: self.max_ttl_seconds,
+            max_per_caller: self.max_leases_per_caller,
         }
     }
 }
@@ -70,6 +74,11 @@ pub struct RandomRole {
     /// How many random bytes (16 to 1024).
     #[serde(default = "defaults::random_bytes")]
     pub bytes: usize,
+    /// Live leases one caller may hold on this role at once; past it, `GenerateSecret`
+    /// answers `RESOURCE_EXHAUSTED` until one ends, so that one caller cannot flood the
+    /// store or the database.
+    #[serde(default = "defaults::max_leases_per_caller")]
+    pub max_leases_per_caller: u64,
     /// A new lease's lifetime when the request names none.
     #[serde(default = "defaults::default_ttl_seconds")]
     pub default_ttl_seconds: u64,
@@ -106,6 +115,11 @@ pub struct PostgresRole {
     /// Connections the broker keeps to this database.
     #[serde(default = "defaults::postgres_connections")]
     pub connections: usize,
+    /// Live leases one caller may hold on this role at once; past it, `GenerateSecret`
+    /// answers `RESOURCE_EXHAUSTED` until one ends, so that one caller cannot flood the
+    /// store or the database.
+    #[serde(default = "defaults::max_leases_per_caller")]
+    pub max_leases_per_caller: u64,
     /// A new lease's lifetime when the request names none.
     #[serde(default = "defaults::default_ttl_seconds")]
     pub default_ttl_seconds: u64,
@@ -133,6 +147,9 @@ mod defaults {
     pub fn postgres_connections() -> usize {
         4
     }
+    pub fn max_leases_per_caller() -> u64 {
+        100
+    }
 }
 
 /// A role name: 1 to 64 letters, digits, `-`, `_`, `.` and `/`.
@@ -157,6 +174,12 @@ impl LeaseTimes {
             return Err((
                 field("default_ttl_seconds"),
                 "must be 1 s to max_ttl_seconds".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_per_caller) {
+            return Err((
+                field("max_leases_per_caller"),
+                "must be 1 to 1,000,000".into(),
             ));
         }
         Ok(())

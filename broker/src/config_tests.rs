@@ -175,6 +175,12 @@ fn errors_name_the_field() {
             "secrets.lease_sweep_seconds",
         ),
         (
+            format!(
+                "{MINIMAL}\n[secrets]\nbackend = \"hsm\"\n[[secrets.random]]\nname = \"r\"\nmax_leases_per_caller = 0\n"
+            ),
+            "secrets.random[0].max_leases_per_caller",
+        ),
+        (
             format!("{MINIMAL}\n[[secrets.random]]\nname = \"r\"\n"),
             "secrets.backend",
         ),

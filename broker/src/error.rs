@@ -97,6 +97,7 @@ impl From<StoreError> for BrokerError {
                 BrokerError::NotFound(err.to_string())
             }
             StoreError::LeaseNotLive { .. } => BrokerError::FailedPrecondition(err.to_string()),
+            StoreError::LeaseLimit { .. } => BrokerError::ResourceExhausted(err.to_string()),
             StoreError::SecretVersionNotFound { .. } | StoreError::SecretVersionRace { .. } => {
                 BrokerError::FailedPrecondition(err.to_string())
             }

@@ -157,7 +157,9 @@ impl Leases {
         };
         let info = release::lease_info(&lease.id, auth.caller().as_str())
             .map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
-        self.store.create_lease(&lease).await?;
+        self.store
+            .create_lease(&lease, role.times.max_per_caller)
+            .await?;
         let made = self.make(role, &lease).await;
         let (value, attributes) = match made {
             Ok(made) => made,

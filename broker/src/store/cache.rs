@@ -234,8 +234,8 @@ impl SecretStore for CachedKeyStore {
 
 /// Leases are not cached: they pass through.
 impl LeaseStore for CachedKeyStore {
-    fn create_lease(&self, lease: &LeaseRecord) -> StoreCall<()> {
-        self.inner.create_lease(lease)
+    fn create_lease(&self, lease: &LeaseRecord, max_live: u64) -> StoreCall<()> {
+        self.inner.create_lease(lease, max_live)
     }
 
     fn lease(&self, id: &str) -> StoreCall<LeaseRecord> {

@@ -28,11 +28,13 @@ impl LeaseRecord {
 
 /// The lease table of the store. Every key store is one.
 pub trait LeaseStore {
-    /// Records a new lease.
+    /// Records a new lease, unless its owner already holds `max_live` live leases on its
+    /// role (counted and written in one transaction).
     ///
     /// # Errors
-    /// [`super::StoreError::Database`] if the id is taken (ids are random: never).
-    fn create_lease(&self, lease: &LeaseRecord) -> StoreCall<()>;
+    /// [`super::StoreError::LeaseLimit`]; [`super::StoreError::Database`] if the id is
+    /// taken (ids are random: never).
+    fn create_lease(&self, lease: &LeaseRecord, max_live: u64) -> StoreCall<()>;
 
     /// One lease.
     ///

@@ -55,6 +55,15 @@ pub enum StoreError {
     SecretVersionRace { name: String, version: u32 },
     #[error("lease {0:?} not found")]
     LeaseNotFound(String),
+    /// The caller holds as many live leases on the role as it may.
+    #[error(
+        "{owner} holds {held} live leases on {role:?}, its most; revoke one or wait for one to end"
+    )]
+    LeaseLimit {
+        role: String,
+        owner: String,
+        held: u64,
+    },
     /// The lease was revoked or has expired.
     #[error("lease {id:?} is {why}")]
     LeaseNotLive { id: String, why: &'static str },

@@ -260,3 +260,34 @@ async fn an_expired_lease_cannot_be_renewed_and_is_swept() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_holds_its_limit_of_leases_is_refused_until_one_ends() {
+    let broker = BrokerProcess::start();
+    let workload = attested(&broker, "holder", TRUSTED_MEASUREMENT, true).await;
+    let token = Some(workload.token.as_str());
+    // `app/capped` allows two live leases per caller.
+    let first = generate(&broker, "holder", token, "app/capped", 0)
+        .await
+        .unwrap()
+        .lease
+        .unwrap();
+    generate(&broker, "holder", token, "app/capped", 0)
+        .await
+        .unwrap();
+    let err = generate(&broker, "holder", token, "app/capped", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("2 live leases"), "{err:?}");
+    // Nothing was recorded for the refused one; other roles still serve the caller.
+    assert_eq!(leases(&broker).await.len(), 2);
+    generate(&broker, "holder", token, ROLE, 0).await.unwrap();
+    // Once one ends, there is room again.
+    revoke(&broker, "holder", token, &first.lease_id)
+        .await
+        .unwrap();
+    generate(&broker, "holder", token, "app/capped", 0)
+        .await
+        .unwrap();
+}

@@ -417,6 +417,12 @@ lease_sweep_seconds = 1
 name = "app/token"
 default_ttl_seconds = 60
 max_ttl_seconds = 120
+# The benches lease thousands at once.
+max_leases_per_caller = 1000000
+
+[[secrets.random]]
+name = "app/capped"
+max_leases_per_caller = 2
 {}
 
 [ca]

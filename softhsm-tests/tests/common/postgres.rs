@@ -25,6 +25,7 @@ grants = ["GRANT app_readonly TO {{{{name}}}}"]
 revocations = ["REVOKE app_readonly FROM {{{{name}}}}"]
 default_ttl_seconds = 60
 max_ttl_seconds = 120
+max_leases_per_caller = 1000000
 "#,
         pg.host(),
         pg.port(),

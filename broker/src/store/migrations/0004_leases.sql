@@ -21,3 +21,4 @@ CREATE TABLE leases (
 CREATE INDEX leases_due ON leases (expires_at);
 CREATE INDEX leases_revoked ON leases (revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE INDEX leases_role ON leases (role, id);
+CREATE INDEX leases_holder ON leases (role, owner);

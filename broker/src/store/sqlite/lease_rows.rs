@@ -24,7 +24,22 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn insert(tx: &Transaction<'_>, l: &LeaseRecord) -> Result<()> {
+fn insert(tx: &Transaction<'_>, l: &LeaseRecord, max_live: u64) -> Result<()> {
+    let held: u64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM leases WHERE role = ?1 AND owner = ?2 \
+             AND revoked_at IS NULL AND expires_at > ?3",
+            rusqlite::params![l.role, l.owner, l.created_at],
+            |r| r.get(0),
+        )
+        .sql()?;
+    if held >= max_live {
+        return Err(StoreError::LeaseLimit {
+            role: l.role.clone(),
+            owner: l.owner.clone(),
+            held,
+        });
+    }
     tx.execute(
         &format!("INSERT INTO leases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
         rusqlite::params![
@@ -118,9 +133,9 @@ fn list(tx: &Transaction<'_>, prefix: &str, after: &str, n: usize) -> Result<Vec
 }
 
 impl LeaseStore for SqliteStore {
-    fn create_lease(&self, lease: &LeaseRecord) -> StoreCall<()> {
+    fn create_lease(&self, lease: &LeaseRecord, max_live: u64) -> StoreCall<()> {
         let lease = lease.clone();
-        self.write("create_lease", move |tx| insert(tx, &lease))
+        self.write("create_lease", move |tx| insert(tx, &lease, max_live))
     }
 
     fn lease(&self, id: &str) -> StoreCall<LeaseRecord> {
