@@ -158,6 +158,17 @@ impl From<hsm_backend::HsmError> for BrokerError {
                 BrokerError::ResourceExhausted("the HSM token is out of memory".into())
             }
             H::Pkcs11 { function, rv } => BrokerError::Unavailable(hsm_failure(&function, &rv)),
+            H::ReleaseNotProvisioned(detail) => {
+                tracing::warn!(%detail, "a key release on a token without its transport key");
+                BrokerError::FailedPrecondition(
+                    "releasing keys is not set up on this key's HSM token: its security \
+                     officer runs `keybroker token enable-release` once"
+                        .into(),
+                )
+            }
+            H::KeyUnextractable => BrokerError::FailedPrecondition(
+                "the key is not extractable: its material never leaves the HSM".into(),
+            ),
             other => BrokerError::Internal(format!("HSM: {other}")),
         }
     }

@@ -250,4 +250,21 @@ async fn only_releasable_keys_leave_and_only_to_attested_workloads_the_policy_al
     assert_eq!(answer.version, 2);
     let listing = pkcs11_tool_objects(&broker);
     assert!(!access_of(&listing, "kb:disk-key:v2").contains("never extractable"));
+
+    // Without the SO's transport key, nothing can be released, and the answer says what
+    // to do.
+    let token = common::fill::TokenFiller::open(
+        broker.hsm.module_path(),
+        common::TOKEN_LABEL,
+        common::USER_PIN,
+    );
+    assert_eq!(token.destroy_secret_keys("kbsys:release:transport:v1"), 1);
+    let err = release(&broker, "holder", Some(&workload.token), "disk-key")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("keybroker token enable-release"),
+        "{err:?}"
+    );
 }

@@ -134,6 +134,19 @@ impl TokenFiller {
         self.key_flags(ObjectClass::SECRET_KEY, id)
     }
 
+    /// Destroys every secret key labelled `label`; how many.
+    pub fn destroy_secret_keys(&self, label: &str) -> usize {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let found = self.session.find_objects(&template).unwrap();
+        for handle in &found {
+            self.session.destroy_object(*handle).unwrap();
+        }
+        found.len()
+    }
+
     /// `CKA_WRAP_WITH_TRUSTED` of each secret key labelled `label` (which `pkcs11-tool`
     /// does not print).
     pub fn wrap_with_trusted(&self, label: &str) -> Vec<bool> {
