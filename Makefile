@@ -63,11 +63,15 @@ bench: deps
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
 
-## Fuzz the attestation parsers (nightly toolchain, cargo-fuzz); FUZZ_SECONDS per target.
+## Fuzz the attestation parsers and the sealed-data format (nightly toolchain,
+## cargo-fuzz); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 180
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 	cd attest && for t in snp_report tpm_quote policy; do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+	cd sealed-format && for t in envelope round_trip; do \
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
