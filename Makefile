@@ -62,6 +62,7 @@ bench: deps
 	cargo bench --locked -p softhsm-tests --bench startup
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
+	cargo bench --locked -p sealed-format --bench throughput
 
 ## Fuzz the attestation parsers and the sealed-data format (nightly toolchain,
 ## cargo-fuzz); FUZZ_SECONDS per target.

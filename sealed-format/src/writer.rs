@@ -59,6 +59,13 @@ impl<W: Write> SealWriter<W> {
         Ok(self.inner)
     }
 
+    /// The inner writer, for a caller that drains what has been written so far (a
+    /// streaming RPC that sends each sealed chunk as it is made). Writing to it directly
+    /// corrupts the envelope.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// The bytes reserved for plaintext and its tag: one chunk, whatever the stream's
     /// length.
     #[must_use]
