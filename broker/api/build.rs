@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/keybroker/v1/admin.proto",
     "proto/keybroker/v1/identity.proto",
     "proto/keybroker/v1/secrets.proto",
+    "proto/keybroker/v1/sealing.proto",
 ];
 
 /// Messages with secret fields (see `docs/design.md`, "Secrets in memory").
@@ -19,6 +20,16 @@ const WIPED_ON_DROP: &[&str] = &[
     "keybroker.v1.EncryptRequest",
     "keybroker.v1.PutSecretRequest",
     "keybroker.v1.RotateSecretRequest",
+    "keybroker.v1.SealRequest",
+    "keybroker.v1.UnsealResponse",
+    "keybroker.v1.SealStreamRequest",
+    "keybroker.v1.UnsealStreamResponse",
+];
+
+/// Fields of those messages that hold nothing secret and no type `zeroize` can wipe.
+const NOT_WIPED: &[&str] = &[
+    "keybroker.v1.SealRequest.context",
+    "keybroker.v1.SealStreamRequest.context",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,6 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             message,
             "#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]",
         );
+    }
+    for field in NOT_WIPED {
+        config = config.field_attribute(field, "#[zeroize(skip)]");
     }
     config.compile_fds(descriptors)?;
     Ok(())

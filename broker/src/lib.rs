@@ -15,6 +15,7 @@ pub mod identity;
 pub mod keys;
 pub mod oidc;
 pub mod request;
+pub mod sealing;
 pub mod secrets;
 pub mod server;
 mod start;

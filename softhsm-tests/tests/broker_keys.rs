@@ -203,6 +203,7 @@ async fn every_key_operation_works_on_both_backends() {
             .generate_data_key(pb::GenerateDataKeyRequest {
                 name: name.into(),
                 aad: aad.clone(),
+                chunk_size: 0,
             })
             .await
             .unwrap()

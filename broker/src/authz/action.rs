@@ -16,7 +16,9 @@ pub enum ResourceKind {
 /// The action group an action belongs to (`action in Keybroker::Action::"KeyUse"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionGroup {
-    /// Using a key: GetKey, GetPublicKey, Sign, Verify, Encrypt, Decrypt, GenerateDataKey.
+    /// Using a key: GetKey, GetPublicKey, Sign, Verify, Encrypt, Decrypt, GenerateDataKey,
+    /// and sealing: Seal, Unseal, SealStream, UnsealStream, GenerateDataKeyWithoutPlaintext,
+    /// Rewrap.
     KeyUse,
     /// Managing keys: CreateKey, the lifecycle calls, ListKeys.
     KeyAdmin,
@@ -126,6 +128,12 @@ actions! {
     Encrypt: Key, KeyUse;
     Decrypt: Key, KeyUse;
     GenerateDataKey: Key, KeyUse;
+    Seal: Key, KeyUse;
+    Unseal: Key, KeyUse;
+    SealStream: Key, KeyUse;
+    UnsealStream: Key, KeyUse;
+    GenerateDataKeyWithoutPlaintext: Key, KeyUse;
+    Rewrap: Key, KeyUse;
     RotateKey: Key, KeyAdmin;
     DisableKey: Key, KeyAdmin;
     EnableKey: Key, KeyAdmin;

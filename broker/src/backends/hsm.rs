@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use super::hsm_batch::digests_per_task;
 use super::provide::{
-    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed,
+    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, WrappedDataKey,
 };
 use super::{Kind, NamedBackend, TypedHandle};
 use crate::error::{BrokerError, Result};
@@ -161,6 +161,7 @@ fn key_spec(algorithm: Algorithm, purpose: Purpose, releasable: bool) -> Result<
     let usage = match purpose {
         Purpose::SignVerify => KeyUsage::SignVerify,
         Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
+        Purpose::WrapUnwrap => KeyUsage::WrapUnwrap,
     };
     if releasable {
         return KeySpec::releasable(alg, usage).map_err(|_| {
@@ -414,5 +415,21 @@ impl KeyBackend for HsmKeys {
 
     async fn random(&self, len: usize) -> Result<SecretSlice<u8>> {
         self.run(move |hsm| Ok(hsm.random(len)?)).await
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: KeyRef<'_>,
+        data_key: &sealed_format::DataKey,
+    ) -> Result<WrappedDataKey> {
+        super::hsm_wrap::wrap(self, key, data_key).await
+    }
+
+    async fn unwrap_data_key(
+        &self,
+        key: KeyRef<'_>,
+        wrapped: &WrappedDataKey,
+    ) -> Result<sealed_format::DataKey> {
+        super::hsm_wrap::unwrap(self, key, wrapped).await
     }
 }

@@ -10,14 +10,17 @@
 mod handle;
 pub mod hsm;
 mod hsm_batch;
+mod hsm_wrap;
 mod provide;
 mod registry;
 pub mod tpm;
+mod tpm_seal;
 
 pub use handle::TypedHandle;
 pub use hsm::{HsmKeys, open as open_hsm, read_pin};
 pub use provide::{
-    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, unsupported,
+    KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, WrappedDataKey,
+    unsupported,
 };
 pub use registry::{Backends, NamedBackend};
 pub use tpm::{TpmKeys, open as open_tpm, open_with as open_tpm_with, read_auth as read_tpm_auth};

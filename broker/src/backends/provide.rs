@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hsm_backend::Digest;
+use sealed_format::{DataKey, KekKind};
 use secrecy::SecretSlice;
 
 use crate::error::{BrokerError, Result};
@@ -64,6 +65,15 @@ impl<'a> KeyRef<'a> {
             handle: &version.handle,
         }
     }
+}
+
+/// A data key wrapped by a key-encryption key, as a sealed envelope's header records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedDataKey {
+    /// What wrapped it: the backend kind's way of wrapping.
+    pub kek: KekKind,
+    /// RFC 5649 output (HSM), or the TPM sealed object.
+    pub bytes: Vec<u8>,
 }
 
 /// A ciphertext as a backend makes and reads it.
@@ -239,6 +249,27 @@ pub trait KeyBackend: AsAny + Send + Sync + fmt::Debug {
         Err(unsupported(self.kind(), "decrypt"))
     }
 
+    /// Wraps a data key under `key`, a key-encryption key (`WRAP_UNWRAP`), inside the
+    /// hardware.
+    ///
+    /// # Errors
+    /// The hardware refused; on a TPM, its PCRs no longer hold the version's values.
+    async fn wrap_data_key(&self, key: KeyRef<'_>, data_key: &DataKey) -> Result<WrappedDataKey> {
+        let _ = (key, data_key);
+        Err(unsupported(self.kind(), "wrap data keys"))
+    }
+
+    /// Unwraps what [`KeyBackend::wrap_data_key`] made.
+    ///
+    /// # Errors
+    /// [`BrokerError::IntegrityFailure`] for a wrapping that was altered or is another
+    /// key's; `FAILED_PRECONDITION` for another kind's wrapping, or a TPM whose PCRs left
+    /// the sealed-to state.
+    async fn unwrap_data_key(&self, key: KeyRef<'_>, wrapped: &WrappedDataKey) -> Result<DataKey> {
+        let _ = (key, wrapped);
+        Err(unsupported(self.kind(), "unwrap data keys"))
+    }
+
     /// `len` random bytes, for data keys.
     ///
     /// # Errors
@@ -301,6 +332,20 @@ mod tests {
             refused(Bare.encrypt(key, secret(), Vec::new()).await),
             refused(Bare.decrypt(key, sealed, Vec::new()).await),
             refused(Bare.random(32).await),
+            refused(
+                Bare.wrap_data_key(key, &DataKey::from_slice(&[7; 32]).unwrap())
+                    .await,
+            ),
+            refused(
+                Bare.unwrap_data_key(
+                    key,
+                    &WrappedDataKey {
+                        kek: KekKind::HsmAesKeyWrap,
+                        bytes: vec![1; 40],
+                    },
+                )
+                .await,
+            ),
         ];
         assert!(
             messages

@@ -139,8 +139,12 @@ fn rejoin_in_background(name: &str, tpm: TpmBackend, wanted: Arc<AtomicBool>) {
 impl TpmKeys {
     /// Waits for a TPM command, at most the backend's deadline: a hung TPM gives
     /// `UNAVAILABLE` rather than holding the call until the client gives up.
-    async fn within<T>(&self, pending: tpm_backend::Pending<T>) -> Result<T, TpmError> {
+    pub(super) async fn within<T>(&self, pending: tpm_backend::Pending<T>) -> Result<T, TpmError> {
         bounded(self.deadline, pending).await
+    }
+
+    pub(super) fn tpm(&self) -> &TpmBackend {
+        &self.tpm
     }
 }
 
@@ -192,7 +196,8 @@ fn key_kind(algorithm: Algorithm, purpose: Purpose) -> Result<TpmKeyKind> {
         (Algorithm::Rsa2048, Purpose::SignVerify) => Ok(TpmKeyKind::Rsa2048Sign),
         (Algorithm::Rsa2048, Purpose::EncryptDecrypt) => Ok(TpmKeyKind::Rsa2048Decrypt),
         _ => Err(BrokerError::Unsupported(
-            "TPM backends hold EC P-256 signing keys and RSA-2048 signing or decryption keys"
+            "TPM backends hold EC P-256 signing keys, RSA-2048 signing or decryption keys, \
+             and AES-256 wrap-unwrap keys (a PCR policy)"
                 .into(),
         )),
     }
@@ -217,6 +222,9 @@ impl KeyBackend for TpmKeys {
     }
 
     fn check_spec(&self, algorithm: Algorithm, purpose: Purpose) -> Result<()> {
+        if (algorithm, purpose) == (Algorithm::Aes256, Purpose::WrapUnwrap) {
+            return Ok(());
+        }
         key_kind(algorithm, purpose).map(|_| ())
     }
 
@@ -239,6 +247,9 @@ impl KeyBackend for TpmKeys {
             return Err(BrokerError::InvalidArgument(
                 "releasable: a TPM key never leaves the TPM; releasable keys live in an HSM".into(),
             ));
+        }
+        if (spec.algorithm, spec.purpose) == (Algorithm::Aes256, Purpose::WrapUnwrap) {
+            return super::tpm_seal::create(self).await;
         }
         let kind = key_kind(spec.algorithm, spec.purpose)?;
         let blob = bounded(
@@ -332,6 +343,22 @@ impl KeyBackend for TpmKeys {
                 }
                 other => other.into(),
             })
+    }
+
+    async fn wrap_data_key(
+        &self,
+        key: KeyRef<'_>,
+        data_key: &sealed_format::DataKey,
+    ) -> Result<super::WrappedDataKey> {
+        super::tpm_seal::wrap(self, key, data_key).await
+    }
+
+    async fn unwrap_data_key(
+        &self,
+        key: KeyRef<'_>,
+        wrapped: &super::WrappedDataKey,
+    ) -> Result<sealed_format::DataKey> {
+        super::tpm_seal::unwrap(self, key, wrapped).await
     }
 
     /// From the operating system's generator: `tpm_backend` offers no random call.

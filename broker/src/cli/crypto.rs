@@ -145,6 +145,7 @@ pub(super) async fn run(
                 .generate_data_key(pb::GenerateDataKeyRequest {
                     name: name.clone(),
                     aad: Vec::new(),
+                    chunk_size: 0,
                 })
                 .await?
                 .into_inner();

@@ -32,6 +32,8 @@ pub enum AlgorithmArg {
 pub enum PurposeArg {
     Sign,
     Encrypt,
+    /// A key-encryption key for `keybroker seal` (AES-256).
+    Wrap,
 }
 
 /// Key commands.
@@ -137,6 +139,7 @@ pub async fn run(cmd: KeysCommand, client: &ClientConfig, json: bool) -> Result<
                 purpose: match purpose {
                     PurposeArg::Sign => pb::KeyPurpose::SignVerify,
                     PurposeArg::Encrypt => pb::KeyPurpose::EncryptDecrypt,
+                    PurposeArg::Wrap => pb::KeyPurpose::WrapUnwrap,
                 } as i32,
                 backend,
                 tags: tags.into_iter().collect::<HashMap<_, _>>(),

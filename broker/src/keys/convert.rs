@@ -26,8 +26,9 @@ pub fn purpose_from_wire(value: i32) -> Result<Purpose> {
     match pb::KeyPurpose::try_from(value) {
         Ok(pb::KeyPurpose::SignVerify) => Ok(Purpose::SignVerify),
         Ok(pb::KeyPurpose::EncryptDecrypt) => Ok(Purpose::EncryptDecrypt),
+        Ok(pb::KeyPurpose::WrapUnwrap) => Ok(Purpose::WrapUnwrap),
         _ => Err(BrokerError::InvalidArgument(format!(
-            "purpose: {value} is not SIGN_VERIFY or ENCRYPT_DECRYPT"
+            "purpose: {value} is not SIGN_VERIFY, ENCRYPT_DECRYPT or WRAP_UNWRAP"
         ))),
     }
 }
@@ -48,6 +49,7 @@ pub fn purpose_name(p: Purpose) -> &'static str {
     match p {
         Purpose::SignVerify => "sign-verify",
         Purpose::EncryptDecrypt => "encrypt-decrypt",
+        Purpose::WrapUnwrap => "wrap-unwrap",
     }
 }
 
@@ -105,6 +107,7 @@ pub fn key_to_wire(k: &KeyRecord) -> pb::Key {
         purpose: match k.purpose {
             Purpose::SignVerify => pb::KeyPurpose::SignVerify,
             Purpose::EncryptDecrypt => pb::KeyPurpose::EncryptDecrypt,
+            Purpose::WrapUnwrap => pb::KeyPurpose::WrapUnwrap,
         } as i32,
         backend: k.backend.clone(),
         state: state_to_wire(k.state) as i32,

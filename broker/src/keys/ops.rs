@@ -97,7 +97,7 @@ pub async fn public_key(
 
 /// A backend's error, told in terms of the key: a missing object is the key version's
 /// problem (`FAILED_PRECONDITION`, naming both), not an internal error.
-fn in_version(
+pub(crate) fn in_version(
     error: BrokerError,
     key: &KeyRecord,
     version: &VersionRecord,

@@ -18,6 +18,8 @@ use super::ops::{self, Scheme};
 use crate::authz::{KeyResource, Resource};
 use crate::error::BrokerError;
 use crate::request::{Authorized, Gate};
+use crate::sealing::{SealStreamResponses, Sealing, UnsealStreamResponses};
+use crate::store::Purpose;
 use crate::store::{KeyQuery, KeyRecord, NewKey, page_token_after};
 
 /// Most digests in one `SignBatch`.
@@ -28,6 +30,7 @@ pub const MAX_BATCH: usize = 1024;
 pub struct KeyServiceImpl {
     manager: Arc<KeyManager>,
     gate: Gate,
+    sealing: Sealing,
     /// The largest response the server may send (`server.max_message_bytes`): a
     /// `ListKeys` page is cut short to fit it.
     max_response_bytes: usize,
@@ -65,44 +68,51 @@ pub(crate) fn absent_resource<'a>(
     })
 }
 
+/// Authorizes the call on the key it names, before any other check. An unknown key (or a
+/// name that is not a key name) is authorized as an attribute-less resource first, so that
+/// a caller without a grant cannot learn which names exist or are valid.
+pub(crate) async fn authorize_key<T>(
+    manager: &KeyManager,
+    gate: &Gate,
+    request: &Request<T>,
+    name: &str,
+) -> Result<(Authorized, KeyRecord), Status> {
+    match manager.find_for_authorization(name).await? {
+        Some(key) => {
+            let auth = gate.authorize(request, resource(&key))?;
+            Ok((auth, key))
+        }
+        None => {
+            let empty = BTreeMap::new();
+            let _auth = gate.authorize(request, absent_resource(name, &empty))?;
+            // Allowed to know: say precisely why there is no such key.
+            Err(manager
+                .get(name)
+                .await
+                .err()
+                .unwrap_or_else(|| BrokerError::KeyNotFound(name.to_string()))
+                .into())
+        }
+    }
+}
+
 impl KeyServiceImpl {
     /// `max_response_bytes` is the server's largest message (`server.max_message_bytes`).
     pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response_bytes: usize) -> Self {
         KeyServiceImpl {
+            sealing: Sealing::new(manager.clone(), gate.clone()),
             manager,
             gate,
             max_response_bytes,
         }
     }
 
-    /// Authorizes the call on the key it names, before any other check. An unknown key (or
-    /// a name that is not a key name) is authorized as an attribute-less resource first, so
-    /// that a caller without a grant cannot learn which names exist or are valid.
     async fn authorized_key<T>(
         &self,
         request: &Request<T>,
         name: &str,
     ) -> Result<(Authorized, KeyRecord), Status> {
-        match self.manager.find_for_authorization(name).await? {
-            Some(key) => {
-                let auth = self.gate.authorize(request, resource(&key))?;
-                Ok((auth, key))
-            }
-            None => {
-                let empty = BTreeMap::new();
-                let _auth = self
-                    .gate
-                    .authorize(request, absent_resource(name, &empty))?;
-                // Allowed to know: say precisely why there is no such key.
-                Err(self
-                    .manager
-                    .get(name)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| BrokerError::KeyNotFound(name.to_string()))
-                    .into())
-            }
-        }
+        authorize_key(&self.manager, &self.gate, request, name).await
     }
 
     async fn change_state(
@@ -322,6 +332,10 @@ impl KeyService for KeyServiceImpl {
         let (auth, key) = self
             .authorized_key(&request, &request.get_ref().name)
             .await?;
+        if key.purpose == Purpose::WrapUnwrap {
+            let opened = self.sealing.open_data_key(&auth, &key, request.get_ref());
+            return Ok(Response::new(opened.await?));
+        }
         let r = request.into_inner();
         let decrypted = self
             .manager
@@ -340,6 +354,12 @@ impl KeyService for KeyServiceImpl {
         let (auth, key) = self
             .authorized_key(&request, &request.get_ref().name)
             .await?;
+        if key.purpose == Purpose::WrapUnwrap {
+            let made = self
+                .sealing
+                .generate_data_key(&auth, &key, request.get_ref());
+            return Ok(Response::new(made.await?));
+        }
         let r = request.into_inner();
         let data_key = self.manager.generate_data_key(&auth, &key, r.aad).await?;
         Ok(Response::new(pb::GenerateDataKeyResponse {
@@ -347,6 +367,42 @@ impl KeyService for KeyServiceImpl {
             ciphertext: data_key.ciphertext,
             key_version: data_key.version,
         }))
+    }
+
+    type SealStreamStream = SealStreamResponses;
+    type UnsealStreamStream = UnsealStreamResponses;
+
+    async fn seal(&self, request: Request<pb::SealRequest>) -> Reply<pb::SealResponse> {
+        self.sealing.seal(request).await
+    }
+
+    async fn unseal(&self, request: Request<pb::UnsealRequest>) -> Reply<pb::UnsealResponse> {
+        self.sealing.unseal(request).await
+    }
+
+    async fn seal_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::SealStreamRequest>>,
+    ) -> Reply<SealStreamResponses> {
+        self.sealing.seal_stream(request).await
+    }
+
+    async fn unseal_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::UnsealStreamRequest>>,
+    ) -> Reply<UnsealStreamResponses> {
+        self.sealing.unseal_stream(request).await
+    }
+
+    async fn generate_data_key_without_plaintext(
+        &self,
+        request: Request<pb::GenerateDataKeyRequest>,
+    ) -> Reply<pb::GenerateDataKeyWithoutPlaintextResponse> {
+        self.sealing.generate_without_plaintext(request).await
+    }
+
+    async fn rewrap(&self, request: Request<pb::RewrapRequest>) -> Reply<pb::RewrapResponse> {
+        self.sealing.rewrap(request).await
     }
 
     async fn rotate_key(&self, request: Request<pb::KeyRef>) -> Reply<pb::Key> {

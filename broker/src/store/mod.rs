@@ -92,6 +92,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Purpose {
     SignVerify,
     EncryptDecrypt,
+    /// A key-encryption key for sealing (docs/sealing.md).
+    WrapUnwrap,
 }
 
 /// The key's algorithm; every version has the same one.

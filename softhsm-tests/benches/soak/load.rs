@@ -215,6 +215,7 @@ impl Client {
                 .generate_data_key(pb::GenerateDataKeyRequest {
                     name: "mem-aes".into(),
                     aad: vec![],
+                    chunk_size: 0,
                 })
                 .await
                 .map(drop),

@@ -32,7 +32,7 @@ fn actions_match_the_schema_and_the_grpc_methods() {
         .collect();
     expected.sort();
     assert_eq!(declared, expected);
-    assert_eq!(Action::ALL.len(), 42);
+    assert_eq!(Action::ALL.len(), 48);
     for &action in Action::ALL {
         assert_eq!(Action::from_method(action.as_str()), Some(action));
         let path = format!("/{}/{action}", action.group().grpc_service());

@@ -42,6 +42,7 @@ macro_rules! text_enum {
 text_enum!(Purpose, "purpose", {
     SignVerify => "sign-verify",
     EncryptDecrypt => "encrypt-decrypt",
+    WrapUnwrap => "wrap-unwrap",
 });
 
 text_enum!(Algorithm, "algorithm", {
