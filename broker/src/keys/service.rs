@@ -100,7 +100,7 @@ impl KeyServiceImpl {
     /// `max_response_bytes` is the server's largest message (`server.max_message_bytes`).
     pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response_bytes: usize) -> Self {
         KeyServiceImpl {
-            sealing: Sealing::new(manager.clone(), gate.clone()),
+            sealing: Sealing::new(manager.clone(), gate.clone(), max_response_bytes),
             manager,
             gate,
             max_response_bytes,

@@ -22,10 +22,14 @@ use crate::request::Gate;
 
 pub use stream::{SealStreamResponses, UnsealStreamResponses};
 
-/// Largest plaintext `Seal` takes: larger data goes through `SealStream`.
+/// Largest plaintext `Seal` takes: larger data goes through `SealStream`. The envelope
+/// must also fit in one response (`server.max_message_bytes`).
 pub const MAX_SEAL_PLAINTEXT: usize = 1 << 20;
-/// Largest piece of data in one streamed response, whatever the chunk size.
+/// Largest piece of data in one streamed response, whatever the chunk size; less when
+/// the server's messages are smaller.
 pub const MAX_PIECE: usize = 1 << 20;
+/// Room in a response for everything but its data: field tags, lengths, the version.
+const FRAMING: usize = 64;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -34,6 +38,10 @@ type Reply<T> = Result<Response<T>, Status>;
 pub struct Sealing {
     manager: Arc<KeyManager>,
     gate: Gate,
+    /// The data in one streamed response.
+    piece: usize,
+    /// The largest response (`server.max_message_bytes`).
+    max_response: usize,
 }
 
 /// An I/O error of the sealed-format reader or writer, as the caller sees it.
@@ -55,8 +63,14 @@ fn parse_header(sealed: &[u8]) -> Result<(Header, usize), BrokerError> {
 }
 
 impl Sealing {
-    pub fn new(manager: Arc<KeyManager>, gate: Gate) -> Self {
-        Sealing { manager, gate }
+    /// `max_response` is the server's largest message (`server.max_message_bytes`).
+    pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response: usize) -> Self {
+        Sealing {
+            manager,
+            gate,
+            piece: MAX_PIECE.min(max_response.saturating_sub(FRAMING)).max(1),
+            max_response,
+        }
     }
 
     pub async fn seal(&self, request: Request<pb::SealRequest>) -> Reply<pb::SealResponse> {
@@ -73,7 +87,18 @@ impl Sealing {
         let context = context_from(&r.context)?;
         let envelope = self.manager.new_envelope(&auth, &key, r.chunk_size).await?;
         let version = envelope.header.key_version();
-        let out = Vec::with_capacity(r.plaintext.len() + r.plaintext.len() / 1024 + 512);
+        let len = r.plaintext.len();
+        let chunk = usize::try_from(envelope.header.chunk_size()).unwrap_or(usize::MAX);
+        let sealed_len = envelope.header.encode().len() + len + 16 * (len / chunk + 1);
+        if sealed_len.saturating_add(FRAMING) > self.max_response {
+            return Err(BrokerError::InvalidArgument(format!(
+                "plaintext: its envelope ({sealed_len} bytes) would not fit in one message of \
+                 this server ({} bytes); larger data goes through SealStream",
+                self.max_response
+            ))
+            .into());
+        }
+        let out = Vec::with_capacity(sealed_len);
         let sealed = SealWriter::new(out, &envelope.header, envelope.data_key, &context)
             .and_then(|mut writer| {
                 writer.write_all(&r.plaintext)?;

@@ -4,7 +4,7 @@
 //! stream through the sealer or opener into a bounded channel of responses. When the
 //! caller stops reading, the channel fills, the task stops reading requests, and HTTP/2
 //! flow control stops the caller sending: the broker holds at most [`DEPTH`] responses of
-//! at most [`MAX_PIECE`] bytes, one chunk, and one request message per call.
+//! at most [`super::MAX_PIECE`] bytes, one chunk, and one request message per call.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{MAX_PIECE, Sealing, io_refusal};
+use super::{Sealing, io_refusal};
 use crate::error::BrokerError;
 use crate::keys::authorize_key;
 use crate::keys::sealing::{context_from, format_refusal};
@@ -70,13 +70,14 @@ async fn first_message<T>(
     ))
 }
 
-/// Sends `bytes` in pieces of at most [`MAX_PIECE`].
+/// Sends `bytes` in pieces of at most `piece` bytes.
 async fn send_pieces<T>(
     tx: &Sender<T>,
+    piece: usize,
     bytes: &[u8],
     make: impl Fn(Vec<u8>) -> T,
 ) -> Result<(), Stop> {
-    for piece in bytes.chunks(MAX_PIECE) {
+    for piece in bytes.chunks(piece) {
         tx.send(Ok(make(piece.to_vec())))
             .await
             .map_err(|_| Stop::Gone)?;
@@ -108,9 +109,10 @@ impl Sealing {
         let writer = SealWriter::new(Vec::new(), &envelope.header, envelope.data_key, &context)
             .map_err(|e| io_refusal(&e))?;
         let (tx, rx) = mpsc::channel(DEPTH);
+        let piece = self.piece;
         let data = std::mem::take(&mut first.data);
         tokio::spawn(async move {
-            let result = pump_seal(inbound, data, writer, &tx, version).await;
+            let result = pump_seal(inbound, data, writer, (&tx, piece), version).await;
             finish(tx, result).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -145,10 +147,18 @@ impl Sealing {
         buf.drain(..header_len);
         let full = usize::try_from(header.chunk_size()).unwrap_or(usize::MAX) + TAG_LEN;
         let (tx, rx) = mpsc::channel(DEPTH);
+        let piece = self.piece;
         let version = header.key_version();
         tokio::spawn(async move {
-            let result =
-                pump_unseal(inbound, Zeroizing::new(buf), opener, full, &tx, version).await;
+            let result = pump_unseal(
+                inbound,
+                Zeroizing::new(buf),
+                opener,
+                full,
+                (&tx, piece),
+                version,
+            )
+            .await;
             finish(tx, result).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -160,7 +170,7 @@ async fn pump_seal(
     mut inbound: Streaming<pb::SealStreamRequest>,
     mut data: Vec<u8>,
     mut writer: SealWriter<Vec<u8>>,
-    tx: &Sender<pb::SealStreamResponse>,
+    (tx, piece): (&Sender<pb::SealStreamResponse>, usize),
     version: u32,
 ) -> Result<(), Stop> {
     let sealed = |sealed| pb::SealStreamResponse {
@@ -172,14 +182,14 @@ async fn pump_seal(
         data.zeroize();
         written.map_err(|e| io_refusal(&e))?;
         let out = std::mem::take(writer.get_mut());
-        send_pieces(tx, &out, sealed).await?;
+        send_pieces(tx, piece, &out, sealed).await?;
         match inbound.message().await? {
             Some(mut next) => data = std::mem::take(&mut next.data),
             None => break,
         }
     }
     let last = writer.finish().map_err(|e| io_refusal(&e))?;
-    send_pieces(tx, &last, sealed).await
+    send_pieces(tx, piece, &last, sealed).await
 }
 
 /// Opens each whole chunk as it comes. A chunk of full length is never the final one
@@ -190,7 +200,7 @@ async fn pump_unseal(
     mut buf: Zeroizing<Vec<u8>>,
     mut opener: ChunkOpener,
     full: usize,
-    tx: &Sender<pb::UnsealStreamResponse>,
+    (tx, piece): (&Sender<pb::UnsealStreamResponse>, usize),
     version: u32,
 ) -> Result<(), Stop> {
     let plaintext = |plaintext| pb::UnsealStreamResponse {
@@ -207,7 +217,7 @@ async fn pump_unseal(
                 .open_chunk(buf.get(..full).unwrap_or_default(), false)
                 .map_err(format_refusal)?;
             buf.drain(..full);
-            send_pieces(tx, &opened, plaintext).await?;
+            send_pieces(tx, piece, &opened, plaintext).await?;
         }
         match inbound.message().await? {
             Some(mut next) => {
@@ -218,5 +228,5 @@ async fn pump_unseal(
         }
     }
     let opened = opener.open_chunk(&buf, true).map_err(format_refusal)?;
-    send_pieces(tx, &opened, plaintext).await
+    send_pieces(tx, piece, &opened, plaintext).await
 }
