@@ -7,6 +7,7 @@ mod ca;
 mod client;
 mod crypto;
 mod keys;
+mod seal;
 mod secrets;
 mod token;
 
@@ -72,6 +73,28 @@ pub enum Command {
         client: ClientArg,
         #[command(subcommand)]
         command: admin::BackendsCommand,
+    },
+    /// Seal a file of any size under a wrap-unwrap key (docs/sealing-cli.md).
+    Seal {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(flatten)]
+        args: seal::SealArgs,
+    },
+    /// Open a sealed file; the output appears only if the whole file opens.
+    Unseal {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(flatten)]
+        args: seal::UnsealArgs,
+    },
+    /// Wrap the data key of every sealed file in a directory under its key's primary
+    /// version (after `keys rotate`, before retiring the older versions).
+    Rewrap {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(flatten)]
+        args: seal::RewrapArgs,
     },
 }
 
@@ -219,6 +242,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backends { client, command } => {
             let config = ClientConfig::load(&client.client_config)?;
             runtime()?.block_on(admin::run_backends(command, &config, cli.json))
+        }
+        Command::Seal { client, args } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(seal::seal(args, &config, cli.json))
+        }
+        Command::Unseal { client, args } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(seal::unseal(args, &config, cli.json))
+        }
+        Command::Rewrap { client, args } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            runtime()?.block_on(seal::rewrap(args, &config, cli.json))
         }
     }
 }
