@@ -11,6 +11,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod hardware;
 mod refusals;
 mod rewrap;
 mod round_trip;
