@@ -32,6 +32,14 @@ const NOT_WIPED: &[&str] = &[
     "keybroker.v1.SealStreamRequest.context",
 ];
 
+/// The Kubernetes KMS v2 plugin API (`proto/k8s/kms/v2/ORIGIN.md`), served by
+/// `keybroker kms-plugin` and not by the broker: compiled apart, outside the reflection
+/// descriptor set.
+const KMS_V2_PROTO: &str = "proto/k8s/kms/v2/api.proto";
+
+/// Its messages that carry a plaintext (the API server's data-key seeds).
+const KMS_V2_WIPED_ON_DROP: &[&str] = &["v2.EncryptRequest", "v2.DecryptResponse"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
@@ -57,5 +65,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config = config.field_attribute(field, "#[zeroize(skip)]");
     }
     config.compile_fds(descriptors)?;
+
+    println!("cargo:rerun-if-changed={KMS_V2_PROTO}");
+    let kms = protox::compile([KMS_V2_PROTO], ["proto"])?;
+    let mut config = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true);
+    for message in KMS_V2_WIPED_ON_DROP {
+        config = config.type_attribute(
+            message,
+            "#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]",
+        );
+    }
+    config.compile_fds(kms)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ mod ca;
 mod client;
 mod crypto;
 mod keys;
+mod kms_plugin;
 mod seal;
 mod secrets;
 mod token;
@@ -95,6 +96,14 @@ pub enum Command {
         client: ClientArg,
         #[command(flatten)]
         args: seal::RewrapArgs,
+    },
+    /// Serve kube-apiserver as a Kubernetes KMS v2 plugin on a unix socket, sealing its
+    /// data-key seeds under a wrap-unwrap key (docs/kms-plugin.md).
+    KmsPlugin {
+        #[command(flatten)]
+        client: ClientArg,
+        #[command(flatten)]
+        args: kms_plugin::KmsPluginArgs,
     },
 }
 
@@ -254,6 +263,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rewrap { client, args } => {
             let config = ClientConfig::load(&client.client_config)?;
             runtime()?.block_on(seal::rewrap(args, &config, cli.json))
+        }
+        Command::KmsPlugin { client, args } => {
+            let config = ClientConfig::load(&client.client_config)?;
+            init_logging();
+            runtime()?.block_on(kms_plugin::run(args, &config))
         }
     }
 }
