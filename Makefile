@@ -63,6 +63,8 @@ bench: deps
 	cargo bench --locked -p tpm-backend --bench throughput
 	cargo bench --locked -p attest --bench verify
 	cargo bench --locked -p sealed-format --bench throughput
+	cargo bench --locked -p softhsm-tests --bench sealing
+	cargo nextest run --locked -p softhsm-tests --test broker_sealing --run-ignored ignored-only
 
 ## Fuzz the attestation parsers and the sealed-data format (nightly toolchain,
 ## cargo-fuzz); FUZZ_SECONDS per target.

@@ -30,7 +30,7 @@ pub enum FormatError {
     },
     /// The key-encryption key kind byte is unknown.
     #[error(
-        "unknown key-encryption key kind {0:#04x} (this build knows 0x01, an HSM AES-256 key, and 0x02, a TPM)"
+        "unknown key-encryption key kind {0:#04x} (this build knows 0x01, an HSM AES-256 wrapping key; 0x02, a TPM; 0x03, an HSM AES-256 encryption key)"
     )]
     UnknownKekKind(u8),
     /// The key name is empty, too long or not UTF-8.

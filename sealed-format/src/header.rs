@@ -34,6 +34,10 @@ pub enum KekKind {
     HsmAesKeyWrap,
     /// `0x02`: the data key is sealed by the TPM to a PCR policy.
     TpmSealed,
+    /// `0x03`: an HSM AES-256 encryption key (`Encrypt`); the data key is encrypted inside
+    /// the HSM with AES-256-GCM under it, with the caller's associated data. The wrapped
+    /// key is the 12-byte nonce, then the 32-byte ciphertext and its 16-byte tag.
+    HsmAesGcm,
 }
 
 impl KekKind {
@@ -43,17 +47,19 @@ impl KekKind {
         match self {
             Self::HsmAesKeyWrap => 0x01,
             Self::TpmSealed => 0x02,
+            Self::HsmAesGcm => 0x03,
         }
     }
 
     /// The kind a header byte stands for.
     ///
     /// # Errors
-    /// [`FormatError::UnknownKekKind`] for any byte but `0x01` and `0x02`.
+    /// [`FormatError::UnknownKekKind`] for any byte but `0x01`, `0x02` and `0x03`.
     pub const fn from_code(code: u8) -> Result<Self, FormatError> {
         match code {
             0x01 => Ok(Self::HsmAesKeyWrap),
             0x02 => Ok(Self::TpmSealed),
+            0x03 => Ok(Self::HsmAesGcm),
             other => Err(FormatError::UnknownKekKind(other)),
         }
     }

@@ -97,9 +97,9 @@ fn messages() {
         ),
         (FormatError::TrailingData, "data follows the final chunk"),
         (
-            FormatError::UnknownKekKind(3),
-            "unknown key-encryption key kind 0x03 (this build knows 0x01, an HSM AES-256 key, \
-             and 0x02, a TPM)",
+            FormatError::UnknownKekKind(4),
+            "unknown key-encryption key kind 0x04 (this build knows 0x01, an HSM AES-256 \
+             wrapping key; 0x02, a TPM; 0x03, an HSM AES-256 encryption key)",
         ),
         (
             FormatError::InvalidChunkSize(1000),

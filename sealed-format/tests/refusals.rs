@@ -231,10 +231,10 @@ fn every_header_field() {
             Err(FormatError::UnknownKekKind(0)),
         ),
         (
-            "kek 3",
+            "kek 4",
             at::KEK,
-            vec![3],
-            Err(FormatError::UnknownKekKind(3)),
+            vec![4],
+            Err(FormatError::UnknownKekKind(4)),
         ),
         // The wrapping (KEK kind, key version, wrapped key) is authenticated by the
         // key-encryption key when the data key is unwrapped, not by the chunks: with the

@@ -38,9 +38,10 @@ pub(super) async fn unwrap(
     wrapped: &WrappedDataKey,
 ) -> Result<DataKey> {
     if wrapped.kek != KekKind::HsmAesKeyWrap {
-        return Err(BrokerError::FailedPrecondition(
-            "the data key was sealed by a TPM, and this key is in an HSM".into(),
-        ));
+        return Err(BrokerError::FailedPrecondition(format!(
+            "the data key was wrapped by another kind of key ({:?}), and this key wraps in an HSM",
+            wrapped.kek
+        )));
     }
     let id = KeyId::decode(key.handle)?;
     let bytes = WrappedKey(wrapped.bytes.clone());

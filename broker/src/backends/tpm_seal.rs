@@ -128,9 +128,10 @@ pub(super) async fn unwrap(
     wrapped: &WrappedDataKey,
 ) -> Result<DataKey> {
     if wrapped.kek != KekKind::TpmSealed {
-        return Err(BrokerError::FailedPrecondition(
-            "the data key was wrapped by an HSM, and this key is on a TPM".into(),
-        ));
+        return Err(BrokerError::FailedPrecondition(format!(
+            "the data key was wrapped by another kind of key ({:?}), and this key seals on a TPM",
+            wrapped.kek
+        )));
     }
     let policy = PcrPolicy::decode(key.handle)?;
     let altered = || {

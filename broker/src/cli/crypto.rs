@@ -306,6 +306,11 @@ fn read_bounded(path: &Path, limit: u64, command: &str) -> Result<Zeroizing<Vec<
 
 /// The key a ciphertext envelope names, or why the bytes are not one.
 fn envelope_key(bytes: &[u8]) -> Result<String, String> {
+    if bytes.starts_with(&sealed_format::MAGIC) {
+        let (header, _) = sealed_format::Header::parse(bytes)
+            .map_err(|e| format!("not a Keybroker ciphertext: {e}"))?;
+        return Ok(header.key_name().to_string());
+    }
     let envelope = parse_envelope(bytes).map_err(|_| "not a Keybroker ciphertext".to_string())?;
     if envelope.key.is_empty() || envelope.version == 0 {
         return Err("not a Keybroker ciphertext: it names no key version".into());

@@ -2,6 +2,7 @@
 
 mod change;
 pub mod convert;
+mod envelope;
 pub mod manager;
 pub mod ops;
 mod reconcile;

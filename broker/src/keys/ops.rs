@@ -184,7 +184,8 @@ fn refuse_aad_without_aead(algorithm: Algorithm, aad: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Encrypts under one version and returns the self-describing envelope.
+/// Encrypts under one version and returns the self-describing envelope: the sealed-data
+/// format for AES keys ([`super::envelope`]), the protobuf `Ciphertext` for RSA-OAEP.
 pub async fn encrypt(
     backend: Arc<NamedBackend>,
     key: &KeyRecord,
@@ -197,6 +198,9 @@ pub async fn encrypt(
         return Err(BrokerError::InvalidArgument(format!(
             "plaintext: at most {MAX_PLAINTEXT} bytes; encrypt a data key instead"
         )));
+    }
+    if key.algorithm == Algorithm::Aes256 {
+        return super::envelope::encrypt(backend, key, version, plaintext, aad).await;
     }
     let sealed = backend
         .backend

@@ -4,7 +4,7 @@
 //! make each refusal precise. The chunks are `sealed_format`'s; `crate::sealing` serves
 //! and streams them.
 
-use sealed_format::{DataKey, EncryptionContext, FormatError, Header, NoncePrefix};
+use sealed_format::{DataKey, EncryptionContext, FormatError, Header, KekKind, NoncePrefix};
 use secrecy::ExposeSecret;
 
 use super::manager::KeyManager;
@@ -130,6 +130,13 @@ impl KeyManager {
     ) -> Result<DataKey> {
         auth.require_key(OPENS, &key.name)?;
         KeyManager::require_purpose(key, Purpose::WrapUnwrap)?;
+        if header.kek() == KekKind::HsmAesGcm {
+            return Err(BrokerError::InvalidArgument(
+                "sealed: this envelope was made by Encrypt under an encrypt-decrypt key; it \
+                 opens with Decrypt"
+                    .into(),
+            ));
+        }
         if header.key_name() != key.name {
             return Err(BrokerError::InvalidArgument(format!(
                 "sealed: the envelope was sealed under key {:?}, not {:?}",

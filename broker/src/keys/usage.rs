@@ -141,6 +141,17 @@ impl KeyManager {
     ) -> Result<Decrypted> {
         auth.require_key(&[Action::Decrypt], &key.name)?;
         KeyManager::require_purpose(key, Purpose::EncryptDecrypt)?;
+        if super::envelope::is_sealed(ciphertext) {
+            let (header, header_len) = super::envelope::parse(key, ciphertext)?;
+            let version = self.usable(key, header.key_version())?;
+            let backend = self.backends.get(&key.backend)?;
+            let sealed = (&header, header_len, ciphertext);
+            let plaintext = super::envelope::decrypt(backend, key, &version, sealed, aad).await?;
+            return Ok(Decrypted {
+                plaintext,
+                version: version.version,
+            });
+        }
         let envelope = ops::parse_envelope(ciphertext)?;
         if envelope.key != key.name {
             return Err(BrokerError::InvalidArgument(

@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod hardware;
+mod legacy;
 mod refusals;
 mod rewrap;
 mod round_trip;

@@ -154,3 +154,25 @@ async fn a_client_seals_locally_with_a_data_key_and_the_broker_opens_it_and_back
         .into_inner();
     assert_eq!(key.plaintext.len(), 32);
 }
+
+/// 2 GiB each way through the broker under both kinds of key: `make bench` runs it (the
+/// `sealing` bench measures the broker's memory meanwhile); too long for `make test`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "2 GiB each way: run by make bench"]
+async fn two_gib_stream_through_the_broker_under_both_kinds_of_key() {
+    let broker = BrokerProcess::start();
+    let mut keys = admin(&broker).await;
+    let ctx = context(&[("file", "image.raw")]);
+    for backend in BACKENDS {
+        let name = format!("huge-{backend}");
+        wrap_key(&mut keys, &name, backend).await;
+        let len = 2 << 30;
+        let (sealed, hash) = seal_stream(&mut keys, &name, &ctx, len, PIECE)
+            .await
+            .unwrap();
+        let (opened, got) = unseal_stream(&mut keys, &name, &ctx, &sealed, PIECE)
+            .await
+            .unwrap();
+        assert_eq!((opened, got), (hash, len), "{backend}");
+    }
+}
