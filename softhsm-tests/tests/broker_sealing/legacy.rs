@@ -46,6 +46,9 @@ async fn a_ciphertext_saved_before_the_sealed_format_still_decrypts() {
     }
     for f in STORE_FILES {
         std::fs::copy(fixture().join(f), state.join(f)).unwrap();
+        // A checkout does not keep the owner-only mode the broker gives its store.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     broker.spawn();
     let mut keys = admin(&broker).await;
