@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hsm_backend::{
-    AeadCiphertext, Digest, EcCurve, GCM_NONCE_LEN, HashAlgorithm, HsmBackend, HsmConfig, HsmError,
-    KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage, OaepHash, Pin, PoolConfig,
-    SignatureAlgorithm, TokenSelector,
+    AeadCiphertext, Digest, GCM_NONCE_LEN, HsmBackend, HsmConfig, HsmError, KeyId, KeyLabel,
+    OaepHash, Pin, PoolConfig, TokenSelector,
 };
 use secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::Semaphore;
 
 use super::hsm_batch::digests_per_task;
+use super::hsm_spec::{key_spec, signature_algorithm};
 use super::provide::{
     KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, WrappedDataKey,
 };
@@ -146,46 +146,6 @@ pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Pin> {
         hsm_backend::HsmError::PinSourceCount { .. } => BrokerError::InvalidArgument(e.to_string()),
         other => BrokerError::FailedPrecondition(other.to_string()),
     })
-}
-
-/// The PKCS#11 key spec for an algorithm and purpose.
-fn key_spec(algorithm: Algorithm, purpose: Purpose, releasable: bool) -> Result<KeySpec> {
-    let alg = match algorithm {
-        Algorithm::EcP256 => KeyAlgorithm::Ec(EcCurve::P256),
-        Algorithm::EcP384 => KeyAlgorithm::Ec(EcCurve::P384),
-        Algorithm::Rsa2048 => KeyAlgorithm::Rsa(2048),
-        Algorithm::Rsa3072 => KeyAlgorithm::Rsa(3072),
-        Algorithm::Rsa4096 => KeyAlgorithm::Rsa(4096),
-        Algorithm::Aes256 => KeyAlgorithm::Aes256,
-    };
-    let usage = match purpose {
-        Purpose::SignVerify => KeyUsage::SignVerify,
-        Purpose::EncryptDecrypt => KeyUsage::EncryptDecrypt,
-        Purpose::WrapUnwrap => KeyUsage::WrapUnwrap,
-    };
-    if releasable {
-        return KeySpec::releasable(alg, usage).map_err(|_| {
-            BrokerError::InvalidArgument(
-                "releasable: only AES-256 encrypt/decrypt keys can be releasable".into(),
-            )
-        });
-    }
-    KeySpec::new(alg, usage).map_err(|_| {
-        BrokerError::InvalidArgument(format!(
-            "purpose: {} keys cannot be used for {}",
-            crate::keys::convert::algorithm_name(algorithm),
-            crate::keys::convert::purpose_name(purpose)
-        ))
-    })
-}
-
-fn signature_algorithm(algorithm: Algorithm, scheme: Scheme) -> SignatureAlgorithm {
-    match (algorithm, scheme) {
-        (Algorithm::EcP256, _) => SignatureAlgorithm::EcdsaP256Sha256,
-        (Algorithm::EcP384, _) => SignatureAlgorithm::EcdsaP384Sha384,
-        (_, Scheme::RsaPss) => SignatureAlgorithm::RsaPss(HashAlgorithm::Sha256),
-        _ => SignatureAlgorithm::RsaPkcs1v15(HashAlgorithm::Sha256),
-    }
 }
 
 /// A failed RSA decryption says nothing more than that: which padding check failed is

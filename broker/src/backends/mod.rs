@@ -10,6 +10,7 @@
 mod handle;
 pub mod hsm;
 mod hsm_batch;
+mod hsm_spec;
 mod hsm_wrap;
 mod provide;
 mod registry;

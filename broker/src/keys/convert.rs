@@ -119,3 +119,10 @@ pub fn key_to_wire(k: &KeyRecord) -> pb::Key {
         releasable: k.releasable,
     }
 }
+
+/// A public key's SubjectPublicKeyInfo as PEM.
+pub fn spki_pem(der: &[u8]) -> Result<String> {
+    use der::pem::LineEnding;
+    der::pem::encode_string("PUBLIC KEY", LineEnding::LF, der)
+        .map_err(|e| BrokerError::Internal(format!("PEM: {e}")))
+}

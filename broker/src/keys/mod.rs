@@ -1,5 +1,6 @@
 //! `keybroker.v1.KeyService`: keys in HSMs and TPMs, their use and their lifecycle.
 
+mod authorize;
 mod change;
 pub mod convert;
 mod envelope;

@@ -10,6 +10,7 @@ use prost::Message as _;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
+pub(crate) use super::authorize::{absent_resource, authorize_key, resource};
 use super::convert::{
     algorithm_from_wire, algorithm_name, key_to_wire, purpose_from_wire, purpose_name, state_name,
 };
@@ -40,61 +41,6 @@ pub struct KeyServiceImpl {
 const RESPONSE_HEADROOM: usize = 2 * 1024;
 
 type Reply<T> = Result<Response<T>, Status>;
-
-/// A key as an authorization resource.
-pub(crate) fn resource(key: &KeyRecord) -> Resource<'_> {
-    Resource::Key(KeyResource {
-        name: &key.name,
-        algorithm: algorithm_name(key.algorithm),
-        purpose: purpose_name(key.purpose),
-        backend: &key.backend,
-        state: state_name(key.state),
-        tags: &key.tags,
-    })
-}
-
-/// A key that does not exist, as an authorization resource: no attributes, no tags.
-pub(crate) fn absent_resource<'a>(
-    name: &'a str,
-    no_tags: &'a BTreeMap<String, String>,
-) -> Resource<'a> {
-    Resource::Key(KeyResource {
-        name,
-        algorithm: "",
-        purpose: "",
-        backend: "",
-        state: "absent",
-        tags: no_tags,
-    })
-}
-
-/// Authorizes the call on the key it names, before any other check. An unknown key (or a
-/// name that is not a key name) is authorized as an attribute-less resource first, so that
-/// a caller without a grant cannot learn which names exist or are valid.
-pub(crate) async fn authorize_key<T>(
-    manager: &KeyManager,
-    gate: &Gate,
-    request: &Request<T>,
-    name: &str,
-) -> Result<(Authorized, KeyRecord), Status> {
-    match manager.find_for_authorization(name).await? {
-        Some(key) => {
-            let auth = gate.authorize(request, resource(&key))?;
-            Ok((auth, key))
-        }
-        None => {
-            let empty = BTreeMap::new();
-            let _auth = gate.authorize(request, absent_resource(name, &empty))?;
-            // Allowed to know: say precisely why there is no such key.
-            Err(manager
-                .get(name)
-                .await
-                .err()
-                .unwrap_or_else(|| BrokerError::KeyNotFound(name.to_string()))
-                .into())
-        }
-    }
-}
 
 impl KeyServiceImpl {
     /// `max_response_bytes` is the server's largest message (`server.max_message_bytes`).
@@ -226,7 +172,7 @@ impl KeyService for KeyServiceImpl {
             .manager
             .public_key(&auth, &key, request.get_ref().version)
             .await?;
-        let pem = spki_pem(&spki)?;
+        let pem = super::convert::spki_pem(&spki)?;
         Ok(Response::new(pb::PublicKey {
             name: key.name,
             version,
@@ -452,10 +398,4 @@ impl KeyService for KeyServiceImpl {
         self.change_state(request, StateChange::CancelDestruction)
             .await
     }
-}
-
-fn spki_pem(der: &[u8]) -> Result<String, BrokerError> {
-    use der::pem::LineEnding;
-    der::pem::encode_string("PUBLIC KEY", LineEnding::LF, der)
-        .map_err(|e| BrokerError::Internal(format!("PEM: {e}")))
 }
