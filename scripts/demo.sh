@@ -170,6 +170,34 @@ run stat -c '%a %s %n' disk.key
 step "Workload: a key that is not releasable never leaves"
 expect_exit 1 "${agent[@]}" release-key demo-encryption --out no.key
 
+step "Admin: key-encryption keys for sealing, in the HSM and on the TPM (a PCR policy)"
+run "${admin[@]}" create demo-vault --algorithm aes-256 --purpose wrap --backend softhsm --tag team=demo
+run "${admin[@]}" create demo-boot --algorithm aes-256 --purpose wrap --backend swtpm --tag team=demo
+
+step "Workload: seal a file locally under a data key, and through the broker; open both"
+seal=(keybroker seal --client-config broker/workload.toml)
+unseal=(keybroker unseal --client-config broker/workload.toml)
+head -c 3000000 /dev/urandom >backup.tar
+run "${seal[@]}" --key demo-vault --in backup.tar --out backup.tar.sealed --context app=demo
+run "${unseal[@]}" --in backup.tar.sealed --out backup.opened --context app=demo
+run cmp backup.tar backup.opened
+run "${seal[@]}" --key demo-boot --remote --in backup.tar --out boot.sealed --context app=demo
+run "${unseal[@]}" --remote --in boot.sealed --out boot.opened --context app=demo
+run cmp backup.tar boot.opened
+echo "-> identical"
+
+step "Workload: another encryption context is refused, and leaves no output"
+expect_exit 1 "${unseal[@]}" --in backup.tar.sealed --out wrong.opened --context app=other
+run test ! -e wrong.opened
+
+step "Admin: rotate the vault key; Workload: rewrap the directory (headers only), open again"
+run "${admin[@]}" rotate demo-vault
+mkdir sealed && mv backup.tar.sealed sealed/
+run keybroker rewrap --client-config broker/workload.toml sealed
+run "${unseal[@]}" --in sealed/backup.tar.sealed --out backup.again --context app=demo
+run cmp backup.tar backup.again
+echo "-> identical"
+
 step "Stop the broker"
 printf '$ %s\n' "kill -TERM $broker_pid"
 stop_broker

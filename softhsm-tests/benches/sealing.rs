@@ -194,15 +194,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 
 /// Runs the CLI; returns its wall time (s) and peak resident set (MiB).
 fn cli_peak(broker: &BrokerProcess, args: &[&str]) -> (f64, f64) {
-    let port = broker.addr.rsplit(':').next().unwrap();
-    let config = broker.dir.path().join("bench-admin.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/admin.pem\"\nkey = \"pki/admin-key.pem\"\n"
-        ),
-    )
-    .unwrap();
+    let config = broker.client_config("admin");
     let start = Instant::now();
     let mut child = std::process::Command::new(keybroker_binary(true))
         .args(&args[..1])

@@ -10,25 +10,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{BrokerProcess, create, keybroker_binary};
 use keybroker_api::v1 as pb;
-
-/// A client configuration for `who` (a certificate stem under pki/), as the CLI reads it.
-fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
-    let port = broker.addr.rsplit(':').next().unwrap();
-    let path = broker.dir.path().join(format!("{who}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 fn keys_cli(config: &Path, args: &[&str]) -> Output {
     Command::new(keybroker_binary(false))
@@ -76,7 +62,7 @@ async fn cli_signatures_verify_with_openssl() {
             .await
             .unwrap();
     }
-    let workload = client_config(&broker, "workload");
+    let workload = broker.client_config("workload");
     let dir = broker.dir.path();
     // Larger than any message limit: only the digest travels.
     let file = dir.join("release.tar");
@@ -194,7 +180,7 @@ async fn cli_lists_every_page_filters_by_tag_and_refuses_an_open_key_file() {
         }
         admin.create_key(request).await.unwrap();
     }
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let all = keys_cli(&config, &["list", "--page-size", "2", "--json"]);
     assert_eq!(listed_names(&all), ["l-0", "l-1", "l-2", "l-3", "l-4"]);
     let prod = keys_cli(

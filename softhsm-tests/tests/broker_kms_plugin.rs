@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,20 +22,6 @@ use keybroker_api::kms_v2 as kms;
 use keybroker_api::v1 as pb;
 use kms::key_management_service_client::KeyManagementServiceClient;
 use tonic::transport::{Channel, Endpoint};
-
-/// A client configuration for `who` (a certificate stem under pki/), as the CLI reads it.
-fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
-    let port = broker.port();
-    let path = broker.dir.path().join(format!("{who}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// The plugin process, stopped (SIGTERM, then waited for) when dropped.
 struct Plugin(Child);
@@ -131,7 +117,7 @@ async fn kms_plugin_serves_kube_apiserver_over_a_unix_socket() {
         ))
         .await
         .unwrap();
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let run = broker.dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
     let socket = run.join("kms.sock");

@@ -12,25 +12,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{BrokerProcess, create, keybroker_binary};
 use keybroker_api::v1 as pb;
-
-/// A client configuration for `who` (a certificate stem under pki/), as the CLI reads it.
-fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
-    let port = broker.port();
-    let path = broker.dir.path().join(format!("{who}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// `keybroker COMMAND --client-config CONFIG ARGS...`.
 fn cli(config: &Path, command: &str, args: &[&str]) -> Output {
@@ -157,7 +143,7 @@ fn round_trips(config: &Path, key: &str, dir: &Path, sizes: &[usize], extra_seal
 async fn seal_and_unseal_round_trip_locally_and_through_the_broker() {
     let broker = BrokerProcess::start();
     wrap_key(&broker, "files", "softhsm").await;
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let dir = broker.dir.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     let sizes = [0, 1, 65535, 65536, 65537, (3 << 20) + 7];
@@ -168,7 +154,7 @@ async fn seal_and_unseal_round_trip_locally_and_through_the_broker() {
 async fn refused_envelopes_leave_no_output() {
     let broker = BrokerProcess::start();
     wrap_key(&broker, "guarded", "softhsm").await;
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let dir = broker.dir.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     let plain = dir.join("payroll.csv");
@@ -307,7 +293,7 @@ async fn refused_envelopes_leave_no_output() {
 async fn rewrap_after_rotation_then_retire_the_old_version() {
     let broker = BrokerProcess::start();
     wrap_key(&broker, "archive", "softhsm").await;
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let dir = broker.dir.path().join("vault");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     let aside = broker.dir.path().join("aside");
@@ -406,7 +392,7 @@ async fn rewrap_after_rotation_then_retire_the_old_version() {
 async fn a_tpm_key_seals_and_unseals() {
     let broker = BrokerProcess::start();
     wrap_key(&broker, "tpm-files", "swtpm").await;
-    let config = client_config(&broker, "admin");
+    let config = broker.client_config("admin");
     let dir = broker.dir.path().join("data");
     std::fs::create_dir(&dir).unwrap();
     round_trips(&config, "tpm-files", &dir, &[0, 65537, 1 << 20], &[]);

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
 use super::ops::{DATA_KEY_LEN, in_version};
-use super::sealing::format_refusal;
+use super::sealing::{format_refusal, io_refusal};
 use crate::backends::{KeyRef, NamedBackend, Sealed};
 use crate::error::{BrokerError, Result};
 use crate::store::{KeyRecord, VersionRecord};
@@ -29,13 +29,6 @@ const NONCE_LEN: usize = 12;
 /// Whether `ciphertext` is in the sealed-data format rather than the older protobuf one.
 pub fn is_sealed(ciphertext: &[u8]) -> bool {
     ciphertext.starts_with(&sealed_format::MAGIC)
-}
-
-fn io_refusal(error: &std::io::Error) -> BrokerError {
-    match FormatError::from_io(error) {
-        Some(format) => format_refusal(format.clone()),
-        None => BrokerError::Internal(format!("envelope: {error}")),
-    }
 }
 
 /// Encrypts `plaintext` (size already checked) under `version`.

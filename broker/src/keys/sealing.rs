@@ -55,6 +55,14 @@ pub fn format_refusal(error: FormatError) -> BrokerError {
     }
 }
 
+/// An I/O error of the sealed-format reader or writer, as the caller sees it.
+pub fn io_refusal(error: &std::io::Error) -> BrokerError {
+    match FormatError::from_io(error) {
+        Some(format) => format_refusal(format.clone()),
+        None => BrokerError::Internal(format!("sealing: {error}")),
+    }
+}
+
 /// The caller's encryption context.
 ///
 /// # Errors

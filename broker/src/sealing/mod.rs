@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::BrokerError;
 use crate::keys::KeyManager;
 use crate::keys::authorize_key;
-use crate::keys::sealing::{context_from, format_refusal};
+use crate::keys::sealing::{context_from, format_refusal, io_refusal};
 use crate::request::Gate;
 
 pub use stream::{SealStreamResponses, UnsealStreamResponses};
@@ -42,14 +42,6 @@ pub struct Sealing {
     piece: usize,
     /// The largest response (`server.max_message_bytes`).
     max_response: usize,
-}
-
-/// An I/O error of the sealed-format reader or writer, as the caller sees it.
-fn io_refusal(error: &std::io::Error) -> BrokerError {
-    match FormatError::from_io(error) {
-        Some(format) => format_refusal(format.clone()),
-        None => BrokerError::Internal(format!("sealing: {error}")),
-    }
 }
 
 /// The header at the start of `sealed`, and its length.

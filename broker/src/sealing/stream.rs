@@ -17,10 +17,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{Sealing, io_refusal};
+use super::Sealing;
 use crate::error::BrokerError;
 use crate::keys::authorize_key;
-use crate::keys::sealing::{context_from, format_refusal};
+use crate::keys::sealing::{context_from, format_refusal, io_refusal};
 
 /// Responses a call may have queued for a caller that is not reading.
 pub const DEPTH: usize = 4;

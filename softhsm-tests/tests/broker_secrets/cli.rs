@@ -4,25 +4,11 @@
 //! appears in what the CLI prints.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use super::common::keybroker_binary;
 use super::*;
-
-/// A client configuration for `who` (a certificate stem under pki/), as the CLI reads it.
-fn client_config(broker: &BrokerProcess, who: &str) -> PathBuf {
-    let port = broker.addr.rsplit(':').next().unwrap();
-    let path = broker.dir.path().join(format!("{who}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// Everything the CLI printed, kept to check that no value is in any of it.
 #[derive(Default)]
@@ -114,7 +100,7 @@ async fn cli_puts_rotates_lists_disables_enables_and_deletes_without_showing_val
     // Taken byte for byte: the trailing newline is part of the value.
     const ROTATED: &str = "cli-value-rotated-d47a\n";
     let broker = BrokerProcess::start();
-    let admin = client_config(&broker, "admin");
+    let admin = broker.client_config("admin");
     let mut cli = Transcript::default();
 
     let file = value_file(&broker, "value", FROM_FILE.as_bytes(), 0o600);
@@ -218,7 +204,7 @@ async fn cli_refuses_bad_value_files_other_identities_and_taken_names() {
     const VALUE: &str = "cli-refused-value-0c8d";
     const SECOND: &str = "cli-second-value-e61f";
     let broker = BrokerProcess::start();
-    let admin = client_config(&broker, "admin");
+    let admin = broker.client_config("admin");
     let mut cli = Transcript::default();
     let refused_locally = |out: &Output, why: &str| {
         let message = text(&out.stderr);
@@ -255,7 +241,7 @@ async fn cli_refuses_bad_value_files_other_identities_and_taken_names() {
 
     // The workload may not administer secrets.
     let file = value_file(&broker, "value", VALUE.as_bytes(), 0o600);
-    let workload = client_config(&broker, "workload");
+    let workload = broker.client_config("workload");
     let out = cli.run(&workload, &["put", "app/x", "--value-file", &file], None);
     let message = text(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{message}");

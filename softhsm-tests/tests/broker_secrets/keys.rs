@@ -3,8 +3,6 @@
 //! used at the workload; what it encrypts there, the broker's `Decrypt` opens. No other
 //! key can take the path, and the token itself says so.
 
-use std::process::Command;
-
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use keybroker_api::v1::key_service_client::KeyServiceClient;
 use prost::Message;
@@ -52,34 +50,6 @@ async fn release(
         .release_key(request)
         .await?
         .into_inner())
-}
-
-/// The objects `pkcs11-tool` lists on the broker's token, as it prints them.
-fn pkcs11_tool_objects(broker: &BrokerProcess) -> String {
-    let out = Command::new("pkcs11-tool")
-        .arg("--module")
-        .arg(broker.hsm.module_path())
-        .args(["--token-label", common::TOKEN_LABEL, "--login", "--pin"])
-        .arg(common::USER_PIN)
-        .arg("--list-objects")
-        .env("SOFTHSM2_CONF", broker.hsm.conf_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The `Access:` line `pkcs11-tool` prints for the object labelled `label`.
-fn access_of(listing: &str, label: &str) -> String {
-    let mut lines = listing.lines();
-    lines
-        .find(|l| l.trim() == format!("label:      {label}"))
-        .unwrap_or_else(|| panic!("no object {label:?} in:\n{listing}"));
-    lines
-        .find(|l| l.trim_start().starts_with("Access:"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,8 +117,8 @@ async fn a_releasable_key_reaches_the_attested_workload_and_the_broker_decrypts_
 
     // On the token: the releasable key is extractable (only under the trusted transport
     // key), and the key is still sensitive.
-    let listing = pkcs11_tool_objects(&broker);
-    let access = access_of(&listing, "kb:disk-key:v1");
+    let listing = common::pkcs11_tool::objects(&broker);
+    let access = common::pkcs11_tool::field_of(&listing, "kb:disk-key:v1", "Access:");
     assert!(access.contains("sensitive"), "{access}");
     assert!(!access.contains("never extractable"), "{access}");
     assert!(access.contains("extractable"), "{access}");
@@ -178,8 +148,8 @@ async fn only_releasable_keys_leave_and_only_to_attested_workloads_the_policy_al
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("not releasable"), "{err:?}");
-    let listing = pkcs11_tool_objects(&broker);
-    let access = access_of(&listing, "kb:vault-key:v1");
+    let listing = common::pkcs11_tool::objects(&broker);
+    let access = common::pkcs11_tool::field_of(&listing, "kb:vault-key:v1", "Access:");
     assert!(access.contains("never extractable"), "{access}");
 
     // No attestation, a measurement outside the policy, a key the policy does not give.
@@ -248,8 +218,11 @@ async fn only_releasable_keys_leave_and_only_to_attested_workloads_the_policy_al
         .await
         .unwrap();
     assert_eq!(answer.version, 2);
-    let listing = pkcs11_tool_objects(&broker);
-    assert!(!access_of(&listing, "kb:disk-key:v2").contains("never extractable"));
+    let listing = common::pkcs11_tool::objects(&broker);
+    assert!(
+        !common::pkcs11_tool::field_of(&listing, "kb:disk-key:v2", "Access:")
+            .contains("never extractable")
+    );
 
     // Without the SO's transport key, nothing can be released, and the answer says what
     // to do.

@@ -25,6 +25,7 @@ pub const TRUST_DOMAIN: &str = "test.keybroker";
 pub const TOKEN_LABEL: &str = "e2e";
 
 pub mod fill;
+pub mod pkcs11_tool;
 mod policies;
 pub mod postgres;
 pub mod workload;
@@ -659,6 +660,21 @@ issuer = "{ISSUER}"
         let cert = self.pki.issue_client(path, not_before, not_after).unwrap();
         cert.write_to(&self.dir.path().join("pki"), who).unwrap();
         cert
+    }
+
+    /// A client configuration for `who` (a certificate stem under `pki/`), as the CLI
+    /// reads it; written beside the broker's configuration.
+    pub fn client_config(&self, who: &str) -> PathBuf {
+        let port = self.port();
+        let path = self.dir.path().join(format!("{who}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "endpoint = \"https://localhost:{port}\"\nca = \"pki/ca.pem\"\ncert = \"pki/{who}.pem\"\nkey = \"pki/{who}-key.pem\"\n"
+            ),
+        )
+        .unwrap();
+        path
     }
 
     /// The broker's listening port.
