@@ -253,9 +253,14 @@ pub async fn serve(
         server.max_concurrent_requests,
     );
     let max = server.max_message_bytes;
-    let keys = KeyServiceServer::new(KeyServiceImpl::new(broker.keys.clone(), gate.clone(), max))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let keys = KeyServiceServer::new(KeyServiceImpl::new(
+        broker.keys.clone(),
+        gate.clone(),
+        max,
+        server.request_timeout(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let attestation = AttestationServiceServer::new(AttestationServiceImpl::new(
         broker.attestation.clone(),
         broker.authority.clone(),

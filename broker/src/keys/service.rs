@@ -44,9 +44,19 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl KeyServiceImpl {
     /// `max_response_bytes` is the server's largest message (`server.max_message_bytes`).
-    pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response_bytes: usize) -> Self {
+    pub fn new(
+        manager: Arc<KeyManager>,
+        gate: Gate,
+        max_response_bytes: usize,
+        stream_stall: std::time::Duration,
+    ) -> Self {
         KeyServiceImpl {
-            sealing: Sealing::new(manager.clone(), gate.clone(), max_response_bytes),
+            sealing: Sealing::new(
+                manager.clone(),
+                gate.clone(),
+                max_response_bytes,
+                stream_stall,
+            ),
             manager,
             gate,
             max_response_bytes,

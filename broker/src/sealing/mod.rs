@@ -4,10 +4,12 @@
 //! key the request names first, through the same gate as every other call, and only then
 //! reads the envelope. Data keys live in zeroed-on-drop buffers for one call.
 
+mod slots;
 mod stream;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use keybroker_api::v1 as pb;
 use sealed_format::{FormatError, Header, SealWriter, UnsealReader};
@@ -20,6 +22,8 @@ use crate::keys::authorize_key;
 use crate::keys::sealing::{context_from, format_refusal, io_refusal};
 use crate::request::Gate;
 
+use slots::StreamSlots;
+pub use slots::{MAX_STREAMS, MAX_STREAMS_PER_IDENTITY};
 pub use stream::{SealStreamResponses, UnsealStreamResponses};
 
 /// Largest plaintext `Seal` takes: larger data goes through `SealStream`. The envelope
@@ -42,6 +46,10 @@ pub struct Sealing {
     piece: usize,
     /// The largest response (`server.max_message_bytes`).
     max_response: usize,
+    /// The streams in flight.
+    slots: StreamSlots,
+    /// How long a stream waits for its caller, either way, before it ends.
+    stall: Duration,
 }
 
 /// The header at the start of `sealed`, and its length.
@@ -55,13 +63,17 @@ fn parse_header(sealed: &[u8]) -> Result<(Header, usize), BrokerError> {
 }
 
 impl Sealing {
-    /// `max_response` is the server's largest message (`server.max_message_bytes`).
-    pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response: usize) -> Self {
+    /// `max_response` is the server's largest message (`server.max_message_bytes`);
+    /// `stall`, how long a stream waits for its caller to send or to read
+    /// (`server.request_timeout_seconds`).
+    pub fn new(manager: Arc<KeyManager>, gate: Gate, max_response: usize, stall: Duration) -> Self {
         Sealing {
             manager,
             gate,
             piece: MAX_PIECE.min(max_response.saturating_sub(FRAMING)).max(1),
             max_response,
+            slots: StreamSlots::default(),
+            stall,
         }
     }
 

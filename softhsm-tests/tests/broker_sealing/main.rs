@@ -11,6 +11,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod flood;
 mod hardware;
 mod legacy;
 mod refusals;

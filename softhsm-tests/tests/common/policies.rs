@@ -41,7 +41,8 @@ permit (
   principal == Keybroker::Workload::"spiffe://test.keybroker/workload",
   action in [
     Keybroker::Action::"Sign", Keybroker::Action::"Verify",
-    Keybroker::Action::"GetKey", Keybroker::Action::"GetPublicKey"
+    Keybroker::Action::"GetKey", Keybroker::Action::"GetPublicKey",
+    Keybroker::Action::"Seal"
   ],
   resource is Keybroker::Key
 ) when { resource.hasTag("team") && resource.getTag("team") == "payments" };
