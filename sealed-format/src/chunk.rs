@@ -137,16 +137,101 @@ impl ChunkSealer {
         Ok(std::mem::take(&mut *buf))
     }
 
-    /// Seals the plaintext in `buf` in place and appends the tag. Give `buf` room for the
-    /// tag beforehand, or growing it may leave a copy of ciphertext (never plaintext)
-    /// behind.
-    pub(crate) fn seal_in_place(
+    /// Seals the plaintext in `buf` in place and appends the tag, so that `buf` then holds
+    /// the sealed chunk, `ciphertext ‖ tag`. Give `buf` room for the tag beforehand
+    /// ([`Vec::with_capacity`] of the chunk size plus [`TAG_LEN`]), or growing it may leave
+    /// a copy of ciphertext (never plaintext) behind.
+    ///
+    /// # Errors
+    /// As [`ChunkSealer::seal_chunk`]; a chunk of the wrong length or place leaves `buf`
+    /// and the sealer unchanged, the plaintext still in `buf`: wiping it is the caller's
+    /// business.
+    pub fn seal_in_place(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<(), FormatError> {
+        let tag = self.seal_in_place_separate_tag(buf, last)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Seals the plaintext in `in_out` in place, turning it into the ciphertext, and
+    /// returns the tag that must follow it: the sealed chunk is `in_out ‖ tag`. For a
+    /// caller whose buffer already has room after the plaintext (as
+    /// [`SealWriter`](crate::SealWriter)'s has), nothing is copied or allocated.
+    ///
+    /// # Errors
+    /// As [`ChunkSealer::seal_chunk`]; a chunk of the wrong length or place leaves
+    /// `in_out` and the sealer unchanged.
+    pub fn seal_in_place_separate_tag(
         &mut self,
-        buf: &mut Vec<u8>,
+        in_out: &mut [u8],
+        last: bool,
+    ) -> Result<[u8; TAG_LEN], FormatError> {
+        let index = self.check(in_out.len(), last)?;
+        let nonce = chunk_nonce(self.cipher.prefix, index, last);
+        let tag = self
+            .cipher
+            .key
+            .seal_in_place_separate_tag(nonce, self.cipher.aad(), in_out)
+            .map_err(|_| FormatError::Crypto("AES-256-GCM failed to seal a chunk"))?;
+        // Sealed: this nonce is used, whatever happens next.
+        self.cipher.advance(last);
+        <[u8; TAG_LEN]>::try_from(tag.as_ref())
+            .map_err(|_| FormatError::Crypto("AES-256-GCM gave a tag of the wrong length"))
+    }
+
+    /// Seals `buf[..len]` in place and writes its tag after it, in `buf[len..len + 16]`;
+    /// returns the length of the sealed chunk, `len + 16`. The sealer advances only on
+    /// success.
+    pub(crate) fn seal_in_buffer(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        last: bool,
+    ) -> Result<usize, FormatError> {
+        let index = self.check(len, last)?;
+        let sealed_len = len.saturating_add(TAG_LEN);
+        let Some(sealed) = buf.get_mut(..sealed_len) else {
+            return Err(FormatError::ChunkLength { index, len, last });
+        };
+        let Some((plaintext, tag_room)) = sealed.split_at_mut_checked(len) else {
+            return Err(FormatError::ChunkLength { index, len, last });
+        };
+        let tag = self.seal_in_place_separate_tag(plaintext, last)?;
+        tag_room.copy_from_slice(&tag);
+        Ok(sealed_len)
+    }
+
+    /// Seals `plaintext` into `out` (`ciphertext ‖ tag`, exactly `plaintext.len() + 16`
+    /// bytes) in one pass, leaving `plaintext` as it is: no copy of the plaintext is
+    /// made. The sealer advances only on success.
+    pub(crate) fn seal_to(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut [u8],
         last: bool,
     ) -> Result<(), FormatError> {
+        let index = self.check(plaintext.len(), last)?;
+        let (ciphertext, tag) = match out.split_at_mut_checked(plaintext.len()) {
+            Some((ciphertext, tag)) if tag.len() == TAG_LEN => (ciphertext, tag),
+            _ => {
+                return Err(FormatError::ChunkLength {
+                    index,
+                    len: out.len(),
+                    last,
+                });
+            }
+        };
+        let nonce = chunk_nonce(self.cipher.prefix, index, last);
+        self.cipher
+            .key
+            .seal_out_of_place_scatter(nonce, self.cipher.aad(), plaintext, ciphertext, &[], tag)
+            .map_err(|_| FormatError::Crypto("AES-256-GCM failed to seal a chunk"))?;
+        self.cipher.advance(last);
+        Ok(())
+    }
+
+    /// The index of the next chunk, if a plaintext of `len` bytes fits its place.
+    fn check(&self, len: usize, last: bool) -> Result<u32, FormatError> {
         let index = self.cipher.next_index()?;
-        let len = buf.len();
         let fits = if last {
             len < self.cipher.chunk_size
         } else {
@@ -155,15 +240,7 @@ impl ChunkSealer {
         if !fits {
             return Err(FormatError::ChunkLength { index, len, last });
         }
-        let nonce = chunk_nonce(self.cipher.prefix, index, last);
-        let tag = self
-            .cipher
-            .key
-            .seal_in_place_separate_tag(nonce, self.cipher.aad(), buf)
-            .map_err(|_| FormatError::Crypto("AES-256-GCM failed to seal a chunk"))?;
-        buf.extend_from_slice(tag.as_ref());
-        self.cipher.advance(last);
-        Ok(())
+        Ok(index)
     }
 
     /// Whether the last chunk has been sealed.
@@ -216,22 +293,20 @@ impl ChunkOpener {
         Ok(buf)
     }
 
-    /// Opens `sealed` in place; its first `n` bytes are then the plaintext, `n` returned.
-    /// On failure `sealed` is wiped, so no unauthenticated plaintext is left in it.
-    pub(crate) fn open_in_place(
-        &mut self,
-        sealed: &mut [u8],
-        last: bool,
-    ) -> Result<usize, FormatError> {
-        let index = self.cipher.next_index()?;
-        let len = sealed.len();
-        let full = self.cipher.chunk_size.saturating_add(TAG_LEN);
-        if last && len < TAG_LEN {
-            return Err(FormatError::Truncated);
-        }
-        if (last && len >= full) || (!last && len != full) {
-            return Err(FormatError::ChunkLength { index, len, last });
-        }
+    /// Opens the next sealed chunk (`ciphertext ‖ tag`) in place, without a copy: on
+    /// success the first `n` bytes of `sealed` are its plaintext, and `n` (its length
+    /// less the tag) is returned. The rules and errors are those of
+    /// [`ChunkOpener::open_chunk`].
+    ///
+    /// A chunk that fails authentication leaves `sealed` wiped, so that no
+    /// unauthenticated plaintext is left in it; a refusal before decryption (its length,
+    /// its place) leaves it as it was. Either way the opener stays where it was, so no
+    /// chunk can be skipped. On success the plaintext is the caller's to wipe.
+    ///
+    /// # Errors
+    /// As [`ChunkOpener::open_chunk`].
+    pub fn open_in_place(&mut self, sealed: &mut [u8], last: bool) -> Result<usize, FormatError> {
+        let index = self.check(sealed.len(), last)?;
         let nonce = chunk_nonce(self.cipher.prefix, index, last);
         match self
             .cipher
@@ -248,6 +323,59 @@ impl ChunkOpener {
                 Err(FormatError::ChunkAuthentication { index, last })
             }
         }
+    }
+
+    /// Opens `sealed` into `out` in one pass, leaving `sealed` as it is: the plaintext
+    /// (`n` bytes, returned) lands in `out[..n]`, which must be long enough. On failure
+    /// `out[..n]` is wiped, since it may hold unauthenticated plaintext.
+    pub(crate) fn open_to(
+        &mut self,
+        sealed: &[u8],
+        out: &mut [u8],
+        last: bool,
+    ) -> Result<usize, FormatError> {
+        let index = self.check(sealed.len(), last)?;
+        let plaintext_len = sealed.len().saturating_sub(TAG_LEN);
+        let (Some((ciphertext, tag)), Some(plaintext)) = (
+            sealed.split_at_checked(plaintext_len),
+            out.get_mut(..plaintext_len),
+        ) else {
+            return Err(FormatError::ChunkLength {
+                index,
+                len: sealed.len(),
+                last,
+            });
+        };
+        let nonce = chunk_nonce(self.cipher.prefix, index, last);
+        match self.cipher.key.open_separate_gather(
+            nonce,
+            self.cipher.aad(),
+            ciphertext,
+            tag,
+            plaintext,
+        ) {
+            Ok(()) => {
+                self.cipher.advance(last);
+                Ok(plaintext_len)
+            }
+            Err(_) => {
+                plaintext.zeroize();
+                Err(FormatError::ChunkAuthentication { index, last })
+            }
+        }
+    }
+
+    /// The index of the next chunk, if a sealed chunk of `len` bytes fits its place.
+    fn check(&self, len: usize, last: bool) -> Result<u32, FormatError> {
+        let index = self.cipher.next_index()?;
+        let full = self.cipher.chunk_size.saturating_add(TAG_LEN);
+        if last && len < TAG_LEN {
+            return Err(FormatError::Truncated);
+        }
+        if (last && len >= full) || (!last && len != full) {
+            return Err(FormatError::ChunkLength { index, len, last });
+        }
+        Ok(index)
     }
 
     /// Whether the final chunk has been opened.

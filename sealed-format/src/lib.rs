@@ -9,9 +9,16 @@
 //! encryption context that the caller supplies again to unseal.
 //!
 //! - [`Header`], [`EncryptionContext`], [`DataKey`]: the parts, validated on creation.
-//! - [`SealWriter`] and [`UnsealReader`]: streaming, over any `Write` / `Read`.
+//! - [`SealWriter`] and [`UnsealReader`]: streaming, over any `Write` / `Read`. Besides
+//!   `Write` and `Read`, which copy the plaintext unless it comes in whole chunks, they
+//!   let a caller work in the writer's or the reader's own chunk buffer, so that no
+//!   further copy is made:
+//!   [`SealWriter::seal_from`] (a `Read` fills it), [`SealWriter::chunk_buffer`] and
+//!   [`SealWriter::commit`] (the caller fills it), [`UnsealReader::next_chunk`] (each
+//!   chunk's plaintext, lent where it was opened) and [`UnsealReader::copy_to`].
 //! - [`ChunkSealer`] and [`ChunkOpener`]: one chunk at a time, for callers that frame
-//!   chunks themselves (streaming RPCs).
+//!   chunks themselves (streaming RPCs), in place too
+//!   ([`ChunkSealer::seal_in_place_separate_tag`], [`ChunkOpener::open_in_place`]).
 //! - [`FormatError`]: every refusal, by name.
 //!
 #![doc = include_str!("../../docs/sealing-format.md")]
@@ -54,6 +61,8 @@ mod reader;
 mod wire;
 mod writer;
 
+#[cfg(test)]
+mod in_place_tests;
 #[cfg(test)]
 mod tests;
 
