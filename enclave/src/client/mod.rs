@@ -12,6 +12,7 @@ mod credentials;
 mod keys;
 mod leases;
 mod schedule;
+mod sealing;
 mod secrets;
 mod tls;
 
@@ -20,6 +21,7 @@ pub use credentials::Credentials;
 pub use keys::{RELEASE_KDF, ReleasedKey, open_released_key};
 pub use leases::{LeasedSecret, open_leased};
 pub use schedule::{backoff, renewal_delay};
+pub use sealing::{local_sealer, local_unsealer};
 pub use secrets::{ReleasedSecret, open_released};
 pub use tls::channel;
 
@@ -49,6 +51,8 @@ pub enum Step {
     Secret,
     /// `KeyService.ReleaseKey` (checking the answer and unwrapping the key).
     Key,
+    /// Sealing or opening data locally under a data key (`GenerateDataKey`, `Decrypt`).
+    Seal,
 }
 
 impl std::fmt::Display for Step {
@@ -62,6 +66,7 @@ impl std::fmt::Display for Step {
             Step::Token => "token",
             Step::Secret => "secret",
             Step::Key => "key",
+            Step::Seal => "seal",
         })
     }
 }

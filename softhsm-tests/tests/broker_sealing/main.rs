@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod flood;
