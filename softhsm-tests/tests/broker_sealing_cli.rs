@@ -29,6 +29,13 @@ fn cli(config: &Path, command: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Checks that the CLI exited 1 and said `says` on stderr (anything, for "").
+fn refused_with(out: &Output, mode: &[&str], says: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{mode:?}: {stderr}");
+    assert!(stderr.contains(says), "{mode:?}: {stderr}");
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -183,78 +190,33 @@ async fn refused_envelopes_leave_no_output() {
         let mut args = vec!["--context", "tenant=other"];
         args.extend_from_slice(mode);
         let out = unseal(&config, &sealed, &out_path, &args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains("chunk 0 failed authentication"),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "chunk 0 failed authentication");
         assert!(!out_path.exists(), "{mode:?}: output left behind");
         // No context at all.
         let out = unseal(&config, &sealed, &out_path, mode);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "");
         assert!(!out_path.exists());
         // A flipped byte in the last chunk: earlier chunks opened, nothing kept.
         let mut args = vec!["--context", "tenant=acme"];
         args.extend_from_slice(mode);
         let out = unseal(&config, &altered, &out_path, &args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains("failed authentication"),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "failed authentication");
         assert!(!out_path.exists(), "{mode:?}: output left behind");
         // Truncated by its last 16 bytes.
         let out = unseal(&config, &truncated, &out_path, &args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "");
         assert!(!out_path.exists(), "{mode:?}: output left behind");
         // An existing output is left as it was.
         std::fs::write(&out_path, b"before").unwrap();
         let out = unseal(&config, &altered, &out_path, &args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "");
         assert_eq!(std::fs::read(&out_path).unwrap(), b"before");
         std::fs::remove_file(&out_path).unwrap();
         // --key that is not the file's.
         let mut args = vec!["--context", "tenant=acme", "--key", "another"];
         args.extend_from_slice(mode);
         let out = unseal(&config, &sealed, &out_path, &args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{mode:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains("sealed under key \"guarded\", not \"another\""),
-            "{}",
-            text(&out.stderr)
-        );
+        refused_with(&out, mode, "sealed under key \"guarded\", not \"another\"");
     }
     // A file that is not sealed.
     let out = unseal(&config, &plain, &out_path, &[]);
