@@ -183,6 +183,9 @@ pub struct TpmBackendConfig {
     /// How long one TPM command may take before the call gets `UNAVAILABLE`.
     #[serde(default = "defaults::tpm_command_timeout_seconds")]
     pub command_timeout_seconds: u64,
+    /// The SHA-256 PCRs a wrap-unwrap key's new versions bind (docs/sealing.md).
+    #[serde(default = "defaults::seal_pcrs")]
+    pub seal_pcrs: Vec<u8>,
 }
 
 mod defaults {
@@ -197,6 +200,9 @@ mod defaults {
     }
     pub fn tpm_command_timeout_seconds() -> u64 {
         10
+    }
+    pub fn seal_pcrs() -> Vec<u8> {
+        crate::backends::DEFAULT_SEAL_PCRS.to_vec()
     }
     pub fn max_orphans_destroyed() -> usize {
         10
@@ -275,6 +281,8 @@ impl Config {
                     "must be 1 to 600".into(),
                 ));
             }
+            tpm_backend::PcrSelection::sha256(&tpm.seal_pcrs)
+                .map_err(|e| (format!("tpm[{i}].seal_pcrs"), e.to_string()))?;
         }
         if let Some(default) = &self.keys.default_backend {
             if !names.contains(default) {

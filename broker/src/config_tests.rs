@@ -130,6 +130,14 @@ fn errors_name_the_field() {
             "tpm[0].tcti",
         ),
         (
+            format!("{MINIMAL}\n[[tpm]]\nname = \"t\"\ntcti = \"swtpm:\"\nseal_pcrs = [24]\n"),
+            "tpm[0].seal_pcrs",
+        ),
+        (
+            format!("{MINIMAL}\n[[tpm]]\nname = \"t\"\ntcti = \"swtpm:\"\nseal_pcrs = []\n"),
+            "tpm[0].seal_pcrs",
+        ),
+        (
             format!("{MINIMAL}\n[keys]\ndefault_backend = \"nope\"\n"),
             "keys.default_backend",
         ),

@@ -91,8 +91,9 @@ impl Broker {
                 lockout: None,
             };
             let deadline = Duration::from_secs(tpm.command_timeout_seconds);
-            let opened = backends::open_tpm_with(&tpm.name, &tpm.tcti, auths, deadline)
-                .map_err(setup("tpm"))?;
+            let opened =
+                backends::open_tpm_with(&tpm.name, &tpm.tcti, auths, deadline, &tpm.seal_pcrs)
+                    .map_err(setup("tpm"))?;
             backends.insert(opened).map_err(setup("tpm"))?;
         }
         // Keys reference their backend in the store: record the configured ones too.

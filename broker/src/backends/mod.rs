@@ -17,6 +17,8 @@ mod registry;
 pub mod tpm;
 mod tpm_seal;
 
+pub use tpm_seal::SEAL_PCRS as DEFAULT_SEAL_PCRS;
+
 pub use handle::TypedHandle;
 pub use hsm::{HsmKeys, open as open_hsm, read_pin};
 pub use provide::{

@@ -56,6 +56,8 @@ pub struct TpmKeys {
     /// Cleared when this backend is dropped: the thread that waits for a TPM that was
     /// away at start stops then.
     wanted: Arc<AtomicBool>,
+    /// The PCRs a wrap-unwrap key's new versions bind (`[[tpm]] seal_pcrs`).
+    seal_pcrs: tpm_backend::PcrSelection,
 }
 
 impl Drop for TpmKeys {
@@ -69,7 +71,14 @@ impl Drop for TpmKeys {
 /// # Errors
 /// As [`open_with`].
 pub fn open(name: &str, tcti: &str) -> Result<NamedBackend> {
-    open_with(name, tcti, HierarchyAuths::default(), DEFAULT_DEADLINE)
+    let pcrs = super::tpm_seal::SEAL_PCRS;
+    open_with(
+        name,
+        tcti,
+        HierarchyAuths::default(),
+        DEFAULT_DEADLINE,
+        pcrs,
+    )
 }
 
 /// Opens a TPM backend presenting these hierarchy auth values, each command bounded by
@@ -84,7 +93,10 @@ pub fn open_with(
     tcti: &str,
     auths: HierarchyAuths,
     deadline: Duration,
+    seal_pcrs: &[u8],
 ) -> Result<NamedBackend> {
+    let seal_pcrs = tpm_backend::PcrSelection::sha256(seal_pcrs)
+        .map_err(|e| BrokerError::InvalidArgument(format!("seal_pcrs: {e}")))?;
     let parsed = Tcti::new(tcti).map_err(|e| BrokerError::InvalidArgument(e.to_string()))?;
     let mut config = TpmConfig::new(parsed);
     config.hierarchy_auth = auths;
@@ -106,6 +118,7 @@ pub fn open_with(
         description: format!("TPM {tcti}"),
         deadline,
         wanted,
+        seal_pcrs,
     };
     Ok(NamedBackend::new(name, keys))
 }
@@ -145,6 +158,10 @@ impl TpmKeys {
 
     pub(super) fn tpm(&self) -> &TpmBackend {
         &self.tpm
+    }
+
+    pub(super) fn seal_pcrs(&self) -> &tpm_backend::PcrSelection {
+        &self.seal_pcrs
     }
 }
 

@@ -1,6 +1,7 @@
 //! Sealing's data keys on a TPM (`TpmKeys` in `tpm.rs`). A key-encryption key there is
-//! no TPM object: each version is a PCR policy ([`PcrPolicy`]), the SHA-256 values of
-//! [`SEAL_PCRS`] captured when the version was made. Each envelope's data key is sealed
+//! no TPM object: each version is a PCR policy ([`PcrPolicy`]), the SHA-256 values of the
+//! backend's `seal_pcrs` ([`SEAL_PCRS`] unless configured) captured when the version was
+//! made. Each envelope's data key is sealed
 //! by the TPM to that policy, under the storage root key: the sealed object opens only
 //! in this TPM, and only while those PCRs hold those values.
 //!
@@ -64,13 +65,9 @@ impl TypedHandle for PcrPolicy {
     }
 }
 
-fn selection() -> Result<PcrSelection> {
-    PcrSelection::sha256(SEAL_PCRS).map_err(|e| BrokerError::Internal(e.to_string()))
-}
-
 /// A new version: the PCR values of now.
 pub(super) async fn create(keys: &TpmKeys) -> Result<HardwareHandle> {
-    let pcrs = selection()?;
+    let pcrs = keys.seal_pcrs().clone();
     let values = keys.within(keys.tpm().pcr_read(&pcrs)).await?;
     Ok(PcrPolicy { pcrs, values }.encode())
 }
@@ -163,7 +160,7 @@ mod tests {
     #[test]
     fn a_policy_round_trips_and_damaged_bytes_are_refused() {
         let policy = PcrPolicy {
-            pcrs: selection().unwrap(),
+            pcrs: PcrSelection::sha256(SEAL_PCRS).unwrap(),
             values: vec![[0; 32], [1; 32], [2; 32], [3; 32]],
         };
         let bytes = policy.to_bytes();

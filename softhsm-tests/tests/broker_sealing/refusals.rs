@@ -310,23 +310,24 @@ async fn a_tpm_envelope_is_refused_after_a_pcr_extend_until_the_key_is_rotated()
         b"volume key"
     );
 
-    // The boot state changes: PCR 7 (the Secure Boot policy) is extended.
+    // The state changes: PCR 16 is extended. The fixture's `[[tpm]] seal_pcrs` adds it to
+    // the default 0, 2, 4 and 7, so this also shows that the setting is what binds.
     broker.stop();
     broker
         .tpm
-        .tpm2_tool(&["tpm2_pcrextend", &format!("7:sha256={}", "ab".repeat(32))]);
+        .tpm2_tool(&["tpm2_pcrextend", &format!("16:sha256={}", "ab".repeat(32))]);
     broker.spawn();
     let mut keys = admin(&broker).await;
     refused(
         unseal(&mut keys, "boot-bound", &sealed, &ctx).await,
         Code::FailedPrecondition,
-        "PCRs [7] no longer hold the values",
+        "PCRs [16] no longer hold the values",
     );
     // Sealing to a state the machine has left is refused too: nothing could open it.
     refused(
         seal(&mut keys, "boot-bound", b"x", &ctx, 0).await,
         Code::FailedPrecondition,
-        "PCRs [7] no longer hold the values",
+        "PCRs [16] no longer hold the values",
     );
     // A new version binds the state of now.
     keys.rotate_key(pb::KeyRef {
@@ -345,6 +346,6 @@ async fn a_tpm_envelope_is_refused_after_a_pcr_extend_until_the_key_is_rotated()
     refused(
         unseal(&mut keys, "boot-bound", &sealed, &ctx).await,
         Code::FailedPrecondition,
-        "PCRs [7]",
+        "PCRs [16]",
     );
 }

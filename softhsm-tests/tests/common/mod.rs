@@ -409,6 +409,8 @@ sessions = {}
 [[tpm]]
 name = "swtpm"
 tcti = "{}"
+# The default's PCRs, and 16 (the debug PCR) that tests extend.
+seal_pcrs = [0, 2, 4, 7, 16]
 
 [secrets]
 backend = "softhsm"
