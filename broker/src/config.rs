@@ -84,6 +84,11 @@ impl Config {
 pub struct StoreConfig {
     /// The SQLite file.
     pub path: PathBuf,
+    /// The `[[hsm]]` or `[[tpm]]` that protects the store's rows: it wraps (HSM) or seals
+    /// to its PCR policy (TPM) the store key whose MACs every row carries
+    /// (docs/sealing.md, "The broker's own data at rest"). None: rows carry no MAC.
+    #[serde(default)]
+    pub protect_with: Option<String>,
 }
 
 /// `[policy]`: where the Cedar authorization policy comes from. Either `files`
@@ -290,6 +295,11 @@ impl Config {
                     "keys.default_backend",
                     "no [[hsm]] or [[tpm]] has this name",
                 );
+            }
+        }
+        if let Some(protect) = &self.store.protect_with {
+            if !names.contains(protect) {
+                return bad("store.protect_with", "no [[hsm]] or [[tpm]] has this name");
             }
         }
         if let Some(signing) = &self.attestation.signing_backend {

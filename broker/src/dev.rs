@@ -207,6 +207,8 @@ client_ca = ["pki/ca.pem"]
 
 [store]
 path = "keybroker.db"
+# The store's rows carry MACs under a store key that the HSM wraps (docs/sealing.md).
+protect_with = "softhsm"
 
 [policy]
 files = ["policy.cedar"]

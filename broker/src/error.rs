@@ -37,6 +37,9 @@ pub enum BrokerError {
     /// A signature did not verify or a ciphertext was altered.
     #[error("{0}")]
     IntegrityFailure(String),
+    /// A stored record failed its integrity check (`crate::store::integrity`).
+    #[error("{0}")]
+    DataLoss(String),
     /// The hardware is busy or unreachable; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -68,6 +71,7 @@ impl From<BrokerError> for Status {
             BrokerError::PermissionDenied(_) => Code::PermissionDenied,
             BrokerError::Unsupported(_) => Code::Unimplemented,
             BrokerError::IntegrityFailure(_) => Code::InvalidArgument,
+            BrokerError::DataLoss(_) => Code::DataLoss,
             BrokerError::Unavailable(_) => Code::Unavailable,
             BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
             BrokerError::Internal(detail) => {
@@ -101,6 +105,14 @@ impl From<StoreError> for BrokerError {
             StoreError::SecretVersionNotFound { .. } | StoreError::SecretVersionRace { .. } => {
                 BrokerError::FailedPrecondition(err.to_string())
             }
+            StoreError::Tampered(detail) => {
+                tracing::error!(%detail, "a stored record failed its integrity check");
+                BrokerError::DataLoss(
+                    "a stored record failed its integrity check; an operator must restore it"
+                        .into(),
+                )
+            }
+            StoreError::Locked => BrokerError::Unavailable(err.to_string()),
             StoreError::Busy(_) | StoreError::Full => {
                 BrokerError::ResourceExhausted(err.to_string())
             }

@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod server;
 mod start;
 pub mod store;
+pub mod store_key;
 pub mod tls;
 
 /// The boxed future of the request stack's tower services (`request/`, `tls/layers.rs`).

@@ -67,35 +67,19 @@ impl Broker {
     /// # Errors
     /// Any of them cannot be opened; the message names which.
     pub fn open(config: Config) -> Result<Broker, ServeError> {
-        let store: Arc<dyn KeyStore> =
-            Arc::new(SqliteStore::open(&config.store.path).map_err(setup("store"))?);
-        let backends = Arc::new(Backends::default());
-        for hsm in &config.hsm {
-            let pin = backends::read_pin(hsm.user_pin_file.as_deref(), hsm.user_pin_env.as_deref())
-                .map_err(|e| ServeError::Setup(format!("hsm {:?}: {e}", hsm.name)))?;
-            let opened =
-                backends::open_hsm(&hsm.name, &hsm.module, &hsm.token_label, pin, hsm.sessions)
-                    .map_err(setup("hsm"))?;
-            backends.insert(opened).map_err(setup("hsm"))?;
-        }
-        for tpm in &config.tpm {
-            let auths = tpm_backend::HierarchyAuths {
-                owner: tpm
-                    .owner_auth_file
-                    .as_deref()
-                    .map(backends::read_tpm_auth)
-                    .transpose()?,
-                endorsement: (tpm.endorsement_auth_file.as_deref())
-                    .map(backends::read_tpm_auth)
-                    .transpose()?,
-                lockout: None,
-            };
-            let deadline = Duration::from_secs(tpm.command_timeout_seconds);
-            let opened =
-                backends::open_tpm_with(&tpm.name, &tpm.tcti, auths, deadline, &tpm.seal_pcrs)
-                    .map_err(setup("tpm"))?;
-            backends.insert(opened).map_err(setup("tpm"))?;
-        }
+        let sqlite = SqliteStore::open(&config.store.path).map_err(setup("store"))?;
+        let backends = Arc::new(open_configured(&config, None)?);
+        // The store key first: until it is unwrapped, the store reads no row.
+        let protect_with = config.store.protect_with.as_deref();
+        tokio::runtime::Handle::current()
+            .block_on(crate::store_key::open(
+                &sqlite,
+                &backends,
+                protect_with,
+                config.keys.orphan_all_existing_keys,
+            ))
+            .map_err(setup("store"))?;
+        let store: Arc<dyn KeyStore> = Arc::new(sqlite);
         // Keys reference their backend in the store: record the configured ones too.
         for record in configured_backends(&config) {
             match store.add_backend(&record).wait() {
@@ -144,6 +128,42 @@ impl Broker {
             leases,
         })
     }
+}
+
+/// Opens the configured `[[hsm]]` and `[[tpm]]` backends (blocking: PKCS#11 login, TPM
+/// start-up); with `only`, just that one.
+///
+/// # Errors
+/// One cannot be opened; the message names which.
+pub fn open_configured(config: &Config, only: Option<&str>) -> Result<Backends, ServeError> {
+    let wanted = |name: &str| only.is_none_or(|only| only == name);
+    let backends = Backends::default();
+    for hsm in config.hsm.iter().filter(|h| wanted(&h.name)) {
+        let pin = backends::read_pin(hsm.user_pin_file.as_deref(), hsm.user_pin_env.as_deref())
+            .map_err(|e| ServeError::Setup(format!("hsm {:?}: {e}", hsm.name)))?;
+        let opened =
+            backends::open_hsm(&hsm.name, &hsm.module, &hsm.token_label, pin, hsm.sessions)
+                .map_err(setup("hsm"))?;
+        backends.insert(opened).map_err(setup("hsm"))?;
+    }
+    for tpm in config.tpm.iter().filter(|t| wanted(&t.name)) {
+        let auths = tpm_backend::HierarchyAuths {
+            owner: tpm
+                .owner_auth_file
+                .as_deref()
+                .map(backends::read_tpm_auth)
+                .transpose()?,
+            endorsement: (tpm.endorsement_auth_file.as_deref())
+                .map(backends::read_tpm_auth)
+                .transpose()?,
+            lockout: None,
+        };
+        let deadline = Duration::from_secs(tpm.command_timeout_seconds);
+        let opened = backends::open_tpm_with(&tpm.name, &tpm.tcti, auths, deadline, &tpm.seal_pcrs)
+            .map_err(setup("tpm"))?;
+        backends.insert(opened).map_err(setup("tpm"))?;
+    }
+    Ok(backends)
 }
 
 fn configured_backends(config: &Config) -> Vec<crate::store::BackendRecord> {

@@ -66,8 +66,8 @@ fn main() {
     );
     let empty = measure(&mut broker, &runtime, 0);
     print_row("empty", &empty, None);
-    let store = broker.dir.path().join("state/keybroker.db");
-    let mut filler = fill::Filler::open(broker.hsm.module_path(), TOKEN_LABEL, USER_PIN, &store);
+    let dir = broker.dir.path().to_path_buf();
+    let mut filler = fill::Filler::open(broker.hsm.module_path(), TOKEN_LABEL, USER_PIN, &dir);
     for n in sizes() {
         let took = filler.fill_to(n);
         println!(

@@ -20,6 +20,8 @@ mod listing;
 mod recovery;
 #[path = "broker_keys/startup.rs"]
 mod startup;
+#[path = "broker_keys/store_integrity.rs"]
+mod store_integrity;
 #[path = "broker_keys/store_loss.rs"]
 mod store_loss;
 

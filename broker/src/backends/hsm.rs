@@ -377,6 +377,10 @@ impl KeyBackend for HsmKeys {
         self.run(move |hsm| Ok(hsm.random(len)?)).await
     }
 
+    async fn system_wrap_key(&self, name: &str) -> Result<(HardwareHandle, bool)> {
+        super::hsm_wrap::system_key(self, name).await
+    }
+
     async fn wrap_data_key(
         &self,
         key: KeyRef<'_>,

@@ -3,7 +3,7 @@
 //! (`CKA_WRAP` and `CKA_UNWRAP` only, so it can never decrypt what it wrapped). The data
 //! key is in this process's memory only as zeroed-on-drop buffers.
 
-use hsm_backend::{KeyId, WrappedKey};
+use hsm_backend::{HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage, WrappedKey};
 use sealed_format::{DataKey, KekKind};
 use secrecy::{ExposeSecret, SecretBox};
 
@@ -11,6 +11,7 @@ use super::TypedHandle;
 use super::hsm::HsmKeys;
 use super::provide::{KeyRef, WrappedDataKey};
 use crate::error::{BrokerError, Result};
+use crate::store::HardwareHandle;
 
 /// Wraps `data_key` under the key-encryption key `key`.
 pub(super) async fn wrap(
@@ -50,4 +51,49 @@ pub(super) async fn unwrap(
         .await?;
     DataKey::from_slice(opened.expose())
         .map_err(|_| BrokerError::Internal("the HSM unwrapped a data key of another length".into()))
+}
+
+/// The broker's own key-encryption key `kbsys:<name>:kek:1` (label `kbsys:<name>:kek:v1`):
+/// the one on the token, or a new one; and whether it was made now. An object under its
+/// id that is not a sensitive, never-extractable AES-256 wrapping key is refused, not used.
+///
+/// # Errors
+/// The token fails, or holds another kind of object under the id.
+pub fn find_or_make_system_key(token: &HsmBackend, name: &str) -> Result<(KeyId, bool)> {
+    let label = format!("kbsys:{name}:kek:v1");
+    let id = KeyId::new(format!("kbsys:{name}:kek:1").into_bytes())
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    let spec = KeySpec::new(KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap)
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    match token.describe_key(&id) {
+        Ok(info) => {
+            let sealed = info
+                .protection
+                .is_some_and(|p| p.sensitive && !p.extractable && p.never_extractable);
+            if info.spec != spec || !sealed {
+                return Err(BrokerError::Unavailable(format!(
+                    "the object {label:?} on the token is not a sensitive, \
+                     never-extractable AES-256 key-encryption key"
+                )));
+            }
+            Ok((id, false))
+        }
+        Err(hsm_backend::HsmError::KeyNotFound(_)) => {
+            let key_label =
+                KeyLabel::new(label.clone()).map_err(|e| BrokerError::Internal(e.to_string()))?;
+            token.generate_key(&id, &key_label, spec)?;
+            tracing::info!(label = %label, "key-encryption key generated");
+            Ok((id, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`find_or_make_system_key`] as a backend call: the key's handle.
+pub(super) async fn system_key(keys: &HsmKeys, name: &str) -> Result<(HardwareHandle, bool)> {
+    let name = name.to_owned();
+    let (id, made) = keys
+        .run(move |hsm| find_or_make_system_key(hsm, &name))
+        .await?;
+    Ok((id.encode(), made))
 }

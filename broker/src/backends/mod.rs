@@ -21,6 +21,7 @@ pub use tpm_seal::SEAL_PCRS as DEFAULT_SEAL_PCRS;
 
 pub use handle::TypedHandle;
 pub use hsm::{HsmKeys, open as open_hsm, read_pin};
+pub use hsm_wrap::find_or_make_system_key;
 pub use provide::{
     KeyBackend, KeyRef, ListedObject, ObjectSpec, ReleasedMaterial, Scheme, Sealed, WrappedDataKey,
     unsupported,

@@ -270,6 +270,20 @@ pub trait KeyBackend: AsAny + Send + Sync + fmt::Debug {
         Err(unsupported(self.kind(), "unwrap data keys"))
     }
 
+    /// Finds or makes one of the broker's own key-encryption keys, `name` (`"store"`),
+    /// which no `KeyService` call can name and the orphan scan leaves alone. Returns its
+    /// handle, and whether it was made by this call.
+    ///
+    /// # Errors
+    /// The hardware failed, or holds an object under that name that is not such a key.
+    async fn system_wrap_key(&self, name: &str) -> Result<(HardwareHandle, bool)> {
+        let _ = name;
+        Err(unsupported(
+            self.kind(),
+            "hold the broker's own key-encryption keys",
+        ))
+    }
+
     /// `len` random bytes, for data keys.
     ///
     /// # Errors

@@ -378,6 +378,12 @@ impl KeyBackend for TpmKeys {
         super::tpm_seal::unwrap(self, key, wrapped).await
     }
 
+    /// A PCR policy of now, as a wrap-unwrap key's new version: the TPM holds no object
+    /// to find again, so it is always made by this call.
+    async fn system_wrap_key(&self, _name: &str) -> Result<(HardwareHandle, bool)> {
+        Ok((super::tpm_seal::create(self).await?, true))
+    }
+
     /// From the operating system's generator: `tpm_backend` offers no random call.
     async fn random(&self, len: usize) -> Result<SecretSlice<u8>> {
         use rand::RngCore;

@@ -59,7 +59,25 @@ fn open(config: &std::path::Path) -> Result<(Config, String, HsmBackend, SqliteS
     )?;
     let store = SqliteStore::open(&config.store.path)
         .map_err(|e| CliError::Serve(format!("store: {e}")))?;
+    unlock(&config, &store)?;
     Ok((config, name, token, store))
+}
+
+/// Unlocks (or protects) the store as the broker does at start, with the one backend
+/// that `[store] protect_with` names.
+fn unlock(config: &Config, store: &SqliteStore) -> Result<(), CliError> {
+    let serve = |e: &dyn std::fmt::Display| CliError::Serve(format!("store: {e}"));
+    let Some(name) = config.store.protect_with.as_deref() else {
+        return crate::store_key::refuse_if_protected(store).map_err(|e| serve(&e));
+    };
+    let backends = crate::server::open_configured(config, Some(name)).map_err(|e| serve(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| serve(&e))?;
+    runtime
+        .block_on(crate::store_key::open(store, &backends, Some(name), false))
+        .map_err(|e| serve(&e))
 }
 
 fn failed(e: crate::error::BrokerError) -> CliError {

@@ -21,7 +21,7 @@ pub use service::{MAX_VALUE_LEN, SecretServiceImpl};
 use std::sync::Arc;
 
 use attest::release::{self, KemPublicKey, Sealed};
-use hsm_backend::{HsmBackend, KeyAlgorithm, KeyId, KeyLabel, KeySpec, KeyUsage, WrappedKey};
+use hsm_backend::{KeyId, WrappedKey};
 use secrecy::{ExposeSecret, SecretBox};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
@@ -34,11 +34,11 @@ use crate::error::{BrokerError, Result};
 use crate::request::Authorized;
 use crate::store::{KeyStore, SecretSummary, SecretVersionRecord};
 
-/// `CKA_ID` of the key-encryption key (not a managed key: no `KeyService` call can name
-/// it, and the orphan scan leaves `kbsys:` objects alone).
+/// The key-encryption key's name: `CKA_ID` `kbsys:secrets:kek:1` (not a managed key: no
+/// `KeyService` call can name it, and the orphan scan leaves `kbsys:` objects alone).
+const KEK_NAME: &str = "secrets";
+/// Its `CKA_ID`.
 const KEK_ID: &[u8] = b"kbsys:secrets:kek:1";
-/// Its `CKA_LABEL`.
-const KEK_LABEL: &str = "kbsys:secrets:kek:v1";
 
 /// The secret store of one broker.
 pub struct Secrets {
@@ -82,40 +82,14 @@ pub fn open(
     })))
 }
 
-/// The key-encryption key: the one on the token, or a new one. An object under its id
-/// that is not a sensitive, never-extractable AES-256 wrapping key is refused, not used.
-fn find_or_make_kek(token: &HsmBackend) -> Result<KeyId> {
-    let id = KeyId::new(KEK_ID.to_vec()).map_err(|e| BrokerError::Internal(e.to_string()))?;
-    let spec = KeySpec::new(KeyAlgorithm::Aes256, KeyUsage::WrapUnwrap)
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    match token.describe_key(&id) {
-        Ok(info) => {
-            let sealed = info
-                .protection
-                .is_some_and(|p| p.sensitive && !p.extractable && p.never_extractable);
-            if info.spec != spec || !sealed {
-                return Err(BrokerError::Unavailable(format!(
-                    "the object {KEK_LABEL:?} on the token is not a sensitive, \
-                     never-extractable AES-256 key-encryption key; secrets are unavailable"
-                )));
-            }
-            Ok(id)
-        }
-        Err(hsm_backend::HsmError::KeyNotFound(_)) => {
-            let label = KeyLabel::new(KEK_LABEL.to_string())
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            token.generate_key(&id, &label, spec)?;
-            tracing::info!(label = KEK_LABEL, "secret key-encryption key generated");
-            Ok(id)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl Secrets {
     async fn kek(&self) -> Result<KeyId> {
         self.kek
-            .get_or_try_init(|| self.hsm.run(find_or_make_kek))
+            .get_or_try_init(|| {
+                self.hsm.run(|token| {
+                    crate::backends::find_or_make_system_key(token, KEK_NAME).map(|(id, _)| id)
+                })
+            })
             .await
             .cloned()
     }

@@ -11,6 +11,7 @@
 
 pub mod cache;
 mod call;
+pub mod integrity;
 mod leases;
 pub mod page;
 mod secrets;
@@ -80,6 +81,14 @@ pub enum StoreError {
     /// Too many requests wait for the store already; the caller may retry.
     #[error("the store is busy ({0} requests queued)")]
     Busy(usize),
+    /// A row failed its integrity check (`integrity`): the database was edited outside
+    /// the broker. The message names the record, never its content.
+    #[error("{0}")]
+    Tampered(String),
+    /// The database has a store key that has not been unwrapped: nothing is read or
+    /// written until it is (`crate::store_key`).
+    #[error("the store is protected by a store key and is not unlocked")]
+    Locked,
     #[error("store: {0}")]
     Database(String),
 }

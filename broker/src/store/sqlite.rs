@@ -11,6 +11,7 @@
 //! wait, too, is on the writer thread. The schema (`migrations/`) is written for a later
 //! PostgreSQL store to follow.
 
+mod backend_rows;
 mod ca_rows;
 mod keystore;
 mod lease_rows;
@@ -18,12 +19,14 @@ mod listing;
 mod rows;
 mod schema;
 mod secret_rows;
+mod store_key;
 #[cfg(test)]
 mod tests;
 mod worker;
 
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
+use std::ops::Deref;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,8 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::integrity::{Canon, Guard};
 use super::{Result, StoreCall, StoreError};
 use worker::Pool;
+
+pub use store_key::{StoredStoreKey, Tagged};
 
 /// Reader threads (and connections) for a database file.
 const READERS: usize = 2;
@@ -49,6 +55,8 @@ pub struct SqliteStore {
     generation: Arc<AtomicU64>,
     /// `None` in memory.
     path: Option<PathBuf>,
+    /// Whether rows carry MACs, and the key that checks them (`super::integrity`).
+    guard: Guard,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -92,10 +100,11 @@ impl SqliteStore {
             .map_err(|e| io("creating", e))?;
         let mut conn = Connection::open(path).sql_in("open")?;
         prepare(&mut conn, true)?;
+        let locked = store_key::exists(&conn)?;
         let readers = (0..READERS)
             .map(|_| open_reader(path))
             .collect::<Result<Vec<_>>>()?;
-        SqliteStore::start(conn, Some(readers), Some(path.to_owned()))
+        SqliteStore::start(conn, Some(readers), Some(path.to_owned()), locked)
     }
 
     /// A private database in memory, gone when the store is dropped.
@@ -105,13 +114,14 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<SqliteStore> {
         let mut conn = Connection::open_in_memory().sql_in("open")?;
         prepare(&mut conn, false)?;
-        SqliteStore::start(conn, None, None)
+        SqliteStore::start(conn, None, None, false)
     }
 
     fn start(
         writer: Connection,
         readers: Option<Vec<Connection>>,
         path: Option<PathBuf>,
+        locked: bool,
     ) -> Result<SqliteStore> {
         Ok(SqliteStore {
             writer: Pool::start("store-writer", vec![writer], QUEUE_DEPTH)?,
@@ -120,6 +130,7 @@ impl SqliteStore {
                 .transpose()?,
             generation: Arc::default(),
             path,
+            guard: Guard::new(locked),
         })
     }
 
@@ -133,10 +144,15 @@ impl SqliteStore {
     fn read<T: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Rows<'_>) -> Result<T> + Send + 'static,
     ) -> StoreCall<T> {
         let pool = self.readers.as_ref().unwrap_or(&self.writer);
-        pool.submit(move |conn| transaction(conn, op, TransactionBehavior::Deferred, f))
+        let guard = self.guard.clone();
+        pool.submit(move |conn| {
+            transaction(conn, op, TransactionBehavior::Deferred, |tx| {
+                f(&Rows { tx, guard: &guard })
+            })
+        })
     }
 
     /// Runs `f` in one write transaction on the writer thread, committed if it returns
@@ -144,14 +160,44 @@ impl SqliteStore {
     fn write<T: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Rows<'_>) -> Result<T> + Send + 'static,
     ) -> StoreCall<T> {
         let generation = self.generation.clone();
+        let guard = self.guard.clone();
         self.writer.submit(move |conn| {
-            let result = transaction(conn, op, TransactionBehavior::Immediate, f);
+            let result = transaction(conn, op, TransactionBehavior::Immediate, |tx| {
+                f(&Rows { tx, guard: &guard })
+            });
             generation.fetch_add(1, Ordering::Release);
             result
         })
+    }
+}
+
+/// One transaction, and the store's guard: what every row function is given. It is the
+/// transaction for everything else.
+pub(super) struct Rows<'t> {
+    tx: &'t Transaction<'t>,
+    guard: &'t Guard,
+}
+
+impl<'t> Deref for Rows<'t> {
+    type Target = Transaction<'t>;
+
+    fn deref(&self) -> &Transaction<'t> {
+        self.tx
+    }
+}
+
+impl Rows<'_> {
+    /// The MAC of a row written now (`None` in an unprotected store).
+    fn mac(&self, canon: &Canon) -> Result<Option<Vec<u8>>> {
+        self.guard.tag(canon)
+    }
+
+    /// Checks a row read with its MAC; `what` names it for the error.
+    fn check(&self, what: &dyn Fn() -> String, canon: &Canon, mac: Option<&[u8]>) -> Result<()> {
+        self.guard.check(what, canon, mac)
     }
 }
 

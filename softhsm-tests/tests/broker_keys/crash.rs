@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use broker::store::KeyStore;
-use broker::store::sqlite::SqliteStore;
 use keybroker_api::v1 as pb;
 use pb::KeyAlgorithm as A;
 use pb::KeyPurpose as P;
@@ -13,9 +12,9 @@ use super::common::{BrokerProcess, create, eventually};
 use super::sign_req;
 
 /// `Creating` versions in the broker's store: creations under way (read through the
-/// store's own code, as a second process may).
+/// store's own code, unlocked with the HSM, as a second process may).
 fn creations_under_way(broker: &BrokerProcess) -> usize {
-    let store = SqliteStore::open(&broker.dir.path().join("state/keybroker.db")).unwrap();
+    let store = super::common::store::open_unlocked(broker.dir.path());
     store.pending_versions().wait().unwrap().len()
 }
 

@@ -6,7 +6,7 @@ use keybroker_api::v1 as pb;
 use pb::KeyAlgorithm as A;
 use pb::KeyPurpose as P;
 
-use super::common::{BrokerProcess, create};
+use super::common::{BrokerOptions, BrokerProcess, create};
 
 /// Removes or empties the broker's database, as a lost disk or a bad restore would.
 fn damage_store(broker: &BrokerProcess, truncate: bool) {
@@ -27,7 +27,24 @@ fn damage_store(broker: &BrokerProcess, truncate: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_or_emptied_store_refuses_to_start_and_leaves_the_token_untouched() {
-    let mut broker = BrokerProcess::start();
+    // The HSM still holds the store key's key-encryption key: the store was lost.
+    let refusal = "the store has no store key: the store was lost";
+    lost_store_refuses(BrokerOptions::default(), refusal).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprotected_lost_store_refuses_to_start_and_leaves_the_token_untouched() {
+    let options = BrokerOptions {
+        store_lines: "",
+        ..BrokerOptions::default()
+    };
+    lost_store_refuses(options, "the store knows no keys").await;
+}
+
+/// A broker started with `options` loses its store: it refuses with `refusal` until the
+/// operator passes `--orphan-all-existing-keys`, and the token is untouched.
+async fn lost_store_refuses(options: BrokerOptions, refusal: &str) {
+    let mut broker = BrokerProcess::start_with(options);
     let mut admin = broker.keys("admin").await;
     for name in ["ledger", "payroll", "backup"] {
         admin
@@ -45,7 +62,7 @@ async fn a_lost_or_emptied_store_refuses_to_start_and_leaves_the_token_untouched
         assert!(!status.success());
         let log = broker.log();
         assert!(
-            log.contains("the store knows no keys") && log.contains("--orphan-all-existing-keys"),
+            log.contains(refusal) && log.contains("--orphan-all-existing-keys"),
             "the refusal says why and what to do: {log}"
         );
         assert_eq!(broker.broker_objects(), objects, "the token is untouched");

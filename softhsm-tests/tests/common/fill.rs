@@ -238,10 +238,11 @@ pub struct FillTime {
 
 impl Filler {
     /// Opens the token by label and the broker's store file (the broker is stopped).
-    pub fn open(module: &Path, token_label: &str, pin: &str, store: &Path) -> Filler {
+    /// The token, and the store of the broker whose directory is `dir` (unlocked).
+    pub fn open(module: &Path, token_label: &str, pin: &str, dir: &Path) -> Filler {
         Filler {
             token: TokenFiller::open(module, token_label, pin),
-            store: SqliteStore::open(store).unwrap(),
+            store: super::store::open_unlocked(dir),
             keys: 0,
         }
     }

@@ -28,6 +28,7 @@ pub mod fill;
 pub mod pkcs11_tool;
 mod policies;
 pub mod postgres;
+pub mod store;
 pub mod workload;
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use policies::{
@@ -71,6 +72,9 @@ pub struct BrokerOptions {
     pub ca_lines: &'static str,
     /// `KEYBROKER_LOG`: the broker's log filter.
     pub log: &'static str,
+    /// TOML lines appended to `[store]` (after `path`): by default the HSM protects the
+    /// store's rows.
+    pub store_lines: &'static str,
 }
 
 impl Default for BrokerOptions {
@@ -80,6 +84,7 @@ impl Default for BrokerOptions {
             hsm_sessions: 2,
             ca_lines: "",
             log: "info",
+            store_lines: "protect_with = \"softhsm\"",
         }
     }
 }
@@ -371,6 +376,7 @@ impl BrokerProcess {
             .write_to(&d.join("pki"), "expired")
             .unwrap();
         let mut server_lines = transport.server_lines.clone();
+        let store_lines = options.store_lines;
         if transport.client_crl {
             let crl = pki.revocation_list(&[], 1, now + day).unwrap();
             std::fs::write(d.join("pki/crl.pem"), crl).unwrap();
@@ -391,6 +397,7 @@ max_message_bytes = 65536
 
 [store]
 path = "state/keybroker.db"
+{store_lines}
 
 [policy]
 files = ["policy.cedar"]

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, Text, handle_parts, key_state, load_key, select_keys, version_state};
-use super::{Sql, SqliteStore, ca_rows, is_unique_violation, listing};
+use super::rows::{self, Text, handle_parts, load_key, seal_key, select_keys};
+use super::{Sql, SqliteStore, backend_rows, ca_rows, is_unique_violation, listing};
 use crate::store::{
     BackendRecord, CaRecord, HardwareHandle, KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore,
     NewKey, PendingVersion, Result, StoreCall, StoreError, VersionState,
@@ -80,8 +80,14 @@ fn insert_version(
     Ok(())
 }
 
-fn reload(tx: &Connection, name: &str) -> Result<KeyRecord> {
-    load_key(tx, name)?.ok_or_else(|| StoreError::KeyNotFound(name.to_owned()))
+/// The state of `key`'s version `version`.
+fn version_state(key: &KeyRecord, version: u32) -> Result<VersionState> {
+    key.version(version)
+        .map(|v| v.state)
+        .ok_or_else(|| StoreError::VersionNotFound {
+            name: key.name.clone(),
+            version,
+        })
 }
 
 impl KeyStore for SqliteStore {
@@ -128,7 +134,8 @@ impl KeyStore for SqliteStore {
             for (name, value) in &key.tags {
                 tag.execute(params![key.name, name, value]).sql()?;
             }
-            insert_version(tx, &key.name, 1, &handle, key.created_at)
+            insert_version(tx, &key.name, 1, &handle, key.created_at)?;
+            seal_key(tx, &key.name).map(drop)
         })
     }
 
@@ -140,7 +147,7 @@ impl KeyStore for SqliteStore {
     ) -> StoreCall<u32> {
         let (name, handle) = (name.to_owned(), handle.clone());
         self.write("begin_version", move |tx| {
-            require(&name, key_state(tx, &name)?, &[KeyState::Enabled])?;
+            require(&name, load_key(tx, &name)?.state, &[KeyState::Enabled])?;
             let next: u32 = tx
                 .query_row(
                     "SELECT COALESCE(MAX(version), 0) + 1 FROM key_versions WHERE key_name = ?1",
@@ -149,6 +156,7 @@ impl KeyStore for SqliteStore {
                 )
                 .sql()?;
             insert_version(tx, &name, next, &handle, created_at)?;
+            seal_key(tx, &name)?;
             Ok(next)
         })
     }
@@ -163,8 +171,8 @@ impl KeyStore for SqliteStore {
     ) -> StoreCall<KeyRecord> {
         let (name, handle) = (name.to_owned(), handle.clone());
         self.write("complete_version", move |tx| {
-            let state = key_state(tx, &name)?;
-            let current = version_state(tx, &name, version)?;
+            let key = load_key(tx, &name)?;
+            let (state, current) = (key.state, version_state(&key, version)?);
             require(&name, state, &[KeyState::Creating, KeyState::Enabled])?;
             require_version(&name, state, version, current, VersionState::Creating)?;
             let (kind, bytes) = handle_parts(&handle);
@@ -185,7 +193,7 @@ impl KeyStore for SqliteStore {
                 ],
             )
             .sql()?;
-            reload(tx, &name)
+            seal_key(tx, &name)
         })
     }
 
@@ -193,8 +201,8 @@ impl KeyStore for SqliteStore {
     fn abandon_version(&self, name: &str, version: u32) -> StoreCall<()> {
         let name = name.to_owned();
         self.write("abandon_version", move |tx| {
-            let state = key_state(tx, &name)?;
-            let current = version_state(tx, &name, version)?;
+            let key = load_key(tx, &name)?;
+            let (state, current) = (key.state, version_state(&key, version)?);
             require_version(&name, state, version, current, VersionState::Creating)?;
             if version == 1 {
                 tx.execute("DELETE FROM key_tags WHERE key_name = ?1", [&name])
@@ -209,13 +217,14 @@ impl KeyStore for SqliteStore {
                     params![name, version],
                 )
                 .sql()?;
+                seal_key(tx, &name)?;
             }
             Ok(())
         })
     }
 
     fn pending_versions(&self) -> StoreCall<Vec<PendingVersion>> {
-        self.read("pending_versions", |tx| rows::pending_versions(tx))
+        self.read("pending_versions", rows::pending_versions)
     }
 
     fn get(&self, name: &str) -> StoreCall<Option<KeyRecord>> {
@@ -245,13 +254,13 @@ impl KeyStore for SqliteStore {
     ) -> StoreCall<KeyRecord> {
         let (name, expected) = (name.to_owned(), expected.to_vec());
         self.write("set_state", move |tx| {
-            require(&name, key_state(tx, &name)?, &expected)?;
+            require(&name, load_key(tx, &name)?.state, &expected)?;
             tx.execute(
                 "UPDATE keys SET state = ?2, destroy_after = ?3 WHERE name = ?1",
                 params![name, new.text(), destroy_after],
             )
             .sql()?;
-            reload(tx, &name)
+            seal_key(tx, &name)
         })
     }
 
@@ -260,7 +269,7 @@ impl KeyStore for SqliteStore {
     fn retire_version(&self, name: &str, version: u32) -> StoreCall<KeyRecord> {
         let name = name.to_owned();
         self.write("retire_version", move |tx| {
-            let key = reload(tx, &name)?;
+            let key = load_key(tx, &name)?;
             let current = key
                 .version(version)
                 .ok_or_else(|| StoreError::VersionNotFound {
@@ -283,7 +292,7 @@ impl KeyStore for SqliteStore {
                 params![name, version, VersionState::Retired.text()],
             )
             .sql()?;
-            reload(tx, &name)
+            seal_key(tx, &name)
         })
     }
 
@@ -305,63 +314,41 @@ impl KeyStore for SqliteStore {
     fn known_handles(&self, backend: &str) -> StoreCall<Vec<Vec<u8>>> {
         let backend = backend.to_owned();
         self.read("known_handles", move |tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT v.handle FROM key_versions v JOIN keys k ON k.name = v.key_name \
-                     WHERE k.backend = ?1 AND k.state <> ?2 AND v.state <> ?3 \
-                     ORDER BY k.name, v.version",
-                )
-                .sql()?;
-            let params = params![
-                backend,
-                KeyState::Destroyed.text(),
-                VersionState::Retired.text(),
-            ];
-            stmt.query_map(params, |row| row.get(0))
-                .sql()?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .sql()
+            // Every key read whole and checked, whatever its backend: a handle or a
+            // backend edited into the file must not make a hardware object look known,
+            // or another look orphaned.
+            let keys = select_keys(tx, "state <> ?1", params![KeyState::Destroyed.text()])?;
+            Ok(keys
+                .into_iter()
+                .filter(|key| key.backend == backend)
+                .flat_map(|key| key.versions)
+                .filter(|v| v.state != VersionState::Retired)
+                .map(|v| v.handle.bytes().to_vec())
+                .collect())
         })
     }
 
     fn add_backend(&self, backend: &BackendRecord) -> StoreCall<()> {
-        if let Err(e) = rows::validate_backend(backend) {
+        if let Err(e) = backend_rows::validate_backend(backend) {
             return StoreCall::ready(Err(e));
         }
         let backend = backend.clone();
         self.write("add_backend", move |tx| {
-            match rows::insert_backend(tx, &backend) {
-                Err(e) if is_unique_violation(&e) => {
-                    Err(StoreError::BackendExists(backend.name().to_owned()))
-                }
-                other => other.sql().map(drop),
-            }
+            backend_rows::insert_backend(tx, &backend)
         })
     }
 
     fn backends(&self) -> StoreCall<Vec<BackendRecord>> {
-        self.read("backends", |tx| rows::backends(tx))
+        self.read("backends", backend_rows::backends)
     }
 
     fn set_policy(&self, text: &str) -> StoreCall<()> {
         let text = text.to_owned();
-        self.write("set_policy", move |tx| {
-            tx.execute(
-                "INSERT INTO policy (id, text) VALUES (1, ?1) \
-                 ON CONFLICT (id) DO UPDATE SET text = excluded.text",
-                [&text],
-            )
-            .sql()
-            .map(drop)
-        })
+        self.write("set_policy", move |tx| backend_rows::set_policy(tx, &text))
     }
 
     fn policy(&self) -> StoreCall<Option<String>> {
-        self.read("policy", |tx| {
-            tx.query_row("SELECT text FROM policy WHERE id = 1", [], |row| row.get(0))
-                .optional()
-                .sql()
-        })
+        self.read("policy", backend_rows::policy)
     }
 
     fn ca_versions(&self) -> StoreCall<Vec<CaRecord>> {

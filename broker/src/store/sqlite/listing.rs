@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 use rusqlite::types::Value;
 
-use super::Sql;
 use super::rows::{Text, select_keys_sql};
+use super::{Rows, Sql};
 use crate::store::{KeyPage, KeyQuery, KeyState, Result, StoreError};
 
 /// One page of the keys that match `query`.
-pub(super) fn page(conn: &Connection, query: &KeyQuery) -> Result<KeyPage> {
+pub(super) fn page(rows: &Rows<'_>, query: &KeyQuery) -> Result<KeyPage> {
     // Fixed conditions first. `name >= prefix` lets SQLite start the scan of the primary
     // key at the prefix; the byte-wise comparison then keeps only names that start with it
     // (no LIKE, so '%' and '_' are literal).
@@ -41,7 +41,7 @@ pub(super) fn page(conn: &Connection, query: &KeyQuery) -> Result<KeyPage> {
     let limit = i64::try_from(query.page_size.saturating_add(1)).unwrap_or(i64::MAX);
     let tail = format!("LIMIT ?{}", params.len() + 1);
     params.push(Value::Integer(limit));
-    let mut keys = select_keys_sql(conn, &filter, &tail, rusqlite::params_from_iter(params))?;
+    let mut keys = select_keys_sql(rows, &filter, &tail, rusqlite::params_from_iter(params))?;
     let more = keys.len() > query.page_size;
     keys.truncate(query.page_size);
     Ok(KeyPage { keys, more })

@@ -1,15 +1,16 @@
 //! Rows to records and back: the stable text of every enumeration, and reading keys (with their
-//! versions and tags) and backends. A value the code does not know is an error, never a
+//! versions and tags), each checked against its MAC (`crate::store::integrity`). A value the code does not know is an error, never a
 //! panic: it means a newer broker wrote it or the file was edited.
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, Params};
+use rusqlite::{Connection, Params};
 
-use super::Sql;
+use super::{Rows, Sql};
+use crate::store::integrity::Canon;
 use crate::store::{
-    Algorithm, BackendRecord, HardwareHandle, KeyRecord, KeyState, PendingVersion, Purpose, Result,
-    StoreError, VersionRecord, VersionState,
+    Algorithm, HardwareHandle, KeyRecord, KeyState, PendingVersion, Purpose, Result, StoreError,
+    VersionRecord, VersionState,
 };
 
 /// An enumeration stored as stable text.
@@ -74,7 +75,7 @@ pub(super) const HSM: &str = "hsm";
 /// `handle_kind` and `backends.kind` for a TPM.
 pub(super) const TPM: &str = "tpm";
 
-fn unknown(what: &str, text: &str) -> StoreError {
+pub(super) fn unknown(what: &str, text: &str) -> StoreError {
     StoreError::Database(format!("unknown {what} {text:?} in the database"))
 }
 
@@ -100,28 +101,79 @@ struct RawKey {
     created_at: i64,
     destroy_after: Option<i64>,
     releasable: bool,
+    mac: Option<Vec<u8>>,
 }
 
-/// Keys matching `filter` (a fixed SQL condition on `keys`, with `params`), by name.
+/// The MAC input of a key's record: the key, its tags and its versions (`integrity`).
+fn key_canon(key: &KeyRecord) -> Canon {
+    let mut canon = Canon::new("keys")
+        .text(&key.name)
+        .text(key.algorithm.text())
+        .text(key.purpose.text())
+        .text(&key.backend)
+        .text(key.state.text())
+        .int(i64::from(key.primary_version))
+        .int(key.created_at)
+        .opt_int(key.destroy_after)
+        .flag(key.releasable)
+        .count(key.tags.len());
+    for (tag, value) in &key.tags {
+        canon = canon.text(tag).text(value);
+    }
+    canon = canon.count(key.versions.len());
+    for v in &key.versions {
+        canon = canon
+            .int(i64::from(v.version))
+            .text(v.state.text())
+            .text(v.handle.kind())
+            .bytes(v.handle.bytes())
+            .int(v.created_at);
+    }
+    canon
+}
+
+/// Keys matching `filter` (a fixed SQL condition on `keys`, with `params`), by name, each
+/// checked against its MAC.
 pub(super) fn select_keys(
-    conn: &Connection,
+    rows: &Rows<'_>,
     filter: &'static str,
     params: impl Params,
 ) -> Result<Vec<KeyRecord>> {
-    select_keys_sql(conn, filter, "", params)
+    select_keys_sql(rows, filter, "", params)
 }
 
-/// Keys matching `filter`, by name, then `tail` (e.g. a `LIMIT`). Both are SQL built
-/// only from fixed text and placeholders; every value is in `params`.
+/// Keys matching `filter`, by name, then `tail` (e.g. a `LIMIT`), each checked against
+/// its MAC. Both are SQL built only from fixed text and placeholders; every value is in
+/// `params`.
 pub(super) fn select_keys_sql(
-    conn: &Connection,
+    rows: &Rows<'_>,
     filter: &str,
     tail: &str,
     params: impl Params,
 ) -> Result<Vec<KeyRecord>> {
+    select_unchecked(rows, filter, tail, params)?
+        .into_iter()
+        .map(|(key, mac)| {
+            rows.check(
+                &|| format!("key {:?}", key.name),
+                &key_canon(&key),
+                mac.as_deref(),
+            )?;
+            Ok(key)
+        })
+        .collect()
+}
+
+/// As [`select_keys_sql`], with each key's stored MAC, unchecked.
+fn select_unchecked(
+    conn: &Connection,
+    filter: &str,
+    tail: &str,
+    params: impl Params,
+) -> Result<Vec<(KeyRecord, Option<Vec<u8>>)>> {
     let sql = format!(
         "SELECT name, algorithm, purpose, backend, state, primary_version, created_at, \
-         destroy_after, releasable FROM keys WHERE {filter} ORDER BY name {tail}"
+         destroy_after, releasable, mac FROM keys WHERE {filter} ORDER BY name {tail}"
     );
     let mut stmt = conn.prepare_cached(&sql).sql()?;
     let raw = stmt
@@ -136,6 +188,7 @@ pub(super) fn select_keys_sql(
                 created_at: row.get(6)?,
                 destroy_after: row.get(7)?,
                 releasable: row.get(8)?,
+                mac: row.get(9)?,
             })
         })
         .sql()?
@@ -144,19 +197,51 @@ pub(super) fn select_keys_sql(
     raw.into_iter().map(|key| decode_key(conn, key)).collect()
 }
 
-/// A key in any state, `Creating` included.
-pub(super) fn load_key(conn: &Connection, name: &str) -> Result<Option<KeyRecord>> {
-    Ok(select_keys(conn, "name = ?1", [name])?.into_iter().next())
+/// A key in any state, `Creating` included, checked against its MAC.
+///
+/// # Errors
+/// [`StoreError::KeyNotFound`] if there is no such key.
+pub(super) fn load_key(rows: &Rows<'_>, name: &str) -> Result<KeyRecord> {
+    select_keys(rows, "name = ?1", [name])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::KeyNotFound(name.to_owned()))
 }
 
-fn decode_key(conn: &Connection, raw: RawKey) -> Result<KeyRecord> {
+/// Writes the MAC of `name`'s record as it is now, after a change made in this
+/// transaction (whose caller checked the record first), and returns the record.
+pub(super) fn seal_key(rows: &Rows<'_>, name: &str) -> Result<KeyRecord> {
+    let (key, _) = select_unchecked(rows, "name = ?1", "", [name])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::KeyNotFound(name.to_owned()))?;
+    let mac = rows.mac(&key_canon(&key))?;
+    rows.execute(
+        "UPDATE keys SET mac = ?2 WHERE name = ?1",
+        rusqlite::params![name, mac],
+    )
+    .sql()?;
+    Ok(key)
+}
+
+/// MACs every key (a store being protected: see `store_key.rs`); `read` checks that
+/// none has a MAC yet.
+pub(super) fn seal_all_keys(read: &Rows<'_>, write: &Rows<'_>) -> Result<u64> {
+    let keys = select_keys(read, "1 = 1", rusqlite::params![])?;
+    for key in &keys {
+        seal_key(write, &key.name)?;
+    }
+    Ok(u64::try_from(keys.len()).unwrap_or(u64::MAX))
+}
+
+fn decode_key(conn: &Connection, raw: RawKey) -> Result<(KeyRecord, Option<Vec<u8>>)> {
     let context = |e: StoreError| match e {
         StoreError::Database(m) => StoreError::Database(format!("key {:?}: {m}", raw.name)),
         other => other,
     };
     let versions = load_versions(conn, &raw.name).map_err(context)?;
     let tags = load_tags(conn, &raw.name).map_err(context)?;
-    Ok(KeyRecord {
+    let key = KeyRecord {
         algorithm: Algorithm::parse(&raw.algorithm).map_err(context)?,
         purpose: Purpose::parse(&raw.purpose).map_err(context)?,
         state: KeyState::parse(&raw.state).map_err(context)?,
@@ -168,7 +253,8 @@ fn decode_key(conn: &Connection, raw: RawKey) -> Result<KeyRecord> {
         tags,
         versions,
         releasable: raw.releasable,
-    })
+    };
+    Ok((key, raw.mac))
 }
 
 fn load_versions(conn: &Connection, name: &str) -> Result<Vec<VersionRecord>> {
@@ -213,179 +299,23 @@ fn load_tags(conn: &Connection, name: &str) -> Result<BTreeMap<String, String>> 
         .sql()
 }
 
-/// The state of a key in any state.
-///
-/// # Errors
-/// [`StoreError::KeyNotFound`] if there is no such key.
-pub(super) fn key_state(conn: &Connection, name: &str) -> Result<KeyState> {
-    let state: Option<String> = conn
-        .query_row("SELECT state FROM keys WHERE name = ?1", [name], |row| {
-            row.get(0)
+/// Every `Creating` version, with its key's backend; each key checked against its MAC.
+pub(super) fn pending_versions(rows: &Rows<'_>) -> Result<Vec<PendingVersion>> {
+    let filter = "name IN (SELECT key_name FROM key_versions WHERE state = ?1)";
+    let keys = select_keys(rows, filter, [VersionState::Creating.text()])?;
+    Ok(keys
+        .into_iter()
+        .flat_map(|key| {
+            let (name, backend) = (key.name, key.backend);
+            key.versions
+                .into_iter()
+                .filter(|v| v.state == VersionState::Creating)
+                .map(move |v| PendingVersion {
+                    name: name.clone(),
+                    backend: backend.clone(),
+                    version: v.version,
+                    handle: v.handle,
+                })
         })
-        .optional()
-        .sql()?;
-    match state {
-        Some(state) => KeyState::parse(&state),
-        None => Err(StoreError::KeyNotFound(name.to_owned())),
-    }
-}
-
-/// The state of one version of a key.
-///
-/// # Errors
-/// [`StoreError::VersionNotFound`] if the key has no such version.
-pub(super) fn version_state(conn: &Connection, name: &str, version: u32) -> Result<VersionState> {
-    let state: Option<String> = conn
-        .query_row(
-            "SELECT state FROM key_versions WHERE key_name = ?1 AND version = ?2",
-            rusqlite::params![name, version],
-            |row| row.get(0),
-        )
-        .optional()
-        .sql()?;
-    match state {
-        Some(state) => VersionState::parse(&state),
-        None => Err(StoreError::VersionNotFound {
-            name: name.to_owned(),
-            version,
-        }),
-    }
-}
-
-/// A `backends` row as stored, before decoding.
-struct RawBackend {
-    name: String,
-    kind: String,
-    module_path: Option<String>,
-    token_label: Option<String>,
-    user_pin_file: Option<String>,
-    user_pin_env: Option<String>,
-    tcti: Option<String>,
-}
-
-/// Every registered backend, by name.
-pub(super) fn backends(conn: &Connection) -> Result<Vec<BackendRecord>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT name, kind, module_path, token_label, user_pin_file, user_pin_env, tcti \
-             FROM backends ORDER BY name",
-        )
-        .sql()?;
-    let raw = stmt
-        .query_map([], |row| {
-            Ok(RawBackend {
-                name: row.get(0)?,
-                kind: row.get(1)?,
-                module_path: row.get(2)?,
-                token_label: row.get(3)?,
-                user_pin_file: row.get(4)?,
-                user_pin_env: row.get(5)?,
-                tcti: row.get(6)?,
-            })
-        })
-        .sql()?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .sql()?;
-    raw.into_iter().map(decode_backend).collect()
-}
-
-fn decode_backend(raw: RawBackend) -> Result<BackendRecord> {
-    let name = raw.name;
-    let missing = |column: &str| StoreError::Database(format!("backend {name:?} has no {column}"));
-    match raw.kind.as_str() {
-        HSM => Ok(BackendRecord::Hsm {
-            module_path: raw.module_path.ok_or_else(|| missing("module_path"))?,
-            token_label: raw.token_label.ok_or_else(|| missing("token_label"))?,
-            user_pin_file: raw.user_pin_file,
-            user_pin_env: raw.user_pin_env,
-            name,
-        }),
-        TPM => Ok(BackendRecord::Tpm {
-            tcti: raw.tcti.ok_or_else(|| missing("tcti"))?,
-            name,
-        }),
-        other => Err(unknown("backend kind", other)),
-    }
-}
-
-/// Every `Creating` version, with its key's backend.
-pub(super) fn pending_versions(conn: &Connection) -> Result<Vec<PendingVersion>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT k.name, k.backend, v.version, v.handle_kind, v.handle \
-             FROM key_versions v JOIN keys k ON k.name = v.key_name \
-             WHERE v.state = ?1 ORDER BY k.name, v.version",
-        )
-        .sql()?;
-    let raw = stmt
-        .query_map([VersionState::Creating.text()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, u32>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Vec<u8>>(4)?,
-            ))
-        })
-        .sql()?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .sql()?;
-    raw.into_iter()
-        .map(|(name, backend, version, kind, handle)| {
-            Ok(PendingVersion {
-                handle: handle_from(kind, handle),
-                name,
-                backend,
-                version,
-            })
-        })
-        .collect()
-}
-
-/// Checks what the schema cannot: an HSM backend has exactly one PIN source.
-pub(super) fn validate_backend(backend: &BackendRecord) -> Result<()> {
-    match backend {
-        BackendRecord::Hsm {
-            user_pin_file,
-            user_pin_env,
-            ..
-        } if user_pin_file.is_some() == user_pin_env.is_some() => {
-            Err(StoreError::Database(format!(
-                "backend {:?} needs exactly one of user_pin_file and user_pin_env",
-                backend.name()
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Inserts a backend row; the caller maps a unique violation.
-pub(super) fn insert_backend(
-    conn: &Connection,
-    backend: &BackendRecord,
-) -> rusqlite::Result<usize> {
-    match backend {
-        BackendRecord::Hsm {
-            name,
-            module_path,
-            token_label,
-            user_pin_file,
-            user_pin_env,
-        } => conn.execute(
-            "INSERT INTO backends (name, kind, module_path, token_label, user_pin_file, \
-             user_pin_env) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![
-                name,
-                HSM,
-                module_path,
-                token_label,
-                user_pin_file,
-                user_pin_env
-            ],
-        ),
-        BackendRecord::Tpm { name, tcti } => conn.execute(
-            "INSERT INTO backends (name, kind, tcti) VALUES (?1, ?2, ?3)",
-            rusqlite::params![name, TPM, tcti],
-        ),
-    }
+        .collect())
 }

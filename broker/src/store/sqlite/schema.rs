@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_secrets.sql"),
     include_str!("../migrations/0004_leases.sql"),
     include_str!("../migrations/0005_releasable_keys.sql"),
+    include_str!("../migrations/0006_store_key.sql"),
 ];
 
 /// How long a call waits for another process (e.g. the CLI) holding the write lock.

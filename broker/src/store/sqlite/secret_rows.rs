@@ -1,8 +1,11 @@
-//! The `secrets` and `secret_versions` tables (`migrations/0003_secrets.sql`).
+//! The `secrets` and `secret_versions` tables (`migrations/0003_secrets.sql`). Each
+//! version's row is checked against its MAC (`crate::store::integrity`): its value is
+//! sealed by the HSM already, and the MAC covers the rest (whether it is enabled).
 
-use rusqlite::{OptionalExtension, Transaction};
+use rusqlite::{OptionalExtension, Params, Transaction};
 
-use super::{Sql, SqliteStore};
+use super::{Rows, Sql, SqliteStore};
+use crate::store::integrity::Canon;
 use crate::store::{
     Result, SecretStore, SecretSummary, SecretVersionRecord, SecretVersionSummary, StoreCall,
     StoreError,
@@ -11,22 +14,61 @@ use crate::store::{
 const VERSION_COLUMNS: &str =
     "name, version, enabled, kek, wrapped_dek, nonce, ciphertext, created_at";
 
-fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SecretVersionRecord> {
-    Ok(SecretVersionRecord {
-        name: row.get(0)?,
-        version: row.get(1)?,
-        enabled: row.get(2)?,
-        kek: row.get(3)?,
-        wrapped_dek: row.get(4)?,
-        nonce: row.get(5)?,
-        ciphertext: row.get(6)?,
-        created_at: row.get(7)?,
-    })
+/// The MAC input of a version's row.
+fn canon(r: &SecretVersionRecord) -> Canon {
+    Canon::new("secret_versions")
+        .text(&r.name)
+        .int(i64::from(r.version))
+        .flag(r.enabled)
+        .text(&r.kek)
+        .bytes(&r.wrapped_dek)
+        .bytes(&r.nonce)
+        .bytes(&r.ciphertext)
+        .int(r.created_at)
 }
 
-fn insert_version(tx: &Transaction<'_>, r: &SecretVersionRecord) -> Result<()> {
-    tx.execute(
-        &format!("INSERT INTO secret_versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+/// The versions `sql` (a `WHERE` and what follows, with `params`) selects, each checked.
+fn select(rows: &Rows<'_>, sql: &str, params: impl Params) -> Result<Vec<SecretVersionRecord>> {
+    let mut statement = rows
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS}, mac FROM secret_versions {sql}"
+        ))
+        .sql()?;
+    let read = statement
+        .query_map(params, |row| {
+            let record = SecretVersionRecord {
+                name: row.get(0)?,
+                version: row.get(1)?,
+                enabled: row.get(2)?,
+                kek: row.get(3)?,
+                wrapped_dek: row.get(4)?,
+                nonce: row.get(5)?,
+                ciphertext: row.get(6)?,
+                created_at: row.get(7)?,
+            };
+            Ok((record, row.get::<_, Option<Vec<u8>>>(8)?))
+        })
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
+    read.into_iter()
+        .map(|(r, mac)| {
+            let what = || format!("secret {:?} version {}", r.name, r.version);
+            rows.check(&what, &canon(&r), mac.as_deref())?;
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Writes `r` (new, or over its row), with its MAC.
+fn put_version(rows: &Rows<'_>, r: &SecretVersionRecord) -> Result<()> {
+    rows.execute(
+        &format!(
+            "INSERT INTO secret_versions ({VERSION_COLUMNS}, mac) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (name, version) DO UPDATE SET enabled = excluded.enabled, \
+             mac = excluded.mac"
+        ),
         rusqlite::params![
             r.name,
             r.version,
@@ -35,11 +77,22 @@ fn insert_version(tx: &Transaction<'_>, r: &SecretVersionRecord) -> Result<()> {
             r.wrapped_dek,
             r.nonce,
             r.ciphertext,
-            r.created_at
+            r.created_at,
+            rows.mac(&canon(r))?
         ],
     )
     .sql()
     .map(drop)
+}
+
+/// MACs every version (a store being protected: see `store_key.rs`); `read` checks that
+/// none has a MAC yet.
+pub(super) fn seal_all(read: &Rows<'_>, write: &Rows<'_>) -> Result<u64> {
+    let versions = select(read, "", [])?;
+    for version in &versions {
+        put_version(write, version)?;
+    }
+    Ok(u64::try_from(versions.len()).unwrap_or(u64::MAX))
 }
 
 /// The newest version number of `name`; `SecretNotFound` without the secret.
@@ -64,11 +117,7 @@ pub(super) fn latest_version(tx: &Transaction<'_>, name: &str) -> Result<u32> {
 }
 
 /// A new secret with its first version.
-pub(super) fn create(
-    tx: &Transaction<'_>,
-    description: &str,
-    first: &SecretVersionRecord,
-) -> Result<()> {
+pub(super) fn create(tx: &Rows<'_>, description: &str, first: &SecretVersionRecord) -> Result<()> {
     let inserted = tx
         .execute(
             "INSERT INTO secrets (name, description, created_at) VALUES (?1, ?2, ?3) \
@@ -79,13 +128,13 @@ pub(super) fn create(
     if inserted == 0 {
         return Err(StoreError::SecretExists(first.name.clone()));
     }
-    insert_version(tx, first)
+    put_version(tx, first)
 }
 
 /// The next version: `r.version` must be one past the newest, else `SecretVersionRace`
 /// (another writer got there first; the value was encrypted for a version number that is
 /// now taken).
-pub(super) fn add_version(tx: &Transaction<'_>, r: &SecretVersionRecord) -> Result<()> {
+pub(super) fn add_version(tx: &Rows<'_>, r: &SecretVersionRecord) -> Result<()> {
     let latest = latest_version(tx, &r.name)?;
     if r.version != latest.saturating_add(1) {
         return Err(StoreError::SecretVersionRace {
@@ -93,66 +142,48 @@ pub(super) fn add_version(tx: &Transaction<'_>, r: &SecretVersionRecord) -> Resu
             version: r.version,
         });
     }
-    insert_version(tx, r)
+    put_version(tx, r)
 }
 
 /// One version, or with `None` the newest enabled one.
 pub(super) fn version(
-    tx: &Transaction<'_>,
+    rows: &Rows<'_>,
     name: &str,
     version: Option<u32>,
 ) -> Result<SecretVersionRecord> {
-    latest_version(tx, name)?;
+    latest_version(rows, name)?;
     let found = match version {
-        Some(v) => tx
-            .query_row(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} FROM secret_versions WHERE name = ?1 AND version = ?2"
-                ),
-                rusqlite::params![name, v],
-                version_row,
-            )
-            .optional()
-            .sql()?,
-        None => tx
-            .query_row(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} FROM secret_versions WHERE name = ?1 AND enabled = 1 \
-                     ORDER BY version DESC LIMIT 1"
-                ),
-                [name],
-                version_row,
-            )
-            .optional()
-            .sql()?,
+        Some(v) => select(
+            rows,
+            "WHERE name = ?1 AND version = ?2",
+            rusqlite::params![name, v],
+        )?,
+        None => select(
+            rows,
+            "WHERE name = ?1 AND enabled = 1 ORDER BY version DESC LIMIT 1",
+            [name],
+        )?,
     };
-    found.ok_or_else(|| StoreError::SecretVersionNotFound {
-        name: name.to_string(),
-        version,
-    })
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::SecretVersionNotFound {
+            name: name.to_string(),
+            version,
+        })
 }
 
 /// Enables or disables one version; the version after the change.
 pub(super) fn set_enabled(
-    tx: &Transaction<'_>,
+    rows: &Rows<'_>,
     name: &str,
     number: u32,
     enabled: bool,
 ) -> Result<SecretVersionRecord> {
-    let changed = tx
-        .execute(
-            "UPDATE secret_versions SET enabled = ?3 WHERE name = ?1 AND version = ?2",
-            rusqlite::params![name, number, enabled],
-        )
-        .sql()?;
-    if changed == 0 {
-        latest_version(tx, name)?;
-        return Err(StoreError::SecretVersionNotFound {
-            name: name.to_string(),
-            version: Some(number),
-        });
-    }
-    version(tx, name, Some(number))
+    let mut record = version(rows, name, Some(number))?;
+    record.enabled = enabled;
+    put_version(rows, &record)?;
+    Ok(record)
 }
 
 /// Deletes a secret and every version.
@@ -169,7 +200,7 @@ pub(super) fn delete(tx: &Transaction<'_>, name: &str) -> Result<()> {
 /// At most `limit` secrets whose names start with `prefix` and sort after `after`, by name,
 /// with their versions' metadata.
 pub(super) fn list(
-    tx: &Transaction<'_>,
+    tx: &Rows<'_>,
     prefix: &str,
     after: &str,
     limit: usize,
@@ -198,26 +229,17 @@ pub(super) fn list(
         .sql()?
         .collect::<rusqlite::Result<Vec<_>>>()
         .sql()?;
-    let mut versions = tx
-        .prepare(
-            "SELECT version, enabled, created_at FROM secret_versions WHERE name = ?1 \
-             ORDER BY version",
-        )
-        .sql()?;
     heads
         .into_iter()
         .map(|mut head| {
-            head.versions = versions
-                .query_map([&head.name], |row| {
-                    Ok(SecretVersionSummary {
-                        version: row.get(0)?,
-                        enabled: row.get(1)?,
-                        created_at: row.get(2)?,
-                    })
+            head.versions = select(tx, "WHERE name = ?1 ORDER BY version", [&head.name])?
+                .into_iter()
+                .map(|v| SecretVersionSummary {
+                    version: v.version,
+                    enabled: v.enabled,
+                    created_at: v.created_at,
                 })
-                .sql()?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .sql()?;
+                .collect();
             Ok(head)
         })
         .collect()

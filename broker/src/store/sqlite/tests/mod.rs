@@ -1,6 +1,7 @@
 //! Tests of [`SqliteStore`]: the trait's contract, the schema, and durability.
 
 mod durability;
+mod integrity;
 mod keys;
 mod leases;
 mod listing;
