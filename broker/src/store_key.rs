@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::backends::{Backends, KeyRef, WrappedDataKey};
 use crate::ca::authority::unix_now;
+use crate::config::Config;
 use crate::error::{BrokerError, Result};
 use crate::store::integrity::RowKey;
 use crate::store::sqlite::{SqliteStore, StoredStoreKey};
@@ -59,20 +60,34 @@ pub async fn open(
     }
 }
 
-/// For a process that does not unlock the store: refuses a store that has a store key,
-/// with the same message as [`open`].
+/// The store of `config`, for a command-line process (`keybroker ca`, `keybroker store
+/// verify`): unlocked as the broker does at start, opening only the backend that
+/// `[store] protect_with` names. Blocking: not for an async worker. Without
+/// `may_protect`, a store that has no store key yet is refused rather than protected.
 ///
 /// # Errors
-/// The store has a store key.
-pub fn refuse_if_protected(store: &SqliteStore) -> Result<()> {
-    match store.protected() {
-        true => Err(BrokerError::FailedPrecondition(
-            "store.protect_with: the store is protected by a store key; set protect_with to \
-             the backend that holds it"
+/// As [`open`]; the store or the backend cannot be opened.
+pub fn open_offline(config: &Config, may_protect: bool) -> Result<SqliteStore> {
+    let store = SqliteStore::open(&config.store.path)?;
+    let protect_with = config.store.protect_with.as_deref();
+    if !may_protect && protect_with.is_some() && !store.protected() {
+        return Err(BrokerError::FailedPrecondition(
+            "the store has no store key yet: start the broker once with \
+             [store] protect_with to make it"
                 .into(),
-        )),
-        false => Ok(()),
+        ));
     }
+    let backends = match protect_with {
+        Some(name) => crate::server::open_configured(config, Some(name))
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?,
+        None => Backends::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BrokerError::Internal(format!("a runtime: {e}")))?;
+    runtime.block_on(open(&store, &backends, protect_with, false))?;
+    Ok(store)
 }
 
 async fn unlock(store: &SqliteStore, backends: &Backends, stored: &StoredStoreKey) -> Result<()> {

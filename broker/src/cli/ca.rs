@@ -48,6 +48,10 @@ fn open(config: &std::path::Path) -> Result<(Config, String, HsmBackend, SqliteS
         .iter()
         .find(|h| h.name == name)
         .ok_or_else(|| CliError::Usage(format!("ca.backend: no [[hsm]] is named {name:?}")))?;
+    // The store first: unlocking it opens the `protect_with` backend, often this token,
+    // and closes it again, since a process opens a token once.
+    let store = crate::store_key::open_offline(&config, true)
+        .map_err(|e| CliError::Serve(format!("store: {e}")))?;
     let pin = crate::backends::read_pin(hsm.user_pin_file.as_deref(), hsm.user_pin_env.as_deref())
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let module = Pkcs11Module::load(&hsm.module)?;
@@ -57,27 +61,7 @@ fn open(config: &std::path::Path) -> Result<(Config, String, HsmBackend, SqliteS
         pin,
         PoolConfig::default(),
     )?;
-    let store = SqliteStore::open(&config.store.path)
-        .map_err(|e| CliError::Serve(format!("store: {e}")))?;
-    unlock(&config, &store)?;
     Ok((config, name, token, store))
-}
-
-/// Unlocks (or protects) the store as the broker does at start, with the one backend
-/// that `[store] protect_with` names.
-fn unlock(config: &Config, store: &SqliteStore) -> Result<(), CliError> {
-    let serve = |e: &dyn std::fmt::Display| CliError::Serve(format!("store: {e}"));
-    let Some(name) = config.store.protect_with.as_deref() else {
-        return crate::store_key::refuse_if_protected(store).map_err(|e| serve(&e));
-    };
-    let backends = crate::server::open_configured(config, Some(name)).map_err(|e| serve(&e))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| serve(&e))?;
-    runtime
-        .block_on(crate::store_key::open(store, &backends, Some(name), false))
-        .map_err(|e| serve(&e))
 }
 
 fn failed(e: crate::error::BrokerError) -> CliError {

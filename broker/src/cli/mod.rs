@@ -10,6 +10,7 @@ mod keys;
 mod kms_plugin;
 mod seal;
 mod secrets;
+mod store;
 mod token;
 
 pub use client::ClientConfig;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Make the broker an intermediate CA: a CSR from its HSM, then the signed chain.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Check the broker's own store offline: every row's MAC (docs/sealing.md).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// List and register a broker's HSM tokens and TPMs.
     Backends {
         #[command(flatten)]
@@ -231,6 +235,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Token(cmd) => token::run(cmd, cli.json),
         Command::Ca(cmd) => ca::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
         Command::Serve(args) => serve(args),
         Command::Keys { client, command } => {
             let config = ClientConfig::load(&client.client_config)?;

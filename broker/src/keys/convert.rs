@@ -3,7 +3,11 @@
 use keybroker_api::v1 as pb;
 
 use crate::error::{BrokerError, Result};
-use crate::store::{Algorithm, KeyRecord, KeyState, Purpose, VersionState};
+use prost::Message as _;
+
+use crate::store::{
+    Algorithm, KeyPage, KeyRecord, KeyState, Purpose, VersionState, page_token_after,
+};
 
 pub fn algorithm_from_wire(value: i32) -> Result<Algorithm> {
     use pb::KeyAlgorithm as W;
@@ -125,4 +129,38 @@ pub fn spki_pem(der: &[u8]) -> Result<String> {
     use der::pem::LineEnding;
     der::pem::encode_string("PUBLIC KEY", LineEnding::LF, der)
         .map_err(|e| BrokerError::Internal(format!("PEM: {e}")))
+}
+
+/// A `SignRequest`'s input as (message, digest).
+pub fn sign_input(input: Option<pb::sign_request::Input>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    match input {
+        Some(pb::sign_request::Input::Message(m)) => (Some(m), None),
+        Some(pb::sign_request::Input::Digest(d)) => (None, Some(d)),
+        None => (None, None),
+    }
+}
+
+/// A page of keys as a `ListKeysResponse` of at most `budget` bytes of keys. A page of
+/// many keys with many tags or versions can be larger than the server may send: it ends
+/// early, and the page token continues after its last key.
+pub fn page_to_wire(page: &KeyPage, budget: usize) -> pb::ListKeysResponse {
+    let (mut keys, mut used) = (Vec::new(), 0usize);
+    for record in &page.keys {
+        let key = key_to_wire(record);
+        let framed = key.encoded_len();
+        let framed = framed + 1 + prost::length_delimiter_len(framed);
+        if !keys.is_empty() && used.saturating_add(framed) > budget {
+            break;
+        }
+        used = used.saturating_add(framed);
+        keys.push(key);
+    }
+    let next_page_token = match keys.last() {
+        Some(last) if keys.len() < page.keys.len() => page_token_after(&last.name),
+        _ => page.next_page_token(),
+    };
+    pb::ListKeysResponse {
+        keys,
+        next_page_token,
+    }
 }

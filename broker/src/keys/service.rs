@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use keybroker_api::v1 as pb;
 use pb::key_service_server::KeyService;
-use prost::Message as _;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
 pub(crate) use super::authorize::{absent_resource, authorize_key, resource};
 use super::convert::{
-    algorithm_from_wire, algorithm_name, key_to_wire, purpose_from_wire, purpose_name, state_name,
+    algorithm_from_wire, algorithm_name, key_to_wire, page_to_wire, purpose_from_wire,
+    purpose_name, sign_input, state_name,
 };
 use super::manager::{KeyManager, StateChange, now};
 use super::ops::{self, Scheme};
@@ -21,7 +21,7 @@ use crate::error::BrokerError;
 use crate::request::{Authorized, Gate};
 use crate::sealing::{SealStreamResponses, Sealing, UnsealStreamResponses};
 use crate::store::Purpose;
-use crate::store::{KeyQuery, KeyRecord, NewKey, page_token_after};
+use crate::store::{KeyQuery, KeyRecord, NewKey};
 
 /// Most digests in one `SignBatch`.
 pub const MAX_BATCH: usize = 1024;
@@ -84,14 +84,6 @@ impl KeyServiceImpl {
     }
 }
 
-fn sign_input(input: Option<pb::sign_request::Input>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    match input {
-        Some(pb::sign_request::Input::Message(m)) => (Some(m), None),
-        Some(pb::sign_request::Input::Digest(d)) => (None, Some(d)),
-        None => (None, None),
-    }
-}
-
 #[tonic::async_trait]
 impl KeyService for KeyServiceImpl {
     async fn create_key(&self, request: Request<pb::CreateKeyRequest>) -> Reply<pb::Key> {
@@ -147,28 +139,8 @@ impl KeyService for KeyServiceImpl {
         )
         .map_err(BrokerError::from)?;
         let page = self.manager.list(&auth, &query).await?;
-        // A page of many keys with many tags or versions can be larger than the server
-        // may send: it ends early, and the page token continues after its last key.
         let budget = self.max_response_bytes.saturating_sub(RESPONSE_HEADROOM);
-        let (mut keys, mut used) = (Vec::new(), 0usize);
-        for record in &page.keys {
-            let key = key_to_wire(record);
-            let framed = key.encoded_len();
-            let framed = framed + 1 + prost::length_delimiter_len(framed);
-            if !keys.is_empty() && used.saturating_add(framed) > budget {
-                break;
-            }
-            used = used.saturating_add(framed);
-            keys.push(key);
-        }
-        let next_page_token = match keys.last() {
-            Some(last) if keys.len() < page.keys.len() => page_token_after(&last.name),
-            _ => page.next_page_token(),
-        };
-        Ok(Response::new(pb::ListKeysResponse {
-            keys,
-            next_page_token,
-        }))
+        Ok(Response::new(page_to_wire(&page, budget)))
     }
 
     async fn get_public_key(

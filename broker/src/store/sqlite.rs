@@ -38,7 +38,7 @@ use super::integrity::{Canon, Guard};
 use super::{Result, StoreCall, StoreError};
 use worker::Pool;
 
-pub use store_key::{StoredStoreKey, Tagged};
+pub use store_key::{StoredStoreKey, Tagged, Verified};
 
 /// Reader threads (and connections) for a database file.
 const READERS: usize = 2;
@@ -150,7 +150,11 @@ impl SqliteStore {
         let guard = self.guard.clone();
         pool.submit(move |conn| {
             transaction(conn, op, TransactionBehavior::Deferred, |tx| {
-                f(&Rows { tx, guard: &guard })
+                f(&Rows {
+                    tx,
+                    guard: &guard,
+                    refused: None,
+                })
             })
         })
     }
@@ -166,7 +170,11 @@ impl SqliteStore {
         let guard = self.guard.clone();
         self.writer.submit(move |conn| {
             let result = transaction(conn, op, TransactionBehavior::Immediate, |tx| {
-                f(&Rows { tx, guard: &guard })
+                f(&Rows {
+                    tx,
+                    guard: &guard,
+                    refused: None,
+                })
             });
             generation.fetch_add(1, Ordering::Release);
             result
@@ -179,6 +187,9 @@ impl SqliteStore {
 pub(super) struct Rows<'t> {
     tx: &'t Transaction<'t>,
     guard: &'t Guard,
+    /// Set by [`SqliteStore::verify`]: a refused row is recorded here and read on, so
+    /// that one pass names every refused row.
+    refused: Option<&'t std::cell::RefCell<Vec<String>>>,
 }
 
 impl<'t> Deref for Rows<'t> {
@@ -197,7 +208,13 @@ impl Rows<'_> {
 
     /// Checks a row read with its MAC; `what` names it for the error.
     fn check(&self, what: &dyn Fn() -> String, canon: &Canon, mac: Option<&[u8]>) -> Result<()> {
-        self.guard.check(what, canon, mac)
+        match (self.guard.check(what, canon, mac), self.refused) {
+            (Err(StoreError::Tampered(why)), Some(refused)) => {
+                refused.borrow_mut().push(why);
+                Ok(())
+            }
+            (result, _) => result,
+        }
     }
 }
 

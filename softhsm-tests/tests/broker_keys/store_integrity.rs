@@ -8,7 +8,7 @@ use pb::KeyAlgorithm as A;
 use pb::KeyPurpose as P;
 use tonic::Code;
 
-use super::common::{BrokerOptions, BrokerProcess, create};
+use super::common::{BrokerOptions, BrokerProcess, create, keybroker_binary};
 use super::sign_req;
 
 /// Runs `sql` on the broker's database file, as an editor would.
@@ -21,6 +21,18 @@ fn edit_store(broker: &BrokerProcess, sql: &str) {
 fn query_store<T: rusqlite::types::FromSql>(broker: &BrokerProcess, sql: &str) -> T {
     let db = rusqlite::Connection::open(broker.dir.path().join("state/keybroker.db")).unwrap();
     db.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+/// `keybroker store verify` on the broker's configuration: (success, stdout, stderr).
+fn store_verify(broker: &BrokerProcess) -> (bool, String, String) {
+    let out = std::process::Command::new(keybroker_binary(false))
+        .args(["store", "verify", "--config"])
+        .arg(broker.config_path())
+        .env("SOFTHSM2_CONF", broker.hsm.conf_path())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 fn set_protect_with(broker: &BrokerProcess, line: &str) {
@@ -94,12 +106,22 @@ async fn an_unprotected_store_is_tagged_once_then_an_edited_row_is_refused() {
     keys.sign(sign_req("ledger", b"m", pb::SignatureScheme::Default))
         .await
         .unwrap();
+    let (ok, out, err) = store_verify(&broker);
+    assert!(ok && out.contains("every MAC verifies"), "{out}{err}");
 
     // The attacker gives "ledger" another team: the policy would read the tag.
     broker.stop();
     edit_store(
         &broker,
         "UPDATE key_tags SET value = 'admins' WHERE key_name = 'ledger'",
+    );
+    let (ok, out, err) = store_verify(&broker);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("refused: the stored key \"ledger\" fails its integrity check")
+            && !out.contains("payroll")
+            && err.contains("1 of"),
+        "{out}{err}"
     );
     broker.spawn();
     let mut keys = broker.keys("admin").await;

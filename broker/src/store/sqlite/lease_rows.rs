@@ -28,7 +28,7 @@ fn limit(n: usize) -> i64 {
 }
 
 /// The leases `sql` (a `WHERE` and what follows, with `params`) selects, each checked.
-fn select(rows: &Rows<'_>, sql: &str, params: impl Params) -> Result<Vec<LeaseRecord>> {
+pub(super) fn select(rows: &Rows<'_>, sql: &str, params: impl Params) -> Result<Vec<LeaseRecord>> {
     let mut statement = rows
         .prepare(&format!("SELECT {COLUMNS}, mac FROM leases {sql}"))
         .sql()?;

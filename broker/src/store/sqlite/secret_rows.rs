@@ -28,7 +28,11 @@ fn canon(r: &SecretVersionRecord) -> Canon {
 }
 
 /// The versions `sql` (a `WHERE` and what follows, with `params`) selects, each checked.
-fn select(rows: &Rows<'_>, sql: &str, params: impl Params) -> Result<Vec<SecretVersionRecord>> {
+pub(super) fn select(
+    rows: &Rows<'_>,
+    sql: &str,
+    params: impl Params,
+) -> Result<Vec<SecretVersionRecord>> {
     let mut statement = rows
         .prepare_cached(&format!(
             "SELECT {VERSION_COLUMNS}, mac FROM secret_versions {sql}"

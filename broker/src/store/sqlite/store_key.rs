@@ -33,6 +33,16 @@ pub struct Tagged {
     pub leases: u64,
 }
 
+/// What [`SqliteStore::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Rows read: keys (each with its tags and versions), backends, the policy, CA
+    /// versions, secret versions and leases.
+    pub rows: u64,
+    /// Why each refused row was refused (`the stored key "a" fails ...`), in table order.
+    pub refused: Vec<String>,
+}
+
 /// Whether the database holds a store key.
 pub(super) fn exists(conn: &Connection) -> Result<bool> {
     Ok(read(conn)?.is_some())
@@ -84,6 +94,33 @@ impl SqliteStore {
         })
     }
 
+    /// Reads every protected row in one snapshot and checks each MAC, naming every row
+    /// that fails rather than stopping at the first (`keybroker store verify`).
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] before [`SqliteStore::unlock`]; a row that does not decode.
+    pub fn verify(&self) -> StoreCall<Verified> {
+        self.read("verify", |rows| {
+            let refused = std::cell::RefCell::new(Vec::new());
+            let all = Rows {
+                tx: rows.tx,
+                guard: rows.guard,
+                refused: Some(&refused),
+            };
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            let read = count(rows::select_keys(&all, "1 = 1", rusqlite::params![])?.len())
+                + count(backend_rows::backends(&all)?.len())
+                + u64::from(backend_rows::policy(&all)?.is_some())
+                + count(ca_rows::select(&all)?.len())
+                + count(secret_rows::select(&all, "", [])?.len())
+                + count(lease_rows::select(&all, "", [])?.len());
+            Ok(Verified {
+                rows: read,
+                refused: refused.into_inner(),
+            })
+        })
+    }
+
     /// Whether rows are MACed (the store has a store key, unlocked or not).
     pub fn protected(&self) -> bool {
         self.guard.protected()
@@ -121,8 +158,13 @@ impl SqliteStore {
                     let before = Rows {
                         tx,
                         guard: &unprotected,
+                        refused: None,
                     };
-                    let after = Rows { tx, guard: &keyed };
+                    let after = Rows {
+                        tx,
+                        guard: &keyed,
+                        refused: None,
+                    };
                     Ok(Tagged {
                         keys: rows::seal_all_keys(&before, &after)?,
                         settings: backend_rows::seal_all(&before, &after)?,

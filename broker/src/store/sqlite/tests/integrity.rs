@@ -10,11 +10,11 @@ use crate::store::integrity::RowKey;
 use crate::store::sqlite::StoredStoreKey;
 use crate::store::{CaRecord, LeaseRecord, LeaseStore, SecretStore, SecretVersionRecord};
 
-fn row_key(byte: u8) -> RowKey {
+pub(super) fn row_key(byte: u8) -> RowKey {
     RowKey::derive(&DataKey::from_slice(&[byte; 32]).unwrap()).unwrap()
 }
 
-fn stored() -> StoredStoreKey {
+pub(super) fn stored() -> StoredStoreKey {
     StoredStoreKey {
         backend: HSM_BACKEND.to_owned(),
         kek: hsm("kbsys:store:kek:1"),
@@ -77,7 +77,7 @@ fn fill(store: &SqliteStore) {
 
 /// A store with a row in every table, then protected.
 fn protected() -> SqliteStore {
-    let store = super::store();
+    let store = unprotected_store();
     fill(&store);
     let tagged = store.protect(stored(), row_key(1)).wait().unwrap();
     assert_eq!(
@@ -333,4 +333,27 @@ fn deleting_the_store_key_does_not_make_the_rows_trusted_again() {
         store.stored_key().wait().unwrap().is_none(),
         "nothing was written"
     );
+}
+
+#[test]
+fn verify_names_every_edited_row_in_one_pass() {
+    let store = protected();
+    assert_eq!(store.verify().wait().unwrap().refused, Vec::<String>::new());
+    edit(
+        &store,
+        "UPDATE key_tags SET value = 'x' WHERE key_name = 'b'",
+    );
+    edit(&store, "UPDATE leases SET owner = 'spiffe://td/thief'");
+    edit(&store, "UPDATE policy SET mac = NULL");
+    let verified = store.verify().wait().unwrap();
+    // Two keys, two backends, the policy, a CA version, a secret version, a lease.
+    assert_eq!(verified.rows, 8);
+    assert_eq!(verified.refused.len(), 3, "{:?}", verified.refused);
+    for (why, names) in verified.refused.iter().zip([
+        "stored key \"b\" fails",
+        "stored authorization policy has no MAC",
+        "stored lease \"app/1\" fails",
+    ]) {
+        assert!(why.contains(names), "{why}");
+    }
 }

@@ -74,8 +74,19 @@ fn add_backends(store: &SqliteStore) {
     store.add_backend(&tpm_backend(TPM_BACKEND)).wait().unwrap();
 }
 
-/// An in-memory store with the test backends.
+/// An in-memory store with the test backends, protected by a store key: every test of
+/// the store's contract also shows that its writes keep every row's MAC valid.
 fn store() -> SqliteStore {
+    let store = unprotected_store();
+    store
+        .protect(integrity::stored(), integrity::row_key(1))
+        .wait()
+        .unwrap();
+    store
+}
+
+/// An in-memory store with the test backends, without a store key.
+fn unprotected_store() -> SqliteStore {
     let store = SqliteStore::open_in_memory().unwrap();
     add_backends(&store);
     store
