@@ -5,10 +5,11 @@
 
 use sealed_format::DataKey;
 
+use super::leases::lease;
 use super::*;
 use crate::store::integrity::RowKey;
 use crate::store::sqlite::StoredStoreKey;
-use crate::store::{CaRecord, LeaseRecord, LeaseStore, SecretStore, SecretVersionRecord};
+use crate::store::{CaRecord, LeaseStore, SecretStore, SecretVersionRecord};
 
 pub(super) fn row_key(byte: u8) -> RowKey {
     RowKey::derive(&DataKey::from_slice(&[byte; 32]).unwrap()).unwrap()
@@ -21,19 +22,6 @@ pub(super) fn stored() -> StoredStoreKey {
         wrapping: 1,
         wrapped: vec![7; 40],
         created_at: 1_000,
-    }
-}
-
-fn lease(id: &str, expires_at: i64) -> LeaseRecord {
-    LeaseRecord {
-        id: id.to_owned(),
-        role: "app".to_owned(),
-        owner: "spiffe://td/w".to_owned(),
-        handle: String::new(),
-        created_at: 100,
-        expires_at,
-        max_expires_at: 1_000,
-        revoked_at: None,
     }
 }
 
@@ -66,7 +54,10 @@ fn ca() -> CaRecord {
 fn fill(store: &SqliteStore) {
     create(store, "a");
     create(store, "b");
-    store.create_lease(&lease("app/1", 500), 10).wait().unwrap();
+    store
+        .create_lease(&lease("app/1", "app", 500), 10)
+        .wait()
+        .unwrap();
     store.create_secret("db", &secret(1)).wait().unwrap();
     store.put_ca_version(&ca()).wait().unwrap();
     store
@@ -272,7 +263,10 @@ fn the_brokers_own_writes_keep_every_mac_valid() {
         .unwrap();
     store.abandon_version("d", 1).wait().unwrap();
     store.extend_lease("app/1", 900, 200).wait().unwrap();
-    store.create_lease(&lease("app/2", 500), 10).wait().unwrap();
+    store
+        .create_lease(&lease("app/2", "app", 500), 10)
+        .wait()
+        .unwrap();
     store.revoke_lease("app/2", 300).wait().unwrap();
     assert_eq!(store.revoke_role_leases("app", 400).wait().unwrap(), 1);
     store.add_secret_version(&secret(2)).wait().unwrap();

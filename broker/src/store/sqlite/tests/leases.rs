@@ -4,7 +4,7 @@
 use super::*;
 use crate::store::{LeaseRecord, LeaseStore};
 
-fn lease(id: &str, role: &str, expires_at: i64) -> LeaseRecord {
+pub(super) fn lease(id: &str, role: &str, expires_at: i64) -> LeaseRecord {
     LeaseRecord {
         id: id.to_owned(),
         role: role.to_owned(),
