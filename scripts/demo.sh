@@ -198,6 +198,9 @@ run "${unseal[@]}" --in sealed/backup.tar.sealed --out backup.again --context ap
 run cmp backup.tar backup.again
 echo "-> identical"
 
+step "Security team: check every row of the broker's store against its MAC, offline"
+run env SOFTHSM2_CONF=broker/softhsm2.conf keybroker store verify --config broker/config.toml
+
 step "Stop the broker"
 printf '$ %s\n' "kill -TERM $broker_pid"
 stop_broker
