@@ -64,7 +64,7 @@ bench: deps
 	cargo bench --locked -p attest --bench verify
 	cargo bench --locked -p sealed-format --bench throughput
 	cargo bench --locked -p softhsm-tests --bench sealing
-	cargo nextest run --locked -p softhsm-tests --test broker_sealing --run-ignored ignored-only
+	cargo nextest run --locked -p softhsm-tests --test broker_sealing --run-ignored ignored-only two_gib
 
 ## Fuzz the attestation parsers and the sealed-data format (nightly toolchain,
 ## cargo-fuzz); FUZZ_SECONDS per target.
